@@ -1,0 +1,244 @@
+"""The ``ladderlab`` command: parse arguments, call the library, show progress.
+
+No logic lives here. Errors the library raises on purpose print one clear
+message and exit with their code (2 for bad input); nothing prints a traceback
+unless ``LADDERLAB_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ladderlab import __version__
+from ladderlab.config import Settings
+from ladderlab.errors import LadderlabError
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def say(message: str) -> None:
+    err.print(f"[dim]ladderlab:[/dim] {message}", markup=True, highlight=False, soft_wrap=True)
+
+
+def _client(settings: Settings) -> Any:
+    from ladderlab.environments.engine import connect
+
+    return connect()
+
+
+def _course_id(settings: Settings) -> str:
+    from ladderlab.course import load_course
+
+    return load_course(settings.course_file).id
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.doctor import as_json, diagnose
+
+    findings = diagnose(settings)
+    if args.json:
+        print(json.dumps({"ok": all(f.ok for f in findings), "checks": as_json(findings)}, indent=2))
+    else:
+        table = Table("check", "", "detail", "fix", show_lines=False)
+        for f in findings:
+            table.add_row(f.name, "[green]ok[/]" if f.ok else "[red]MISSING[/]", f.detail, "" if f.ok else f.fix)
+        out.print(table)
+    return 0 if all(f.ok for f in findings) else 1
+
+
+def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.environments.engine import ensure_engine
+    from ladderlab.environments.images import build
+
+    client = ensure_engine(settings, say=say)
+    if not args.no_images:
+        build(client, settings, args.envs or None, say)
+    say("ready")
+    return 0
+
+
+def cmd_images_build(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.environments.images import build
+
+    results = build(_client(settings), settings, args.envs or None, say, no_cache=args.no_cache)
+    for ref, state in results:
+        out.print(f"{ref.tag}\t{state}")
+    return 0
+
+
+def cmd_course_check(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.course import load_course
+
+    course = load_course(settings.course_file)
+    out.print(f"{settings.course_file}: ok ({len(course.ladder.tracks)} tracks, "
+              f"{len(course.ladder.competencies.items)} competencies, {len(course.labs)} labs)")
+    return 0
+
+
+def _env_json(env: Any) -> dict[str, Any]:
+    r = env.record
+    return {"id": r.id, "env": r.env, "lab": r.lab, "learner": r.learner, "seed": r.seed, "params": r.params,
+            "expires": int(r.expires), "networks": r.networks,
+            "hosts": {n: {"role": h.role, "container": h.container, "addresses": h.addresses,
+                          "image": h.image} for n, h in r.hosts.items()}}
+
+
+def cmd_env_up(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.environments.runtime import up
+
+    started = time.monotonic()
+    course_id = args.course or _course_id(settings)
+    env = up(settings, args.env, client=_client(settings), learner=args.learner, lab=args.lab or "",
+             seed=args.seed, course_id=course_id, ttl_minutes=args.ttl, say=say)
+    if args.json:
+        print(json.dumps(_env_json(env), indent=2))
+        return 0
+    say(f"up in {time.monotonic() - started:.2f}s")
+    out.print(f"[bold]{env.id}[/bold]  ({env.record.env}, learner {env.record.learner})")
+    table = Table("host", "role", "address", "container")
+    for name, h in env.record.hosts.items():
+        table.add_row(name, h.role, ", ".join(h.addresses.values()), h.container)
+    out.print(table)
+    for k, v in env.params.items():
+        out.print(f"  {k} = {v}")
+    out.print(f"tear down with: ladderlab env down {env.id}")
+    return 0
+
+
+def cmd_env_down(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.environments.runtime import down
+
+    client = _client(settings)
+    for env_id in args.ids:
+        n = down(settings, env_id, client)
+        say(f"{env_id}: removed {n} containers and networks" if n else f"{env_id}: nothing to remove")
+    return 0
+
+
+def cmd_env_ls(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.environments.runtime import list_envs
+
+    envs = list_envs(settings, _client(settings))
+    if args.json:
+        print(json.dumps([{"id": e.id, "env": e.env, "lab": e.lab, "learner": e.learner, "status": e.status,
+                           "hosts": sorted(e.hosts), "expires": int(e.expires)} for e in envs], indent=2))
+        return 0
+    table = Table("id", "env", "lab", "learner", "status", "hosts", "expires in")
+    for e in envs:
+        left = max(0, e.expires - time.time())
+        table.add_row(e.id, e.env, e.lab or "-", e.learner, e.status, ",".join(sorted(e.hosts)),
+                      f"{left / 60:.0f} min")
+    out.print(table)
+    return 0
+
+
+def cmd_env_reap(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.environments.reaper import reap
+
+    report = reap(settings, _client(settings), dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps({"removed": report.removed, "kept": report.kept,
+                          "stale_records": report.stale_records, "dry_run": args.dry_run}, indent=2))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for env_id, why in report.removed.items():
+        say(f"{verb} {env_id} ({why})")
+    say(f"{len(report.removed)} {verb}, {len(report.kept)} kept, {len(report.stale_records)} stale records")
+    return 0
+
+
+def cmd_env_sh(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.environments.runtime import attach
+
+    env = attach(settings, args.id, _client(settings))
+    host = env.host(args.host, transport=args.transport)
+    result = host.run(" ".join(args.command), timeout=args.timeout)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return int(result.rc)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ladderlab", description="Hands-on SRE skills lab.")
+    p.add_argument("--version", action="version", version=f"ladderlab {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("doctor", help="check the engine, images and disk; say how to fix what is missing")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_doctor)
+
+    s = sub.add_parser("setup", help="start a Docker engine if none answers (root+apt) and build images")
+    s.add_argument("envs", nargs="*", metavar="ENV")
+    s.add_argument("--no-images", action="store_true", help="only make sure an engine answers")
+    s.set_defaults(func=cmd_setup)
+
+    c = sub.add_parser("course", help="course.yaml").add_subparsers(dest="sub", required=True, metavar="SUB")
+    cc = c.add_parser("check", help="validate course.yaml")
+    cc.set_defaults(func=cmd_course_check)
+
+    i = sub.add_parser("images", help="lab images").add_subparsers(dest="sub", required=True, metavar="SUB")
+    ib = i.add_parser("build", help="build the images of ENV (default: all), cached by content")
+    ib.add_argument("envs", nargs="*", metavar="ENV")
+    ib.add_argument("--no-cache", action="store_true", help="rebuild even if an image with the same content exists")
+    ib.set_defaults(func=cmd_images_build)
+
+    e = sub.add_parser("env", help="disposable lab environments").add_subparsers(dest="sub", required=True,
+                                                                                  metavar="SUB")
+    eu = e.add_parser("up", help="bring up a fresh environment")
+    eu.add_argument("env", metavar="ENV")
+    eu.add_argument("--learner", default=os.environ.get("LADDERLAB_LEARNER", "local"))
+    eu.add_argument("--lab", default="", help="lab id (part of the seed and the labels)")
+    eu.add_argument("--seed", help="explicit seed instead of one derived from course, learner and lab")
+    eu.add_argument("--course", help="course id for the seed (default: from course.yaml)")
+    eu.add_argument("--ttl", type=float, help="minutes until the reaper may remove it")
+    eu.add_argument("--json", action="store_true")
+    eu.set_defaults(func=cmd_env_up)
+    ed = e.add_parser("down", help="tear down environments (idempotent)")
+    ed.add_argument("ids", nargs="+", metavar="ID")
+    ed.set_defaults(func=cmd_env_down)
+    el = e.add_parser("ls", help="list environments on the engine")
+    el.add_argument("--json", action="store_true")
+    el.set_defaults(func=cmd_env_ls)
+    er = e.add_parser("reap", help="remove expired and orphaned environments")
+    er.add_argument("--dry-run", action="store_true")
+    er.add_argument("--json", action="store_true")
+    er.set_defaults(func=cmd_env_reap)
+    es = e.add_parser("sh", help="run a command on a host of an environment")
+    es.add_argument("id", metavar="ID")
+    es.add_argument("host", metavar="HOST")
+    es.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    es.add_argument("--transport", choices=["docker", "ssh"], default="docker")
+    es.add_argument("--timeout", type=float)
+    es.set_defaults(func=cmd_env_sh)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    func: Callable[[argparse.Namespace, Settings], int] = args.func
+    try:
+        return func(args, Settings.from_env())
+    except LadderlabError as exc:
+        if os.environ.get("LADDERLAB_DEBUG") == "1":
+            raise
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        for note in getattr(exc, "__notes__", []):
+            err.print(note, markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

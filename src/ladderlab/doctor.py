@@ -1,0 +1,80 @@
+"""``ladderlab doctor``: what this machine has, what is missing, and the fix for each."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+
+import docker
+from docker.errors import DockerException
+
+from ladderlab.config import Settings
+from ladderlab.environments.images import base_image_id, exists, plan
+from ladderlab.errors import LadderlabError
+
+MIN_FREE_GB = 5.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _engine() -> tuple[docker.DockerClient | None, Finding]:
+    try:
+        client = docker.from_env(timeout=10)
+        version = client.version()
+    except DockerException as exc:
+        can = os.geteuid() == 0 and shutil.which("apt-get") is not None
+        fix = ("run `ladderlab setup` (as root it installs docker.io and starts dockerd)" if can else
+               "install Docker (Debian: sudo apt-get install docker.io), start it, and add your user "
+               "to the docker group; or set DOCKER_HOST")
+        return None, Finding("docker engine", False, f"no engine answers ({str(exc).splitlines()[0][:120]})", fix)
+    return client, Finding("docker engine", True,
+                           f"Docker {version.get('Version')} (API {version.get('ApiVersion')})")
+
+
+def diagnose(settings: Settings) -> list[Finding]:
+    found = [Finding("python", sys.version_info >= (3, 11), sys.version.split()[0], "use Python 3.11 or newer")]
+    client, engine = _engine()
+    found.append(engine)
+    free = shutil.disk_usage(settings.cache_dir if settings.cache_dir.exists() else settings.root).free / 1e9
+    found.append(Finding("disk (cache)", free >= MIN_FREE_GB, f"{free:.1f} GB free under {settings.root}",
+                         f"free at least {MIN_FREE_GB:.0f} GB"))
+    found.append(Finding("CA bundle for builds", True,
+                         str(settings.ca_bundle) if settings.ca_bundle else "none (LADDERLAB_CA_BUNDLE=none)"))
+    if client is None:
+        return found
+    info = client.info()
+    root = info.get("DockerRootDir", "/var/lib/docker")
+    if os.path.isdir(root):
+        dfree = shutil.disk_usage(root).free / 1e9
+        found.append(Finding("disk (docker)", dfree >= MIN_FREE_GB, f"{dfree:.1f} GB free under {root}",
+                             f"free at least {MIN_FREE_GB:.0f} GB, or `docker image prune`"))
+    debian = base_image_id(client, settings)
+    if debian:
+        found.append(Finding("base image", True, f"{settings.base_image} present"))
+    else:
+        how = ("`ladderlab images build` pulls it or bootstraps it with debootstrap"
+               + ("" if os.geteuid() == 0 else " (bootstrapping needs root)"))
+        found.append(Finding("base image", False, f"{settings.base_image} missing", how))
+    try:
+        refs = plan(settings, None, debian or "missing")
+    except LadderlabError as exc:
+        found.append(Finding("environments", False, str(exc), "fix the file named above"))
+        return found
+    missing = [r.tag for r in refs if not exists(client, r.tag)]
+    found.append(Finding("lab images", not missing,
+                         f"{len(refs) - len(missing)}/{len(refs)} built" + (f"; missing: {', '.join(missing)}"
+                                                                            if missing else ""),
+                         "ladderlab images build"))
+    return found
+
+
+def as_json(findings: list[Finding]) -> list[dict[str, object]]:
+    return [asdict(f) for f in findings]

@@ -1,0 +1,1 @@
+"""Environments: images, bring-up, readiness, transports, the reaper."""

@@ -1,0 +1,85 @@
+"""The labels ladderlab puts on every container and network it makes.
+
+Only this module builds them, from typed arguments; nothing a user writes
+(env.yaml labels, learner ids) can set or override a key under ``io.ladderlab.``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFIX = "io.ladderlab."
+MANAGED = PREFIX + "managed"
+ENV_ID = PREFIX + "env-id"
+ENV = PREFIX + "env"
+LAB = PREFIX + "lab"
+LEARNER = PREFIX + "learner"
+EXPIRES = PREFIX + "expires"
+CREATED = PREFIX + "created"
+OWNER = PREFIX + "owner"
+HOST = PREFIX + "host"
+ROLE = PREFIX + "role"
+KIND = PREFIX + "kind"
+
+
+def _start_ticks(pid: int) -> str:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "?"
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_token(pid: int | None = None) -> str:
+    """``hostname:pid:start`` of a process: unique even when PIDs are reused."""
+    pid = pid or os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+
+
+def owner_alive(token: str) -> bool | None:
+    """True/False for an owner on this machine; None when it lives on another machine."""
+    host, _, rest = token.partition(":")
+    pid_s, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_s.isdigit():
+        return None
+    return _start_ticks(int(pid_s)) == start
+
+
+@dataclass(frozen=True)
+class Stamp:
+    env_id: str
+    env: str
+    lab: str
+    learner: str
+    expires: float
+    created: float
+    owner: str
+
+    def labels(self, *, host: str | None = None, role: str | None = None,
+               user: dict[str, str] | None = None) -> dict[str, str]:
+        out = {k: v for k, v in (user or {}).items() if not k.lower().startswith(PREFIX)}
+        out.update({
+            MANAGED: "1",
+            ENV_ID: self.env_id,
+            ENV: self.env,
+            LAB: self.lab,
+            LEARNER: self.learner,
+            EXPIRES: str(int(self.expires)),
+            CREATED: str(int(self.created)),
+            OWNER: self.owner,
+            KIND: "host" if host else "network",
+        })
+        if host:
+            out[HOST] = host
+            out[ROLE] = role or ""
+        return out
+
+    @classmethod
+    def new(cls, env_id: str, env: str, lab: str, learner: str, ttl_minutes: float) -> Stamp:
+        now = time.time()
+        return cls(env_id, env, lab, learner, now + ttl_minutes * 60, now, owner_token())

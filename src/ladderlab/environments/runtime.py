@@ -1,0 +1,509 @@
+"""Bringing environments up and down on a Docker engine.
+
+>>> env = up(settings, "firewall", learner="ada")         # doctest: +SKIP
+>>> env.host("target").run("iptables -S").stdout          # doctest: +SKIP
+>>> env.down()                                             # doctest: +SKIP
+
+Every environment gets its own ``--internal`` networks and hardened hosts
+(``cap_drop=ALL`` plus the env's allowlisted capabilities, no-new-privileges,
+default seccomp, pids/memory/CPU limits, bounded logs, never privileged, no
+host namespaces, no Docker socket). Hosts start in dependency waves, in
+parallel within a wave. A failed ``up`` removes what it made. A successful one
+writes ``<cache>/state/envs/<id>/env.json``: the reaper treats an environment
+without that record, whose owner process is gone, as an orphan.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import shlex
+import shutil
+import tarfile
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, NotFound
+from docker.types import LogConfig
+
+from ladderlab.config import Settings
+from ladderlab.environments import labels as L
+from ladderlab.environments.images import exists, image_tags
+from ladderlab.environments.readiness import CommandSucceeds, LogContains, PortOpen, Strategy, wait_ready
+from ladderlab.environments.spec import CommandReady, EnvSpec, HostSpec, LogReady, discover, load_env_spec
+from ladderlab.environments.transports import DockerTransport, SSHTransport, Transport, generate_key
+from ladderlab.errors import EnvError, ImageError, UsageError
+from ladderlab.seeds import check_learner, check_seed, derive_seed, render_params
+
+Say = Callable[[str], None]
+LOG_CONFIG = {"max-size": "1m", "max-file": "2"}
+SETUP_DONE = "/run/ladderlab/setup.done"
+DEFAULT_COURSE = "ladderlab"
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass
+class HostInfo:
+    name: str
+    role: str
+    image: str
+    container: str
+    addresses: dict[str, str] = field(default_factory=dict)
+    ssh: bool = True
+    ssh_host_key: str | None = None
+    ready_seconds: float = 0.0
+
+    @property
+    def address(self) -> str:
+        return next(iter(self.addresses.values()), "")
+
+
+@dataclass
+class EnvRecord:
+    """What ``env up`` knows about an environment; persisted as JSON in the state dir."""
+
+    id: str
+    env: str
+    lab: str
+    learner: str
+    seed: str
+    params: dict[str, str | int]
+    created: float
+    expires: float
+    networks: dict[str, str]
+    hosts: dict[str, HostInfo]
+    docker_host: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EnvRecord:
+        hosts = {k: HostInfo(**v) for k, v in data["hosts"].items()}
+        return cls(**{**data, "hosts": hosts})
+
+
+class Host:
+    """One host of a running environment, reached through one transport."""
+
+    def __init__(self, info: HostInfo, transport: Transport) -> None:
+        self.info = info
+        self.transport = transport
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def run(self, command: str, *args: object, timeout: float | None = None) -> Any:
+        return self.transport.run(command, *args, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"<host {self.info.name} via {self.transport.name}>"
+
+
+class Environment:
+    """A running environment: its record, and hosts to run commands on."""
+
+    def __init__(self, record: EnvRecord, client: docker.DockerClient, settings: Settings) -> None:
+        self.record = record
+        self.client = client
+        self.settings = settings
+        self._transports: list[Transport] = []
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def params(self) -> dict[str, str | int]:
+        return dict(self.record.params)
+
+    def __repr__(self) -> str:
+        return f"<environment {self.record.id} ({self.record.env}, {len(self.record.hosts)} hosts)>"
+
+    def host(self, name: str, transport: str = "docker") -> Host:
+        try:
+            info = self.record.hosts[name]
+        except KeyError:
+            raise UsageError(f"environment {self.id} has no host {name!r} "
+                             f"(hosts: {', '.join(self.record.hosts)})") from None
+        t: Transport
+        if transport == "docker":
+            t = DockerTransport(self.client, info.container)
+        elif transport == "ssh":
+            if not info.ssh:
+                raise UsageError(f"host {name!r} does not run sshd (ssh: false in its env.yaml)")
+            t = SSHTransport(info.address, private_key=key_path(self.settings, self.id).read_text(),
+                             host_key=info.ssh_host_key)
+        else:
+            raise UsageError(f"unknown transport {transport!r} (expected docker or ssh)")
+        self._transports.append(t)
+        return Host(info, t)
+
+    def down(self) -> int:
+        for t in self._transports:
+            t.close()
+        return down(self.settings, self.id, self.client)
+
+    def __enter__(self) -> Environment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+# --- state files -----------------------------------------------------------------------------
+
+
+def env_dir(settings: Settings, env_id: str) -> Path:
+    return settings.state_dir / "envs" / env_id
+
+
+def key_path(settings: Settings, env_id: str) -> Path:
+    return env_dir(settings, env_id) / "id_ed25519"
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def _save_record(settings: Settings, record: EnvRecord) -> None:
+    path = env_dir(settings, record.id) / "env.json"
+    tmp = path.with_suffix(".tmp")
+    _write_private(tmp, json.dumps(record.to_json(), indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def load_record(settings: Settings, env_id: str) -> EnvRecord | None:
+    path = env_dir(settings, env_id) / "env.json"
+    try:
+        return EnvRecord.from_json(json.loads(path.read_text()))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def attach(settings: Settings, env_id: str, client: docker.DockerClient) -> Environment:
+    record = load_record(settings, env_id)
+    if record is None:
+        raise UsageError(f"no environment {env_id!r} is recorded here (see `ladderlab env ls`)")
+    return Environment(record, client, settings)
+
+
+# --- bring up ---------------------------------------------------------------------------------
+
+
+def _strategies(spec: HostSpec, params: dict[str, str | int]) -> list[Strategy]:
+    out: list[Strategy] = []
+    for r in spec.ready:
+        if isinstance(r, CommandReady):
+            out.append(CommandSucceeds(r.command))
+        elif isinstance(r, LogReady):
+            out.append(LogContains(r.log))
+        else:
+            port = r.port if isinstance(r.port, int) else r.port.format_map(params)
+            try:
+                out.append(PortOpen(int(port)))
+            except ValueError:
+                raise EnvError(f"ready port {r.port!r} rendered to {port!r}, which is not a port") from None
+    return out
+
+
+def _render_setup(command: str, params: dict[str, str | int]) -> str:
+    return command.format_map({k: shlex.quote(str(v)) for k, v in params.items()})
+
+
+def _authorized_keys_tar(public: str) -> bytes:
+    buf = io.BytesIO()
+    data = public.encode()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("authorized_keys")
+        info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def read_file(client: docker.DockerClient, container: str, path: str, limit: int = 1 << 20) -> bytes:
+    """Read one file from a container through the Docker API (no binary inside it runs)."""
+    stream, _ = client.api.get_archive(container, path)
+    raw = b"".join(stream)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        member = tar.next()
+        if member is None or not member.isfile() or member.size > limit:
+            raise EnvError(f"{path} in {container} is not a regular file under {limit} bytes")
+        fh = tar.extractfile(member)
+        assert fh is not None
+        return fh.read()
+
+
+class _HostProbe:
+    def __init__(self, client: docker.DockerClient, container: str, address: str, direct: bool) -> None:
+        self.client = client
+        self.container = container
+        self.address = address
+        self.direct = direct
+        self.transport = DockerTransport(client, container)
+
+    def logs(self) -> str:
+        try:
+            return bytes(self.client.api.logs(self.container, tail=40)).decode(errors="replace")
+        except APIError:
+            return "(logs unavailable)"
+
+    def running(self) -> bool:
+        try:
+            return bool(self.client.api.inspect_container(self.container)["State"]["Running"])
+        except NotFound:
+            return False
+
+
+def is_local_engine(client: docker.DockerClient) -> bool:
+    return str(client.api.base_url).startswith("http+docker://")
+
+
+class _Bringup:
+    def __init__(self, settings: Settings, client: docker.DockerClient, spec: EnvSpec, record: EnvRecord,
+                 stamp: L.Stamp, public_key: str | None, tags: dict[str, str], say: Say) -> None:
+        self.settings, self.client, self.spec, self.record = settings, client, spec, record
+        self.stamp, self.public_key, self.tags, self.say = stamp, public_key, tags, say
+        self.direct = is_local_engine(client)
+
+    def create_networks(self) -> None:
+        for net in self.spec.networks:
+            name = f"ll-{self.record.id}-{net.name}"
+            self.client.api.create_network(name, driver="bridge", internal=True, check_duplicate=True,
+                                           labels=self.stamp.labels())
+            self.record.networks[net.name] = name
+
+    def start_host(self, name: str) -> HostInfo:
+        spec = self.spec.hosts[name]
+        api = self.client.api
+        params = self.record.params
+        image = self.tags[spec.image]
+        container = f"ll-{self.record.id}-{name}"
+        nets = self.spec.host_networks(name)
+        env = {k: v.format_map(params) for k, v in spec.environment.items()}
+        env["LADDERLAB_AWAIT_SETUP"] = "1" if spec.setup else "0"
+        host_config = api.create_host_config(
+            cap_drop=["ALL"], cap_add=sorted(spec.capabilities), security_opt=["no-new-privileges:true"],
+            privileged=False, init=True, pids_limit=spec.resources.pids,
+            mem_limit=spec.resources.memory_bytes, memswap_limit=spec.resources.memory_bytes,
+            nano_cpus=int(spec.resources.cpus * 1e9), ipc_mode="private",
+            log_config=LogConfig(type="json-file", config=LOG_CONFIG),
+            network_mode=self.record.networks[nets[0]],
+        )
+        networking = api.create_networking_config(
+            {self.record.networks[nets[0]]: api.create_endpoint_config(aliases=[name])})
+        api.create_container(
+            image, command=spec.command, hostname=name, name=container, environment=env,
+            labels=self.stamp.labels(host=name, role=spec.role, user=spec.labels),
+            host_config=host_config, networking_config=networking, detach=True)
+        for net in nets[1:]:
+            api.connect_container_to_network(container, self.record.networks[net], aliases=[name])
+        if spec.ssh and self.public_key:
+            api.put_archive(container, "/root/.ssh", _authorized_keys_tar(self.public_key))
+        api.start(container)
+        inspect = api.inspect_container(container)
+        addresses = {net: inspect["NetworkSettings"]["Networks"][self.record.networks[net]]["IPAddress"]
+                     for net in nets}
+        info = HostInfo(name=name, role=spec.role, image=image, container=container, addresses=addresses,
+                        ssh=spec.ssh)
+        transport = DockerTransport(self.client, container)
+        for command in spec.setup:
+            result = transport.run(_render_setup(command, params), timeout=120)
+            if result.failed:
+                raise EnvError(f"setup of host {name!r} failed: {result.command!r} exited {result.rc}: "
+                               f"{(result.stderr or result.stdout).strip()[:500]}")
+        if spec.setup:
+            transport.check_output("mkdir -p /run/ladderlab && touch %s", SETUP_DONE)
+        probe = _HostProbe(self.client, container, info.address, self.direct)
+        timeout = spec.ready_timeout or self.settings.ready_timeout
+        info.ready_seconds = round(wait_ready(self.record.id, name, probe, _strategies(spec, params), timeout), 3)
+        if spec.ssh:
+            try:
+                info.ssh_host_key = read_file(self.client, container, "/etc/ssh/ssh_host_ed25519_key.pub").decode()
+            except (NotFound, EnvError):
+                info.ssh_host_key = None
+        self.say(f"  {name} ready ({info.address})")
+        return info
+
+    def run(self) -> None:
+        self.create_networks()
+        waves = self.spec.start_waves()
+        with ThreadPoolExecutor(max_workers=min(8, len(self.spec.hosts))) as pool:
+            for wave in waves:
+                for info in pool.map(self.start_host, wave):
+                    self.record.hosts[info.name] = info
+
+
+def _check_images(settings: Settings, client: docker.DockerClient, spec: EnvSpec) -> dict[str, str]:
+    tags = image_tags(settings, client, spec.name, {h.image for h in spec.hosts.values()})
+    missing = sorted(t for t in set(tags.values()) if not exists(client, t))
+    if missing:
+        raise ImageError(f"images of environment {spec.name!r} are not built: {', '.join(missing)}\n"
+                         f"Fix: ladderlab images build {spec.name}")
+    return tags
+
+
+def load_spec(settings: Settings, env: str) -> EnvSpec:
+    found = discover(settings.environments_dir)
+    if env not in found:
+        raise UsageError(f"unknown environment {env!r} (known: {', '.join(sorted(found)) or 'none'})")
+    return load_env_spec(found[env])
+
+
+def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: str = "local",
+       lab: str = "", seed: str | None = None, course_id: str = DEFAULT_COURSE,
+       ttl_minutes: float | None = None, say: Say = _quiet) -> Environment:
+    """Bring up a fresh environment ``env`` for ``learner``; tear it down again if anything fails."""
+    spec = load_spec(settings, env)
+    check_learner(learner)
+    seed = check_seed(seed) if seed else derive_seed(course_id, learner, lab or env)
+    params = render_params(spec.params, seed)
+    tags = _check_images(settings, client, spec)
+    env_id = f"{env}-{secrets.token_hex(4)}"
+    stamp = L.Stamp.new(env_id, env, lab, learner, ttl_minutes or settings.ttl_minutes)
+    record = EnvRecord(id=env_id, env=env, lab=lab, learner=learner, seed=seed, params=params,
+                       created=stamp.created, expires=stamp.expires, networks={}, hosts={},
+                       docker_host=str(client.api.base_url))
+    public = None
+    try:
+        if any(h.ssh for h in spec.hosts.values()):
+            private, public = generate_key()
+            _write_private(key_path(settings, env_id), private)
+        say(f"starting {env_id} ({len(spec.hosts)} hosts)")
+        _Bringup(settings, client, spec, record, stamp, public, tags, say).run()
+        _save_record(settings, record)
+    except BaseException:
+        teardown(client, env_id)
+        shutil.rmtree(env_dir(settings, env_id), ignore_errors=True)
+        raise
+    return Environment(record, client, settings)
+
+
+# --- tear down --------------------------------------------------------------------------------
+
+
+def _retry(action: Callable[[], Any], attempts: int = 6) -> None:
+    """Run ``action``; not-found is success; transient daemon errors are retried."""
+    delay = 0.1
+    for attempt in range(attempts):
+        try:
+            action()
+            return
+        except NotFound:
+            return
+        except APIError as exc:
+            transient = exc.status_code in (409, 500, 502, 503) or "in progress" in str(exc)
+            if not transient or attempt == attempts - 1:
+                raise EnvError(f"docker refused: {exc.explanation or exc}") from None
+            time.sleep(delay)
+            delay *= 2
+
+
+def remove_containers(client: docker.DockerClient, ids: Iterable[str]) -> int:
+    ids = list(ids)
+    if not ids:
+        return 0
+    with ThreadPoolExecutor(max_workers=min(8, len(ids))) as pool:
+        list(pool.map(lambda c: _retry(lambda: client.api.remove_container(c, force=True, v=True)), ids))
+    return len(ids)
+
+
+def remove_networks(client: docker.DockerClient, ids: Iterable[str]) -> int:
+    n = 0
+    for net in ids:
+        _retry(lambda net=net: client.api.remove_network(net))
+        n += 1
+    return n
+
+
+def labelled(client: docker.DockerClient, **match: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Containers and networks carrying ladderlab's managed label (and ``match``)."""
+    keys = {"env_id": L.ENV_ID}
+    filters = [f"{L.MANAGED}=1", *(f"{keys[k]}={v}" for k, v in match.items())]
+    containers = client.api.containers(all=True, filters={"label": filters})
+    networks = client.api.networks(filters={"label": filters})
+    return containers, networks
+
+
+def teardown(client: docker.DockerClient, env_id: str) -> int:
+    """Remove every container and network labelled with ``env_id``. Idempotent."""
+    containers, networks = labelled(client, env_id=env_id)
+    n = remove_containers(client, [c["Id"] for c in containers])
+    return n + remove_networks(client, [net["Id"] for net in networks])
+
+
+def down(settings: Settings, env_id: str, client: docker.DockerClient) -> int:
+    """Tear down ``env_id`` and forget it; returns how many resources were removed."""
+    removed = teardown(client, env_id)
+    shutil.rmtree(env_dir(settings, env_id), ignore_errors=True)
+    return removed
+
+
+# --- listing ----------------------------------------------------------------------------------
+
+
+@dataclass
+class EnvSummary:
+    id: str
+    env: str
+    lab: str
+    learner: str
+    hosts: list[str]
+    networks: int
+    created: float
+    expires: float
+    owner: str
+    recorded: bool
+
+    @property
+    def status(self) -> str:
+        if self.expires and self.expires < time.time():
+            return "expired"
+        if self.recorded:
+            return "ready"
+        alive = L.owner_alive(self.owner) if self.owner else None
+        return "starting" if alive else "orphaned"
+
+
+def list_envs(settings: Settings, client: docker.DockerClient) -> list[EnvSummary]:
+    """Every labelled environment on the engine, from the labels (the source of truth)."""
+    containers, networks = labelled(client)
+    found: dict[str, EnvSummary] = {}
+
+    def summary(lbl: dict[str, str]) -> EnvSummary:
+        env_id = lbl.get(L.ENV_ID, "?")
+        if env_id not in found:
+            found[env_id] = EnvSummary(
+                id=env_id, env=lbl.get(L.ENV, ""), lab=lbl.get(L.LAB, ""), learner=lbl.get(L.LEARNER, ""),
+                hosts=[], networks=0, created=_num(lbl.get(L.CREATED)), expires=_num(lbl.get(L.EXPIRES)),
+                owner=lbl.get(L.OWNER, ""), recorded=load_record(settings, env_id) is not None)
+        return found[env_id]
+
+    for c in containers:
+        summary(c.get("Labels") or {}).hosts.append((c.get("Labels") or {}).get(L.HOST, "?"))
+    for n in networks:
+        summary(n.get("Labels") or {}).networks += 1
+    return sorted(found.values(), key=lambda s: (s.created, s.id))
+
+
+def _num(raw: str | None) -> float:
+    try:
+        return float(raw or 0)
+    except ValueError:
+        return 0.0

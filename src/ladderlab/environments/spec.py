@@ -1,0 +1,275 @@
+"""``environments/<env>/env.yaml``: hosts, networks and seeded parameters.
+
+>>> spec = load_env_spec(Path("environments/firewall"))   # doctest: +SKIP
+>>> sorted(spec.hosts)                                    # doctest: +SKIP
+['monitor', 'outsider', 'target']
+
+Placeholders ``{name}`` in ``environment``, ``setup`` and ``ready`` refer to the
+environment's ``params``; a placeholder naming no parameter is an error at load
+time, not at ``env up``.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from ladderlab.errors import ConfigError
+from ladderlab.loading import CROSS_REF_SEP, load_model
+
+#: Capabilities an env.yaml may add back after ``cap_drop=ALL``. Anything that
+#: reaches past the container (SYS_ADMIN, SYS_MODULE, NET_BROADCAST, ...) is refused.
+CAPABILITY_ALLOWLIST = frozenset({
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_ADMIN",
+    "NET_BIND_SERVICE", "NET_RAW", "SETGID", "SETUID", "SYS_CHROOT", "SYS_PTRACE",
+})
+#: What OpenSSH's privilege-separated sshd needs (measured: it fails without any one of them).
+SSHD_CAPABILITIES = frozenset({"SETUID", "SETGID", "SYS_CHROOT"})
+#: Label prefix that only ladderlab sets; env.yaml may not use it.
+RESERVED_LABEL_PREFIX = "io.ladderlab."
+
+NAME = r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$"
+Name = Annotated[str, StringConstraints(pattern=NAME, max_length=32)]
+MEMORY = re.compile(r"^(?P<n>[1-9][0-9]*)(?P<unit>[km])$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def placeholders(text: str) -> set[str]:
+    """Names used as ``{name}`` in ``text``; raises ValueError on a malformed template."""
+    names = set()
+    for _, field, spec, conv in string.Formatter().parse(text):
+        if field is None:
+            continue
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", field) or spec or conv:
+            raise ValueError(f"placeholder {{{field}}} must be a plain parameter name like {{zone}}")
+        names.add(field)
+    return names
+
+
+class IntParam(_Model):
+    type: Literal["int"]
+    min: int = Field(ge=0, le=65535)
+    max: int = Field(ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _range(self) -> IntParam:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class ChoiceParam(_Model):
+    type: Literal["choice"]
+    values: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]+$", max_length=64)]] = Field(
+        min_length=1)
+
+
+class HexParam(_Model):
+    type: Literal["hex"]
+    length: int = Field(ge=1, le=32)
+    prefix: Annotated[str, StringConstraints(pattern=r"^[a-z0-9.-]*$", max_length=32)] = ""
+    suffix: Annotated[str, StringConstraints(pattern=r"^[a-z0-9.-]*$", max_length=64)] = ""
+
+
+Param = Annotated[IntParam | ChoiceParam | HexParam, Field(discriminator="type")]
+
+
+class PortReady(_Model):
+    """Ready when a TCP connection to ``port`` on the host succeeds."""
+
+    port: int | str
+
+
+class CommandReady(_Model):
+    """Ready when ``command`` exits 0 inside the host."""
+
+    command: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+
+
+class LogReady(_Model):
+    """Ready when the host's log contains ``log``."""
+
+    log: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+Ready = PortReady | CommandReady | LogReady
+
+
+class Resources(_Model):
+    memory: Annotated[str, StringConstraints(pattern=MEMORY.pattern)] = "256m"
+    cpus: float = Field(default=0.5, gt=0, le=2)
+    pids: int = Field(default=256, ge=16, le=2048)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_cap(cls, v: str) -> str:
+        m = MEMORY.match(v)
+        assert m
+        size = int(m["n"]) * (1024 if m["unit"] == "k" else 1024 * 1024)
+        if not 16 * 1024 * 1024 <= size <= 2 * 1024**3:
+            raise ValueError("memory must be between 16m and 2048m")
+        return v
+
+    @property
+    def memory_bytes(self) -> int:
+        m = MEMORY.match(self.memory)
+        assert m
+        return int(m["n"]) * (1024 if m["unit"] == "k" else 1024 * 1024)
+
+
+class HostSpec(_Model):
+    image: Name
+    role: Literal["target", "probe", "client", "service"]
+    description: str = ""
+    capabilities: list[str] = Field(default_factory=list)
+    environment: dict[Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")], str] = Field(
+        default_factory=dict)
+    command: list[str] | None = None
+    setup: list[Annotated[str, StringConstraints(min_length=1, max_length=2000)]] = Field(default_factory=list)
+    ready: list[Ready] = Field(default_factory=list)
+    ready_timeout: float | None = Field(default=None, gt=0, le=600)
+    depends_on: list[Name] = Field(default_factory=list)
+    networks: list[Name] | None = None
+    resources: Resources = Resources()
+    ssh: bool = True
+    labels: dict[str, Annotated[str, StringConstraints(max_length=200)]] = Field(default_factory=dict)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _allowlisted(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if c not in CAPABILITY_ALLOWLIST]
+        if bad:
+            raise ValueError(
+                f"capabilities {', '.join(bad)} are not allowed; allowed: {', '.join(sorted(CAPABILITY_ALLOWLIST))}")
+        if len(set(v)) != len(v):
+            raise ValueError("capabilities are listed twice")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _no_reserved(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if key.lower().startswith(RESERVED_LABEL_PREFIX) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}", key):
+                raise ValueError(f"label {key!r} is reserved or malformed (labels under "
+                                 f"{RESERVED_LABEL_PREFIX} are set by ladderlab only)")
+        return v
+
+    @model_validator(mode="after")
+    def _sshd_needs(self) -> HostSpec:
+        missing = SSHD_CAPABILITIES - set(self.capabilities)
+        if self.ssh and missing:
+            raise ValueError(f"ssh: true runs sshd, which needs the capabilities {', '.join(sorted(missing))}; "
+                             "add them to capabilities or set ssh: false")
+        return self
+
+
+class NetworkSpec(_Model):
+    name: Name
+    description: str = ""
+
+
+class EnvSpec(_Model):
+    """A validated env.yaml. ``path`` is the environment's directory."""
+
+    name: Name
+    description: str = ""
+    networks: list[NetworkSpec] = Field(default_factory=lambda: [NetworkSpec(name="lan")], min_length=1)
+    hosts: dict[Name, HostSpec] = Field(min_length=1, max_length=12)
+    params: dict[Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*$")], Param] = Field(
+        default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references(self) -> EnvSpec:
+        problems: list[str] = []
+        nets = [n.name for n in self.networks]
+        if len(set(nets)) != len(nets):
+            problems.append("networks: network names must be unique")
+        for name, host in self.hosts.items():
+            where = f"hosts.{name}"
+            for net in host.networks or []:
+                if net not in nets:
+                    problems.append(f"{where}.networks: unknown network {net!r} (declared: {', '.join(nets)})")
+            for dep in host.depends_on:
+                if dep not in self.hosts or dep == name:
+                    problems.append(f"{where}.depends_on: {dep!r} is not another host of this environment")
+            templated: list[tuple[str, str]] = [(f"{where}.environment.{k}", v) for k, v in host.environment.items()]
+            templated += [(f"{where}.setup[{i}]", c) for i, c in enumerate(host.setup)]
+            templated += [(f"{where}.ready[{i}].port", r.port) for i, r in enumerate(host.ready)
+                          if isinstance(r, PortReady) and isinstance(r.port, str)]
+            for field, text in templated:
+                try:
+                    unknown = placeholders(text) - set(self.params)
+                except ValueError as exc:
+                    problems.append(f"{field}: {exc}")
+                    continue
+                if unknown:
+                    problems.append(f"{field}: unknown parameter {', '.join(sorted(unknown))} "
+                                    f"(declared: {', '.join(sorted(self.params)) or 'none'})")
+        cycle = _find_cycle({n: h.depends_on for n, h in self.hosts.items()})
+        if cycle:
+            problems.append(f"hosts: depends_on forms a cycle: {' -> '.join(cycle)}")
+        if problems:
+            raise ValueError(CROSS_REF_SEP.join(problems) + CROSS_REF_SEP)
+        return self
+
+    def host_networks(self, host: str) -> list[str]:
+        chosen = self.hosts[host].networks
+        return list(chosen) if chosen else [n.name for n in self.networks]
+
+    def start_waves(self) -> list[list[str]]:
+        """Hosts grouped so that each group depends only on earlier groups."""
+        done: set[str] = set()
+        waves: list[list[str]] = []
+        while len(done) < len(self.hosts):
+            wave = sorted(n for n, h in self.hosts.items() if n not in done and set(h.depends_on) <= done)
+            waves.append(wave)
+            done.update(wave)
+        return waves
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, []):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt in graph and state.get(nxt) is None:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if state.get(node) is None:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def load_env_spec(env_dir: Path) -> EnvSpec:
+    """Load ``<env_dir>/env.yaml``. The directory name must equal ``name``."""
+    display = f"environments/{env_dir.name}/env.yaml"
+    spec = load_model(env_dir / "env.yaml", EnvSpec, display)
+    if spec.name != env_dir.name:
+        raise ConfigError(display, [("name", f"must equal the directory name {env_dir.name!r}, got {spec.name!r}")])
+    return spec
+
+
+def discover(environments_dir: Path) -> dict[str, Path]:
+    """Environment names -> directories (every folder with an env.yaml)."""
+    return {p.parent.name: p.parent for p in sorted(environments_dir.glob("*/env.yaml"))}
+
