@@ -76,6 +76,15 @@ def cmd_images_build(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_lab(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.labserver import jupyter_command
+
+    argv = jupyter_command(settings, args.port)
+    say(f"starting JupyterLab on http://127.0.0.1:{args.port}/ (Ctrl-C to stop)")
+    os.execv(argv[0], argv)  # noqa: S606 - replaces this process with JupyterLab, argv built above
+    return 0  # not reached
+
+
 def cmd_course_check(args: argparse.Namespace, settings: Settings) -> int:
     from ladderlab.course import load_course
 
@@ -94,12 +103,14 @@ def _env_json(env: Any) -> dict[str, Any]:
 
 
 def cmd_env_up(args: argparse.Namespace, settings: Settings) -> int:
-    from ladderlab.environments.runtime import up
+    from ladderlab.environments.runtime import load_spec, up
 
+    load_spec(settings, args.env)  # a bad env.yaml is reported before any engine is needed
     started = time.monotonic()
     course_id = args.course or _course_id(settings)
+    overrides = dict(p.partition("=")[::2] for p in args.param)
     env = up(settings, args.env, client=_client(settings), learner=args.learner, lab=args.lab or "",
-             seed=args.seed, course_id=course_id, ttl_minutes=args.ttl, say=say)
+             seed=args.seed, course_id=course_id, ttl_minutes=args.ttl, overrides=overrides, say=say)
     if args.json:
         print(json.dumps(_env_json(env), indent=2))
         return 0
@@ -182,6 +193,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-images", action="store_true", help="only make sure an engine answers")
     s.set_defaults(func=cmd_setup)
 
+    lb = sub.add_parser("lab", help="start JupyterLab with the course on 127.0.0.1")
+    lb.add_argument("--port", type=int, default=8888)
+    lb.set_defaults(func=cmd_lab)
+
     c = sub.add_parser("course", help="course.yaml").add_subparsers(dest="sub", required=True, metavar="SUB")
     cc = c.add_parser("check", help="validate course.yaml")
     cc.set_defaults(func=cmd_course_check)
@@ -201,6 +216,8 @@ def parser() -> argparse.ArgumentParser:
     eu.add_argument("--seed", help="explicit seed instead of one derived from course, learner and lab")
     eu.add_argument("--course", help="course id for the seed (default: from course.yaml)")
     eu.add_argument("--ttl", type=float, help="minutes until the reaper may remove it")
+    eu.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="fix a seeded parameter (lab authoring, debugging a learner's variant)")
     eu.add_argument("--json", action="store_true")
     eu.set_defaults(func=cmd_env_up)
     ed = e.add_parser("down", help="tear down environments (idempotent)")

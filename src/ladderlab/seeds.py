@@ -60,3 +60,26 @@ def draw(name: str, param: Param, seed: str) -> str | int:
 def render_params(params: dict[str, Param], seed: str) -> dict[str, str | int]:
     """All parameters of an environment for ``seed``, in declaration order."""
     return {name: draw(name, spec, check_seed(seed)) for name, spec in params.items()}
+
+
+def apply_overrides(params: dict[str, Param], values: dict[str, str | int],
+                    overrides: dict[str, str]) -> dict[str, str | int]:
+    """Replace seeded values with explicit ones, each checked against its parameter's spec."""
+    out = dict(values)
+    for name, raw in overrides.items():
+        spec = params.get(name)
+        if spec is None:
+            raise UsageError(f"--param {name}: no such parameter (declared: {', '.join(params) or 'none'})")
+        if isinstance(spec, IntParam):
+            if not raw.isdigit() or not spec.min <= int(raw) <= spec.max:
+                raise UsageError(f"--param {name}: expected an integer {spec.min}-{spec.max}, got {raw!r}")
+            out[name] = int(raw)
+        elif isinstance(spec, ChoiceParam):
+            if raw not in spec.values:
+                raise UsageError(f"--param {name}: expected one of {', '.join(spec.values)}, got {raw!r}")
+            out[name] = raw
+        else:
+            if not re.fullmatch(rf"{re.escape(spec.prefix)}[0-9a-f]{{{spec.length}}}{re.escape(spec.suffix)}", raw):
+                raise UsageError(f"--param {name}: expected {spec.prefix}<{spec.length} hex digits>{spec.suffix}")
+            out[name] = raw
+    return out

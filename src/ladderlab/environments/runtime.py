@@ -40,7 +40,7 @@ from ladderlab.environments.readiness import CommandSucceeds, LogContains, PortO
 from ladderlab.environments.spec import CommandReady, EnvSpec, HostSpec, LogReady, discover, load_env_spec
 from ladderlab.environments.transports import DockerTransport, SSHTransport, Transport, generate_key
 from ladderlab.errors import EnvError, ImageError, UsageError
-from ladderlab.seeds import check_learner, check_seed, derive_seed, render_params
+from ladderlab.seeds import apply_overrides, check_learner, check_seed, derive_seed, render_params
 
 Say = Callable[[str], None]
 LOG_CONFIG = {"max-size": "1m", "max-file": "2"}
@@ -368,12 +368,13 @@ def load_spec(settings: Settings, env: str) -> EnvSpec:
 
 def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: str = "local",
        lab: str = "", seed: str | None = None, course_id: str = DEFAULT_COURSE,
-       ttl_minutes: float | None = None, say: Say = _quiet) -> Environment:
+       ttl_minutes: float | None = None, overrides: dict[str, str] | None = None,
+       say: Say = _quiet) -> Environment:
     """Bring up a fresh environment ``env`` for ``learner``; tear it down again if anything fails."""
     spec = load_spec(settings, env)
     check_learner(learner)
     seed = check_seed(seed) if seed else derive_seed(course_id, learner, lab or env)
-    params = render_params(spec.params, seed)
+    params = apply_overrides(spec.params, render_params(spec.params, seed), overrides or {})
     tags = _check_images(settings, client, spec)
     env_id = f"{env}-{secrets.token_hex(4)}"
     stamp = L.Stamp.new(env_id, env, lab, learner, ttl_minutes or settings.ttl_minutes)
