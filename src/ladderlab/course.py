@@ -124,12 +124,13 @@ class Course(_Model):
         problems: list[str] = []
         ids = [t.id for t in self.ladder.tracks]
         codes = [t.code for t in self.ladder.tracks]
-        for label, seq in (("track id", ids), ("track code", codes),
-                           ("competency id", [c.id for c in self.ladder.competencies.items]),
-                           ("lab id", [lab.id for lab in self.labs])):
+        for where, label, seq in (("ladder.tracks", "track id", ids), ("ladder.tracks", "track code", codes),
+                                  ("ladder.competencies.items", "competency id",
+                                   [c.id for c in self.ladder.competencies.items]),
+                                  ("labs", "lab id", [lab.id for lab in self.labs])):
             dupes = sorted({x for x in seq if seq.count(x) > 1})
             if dupes:
-                problems.append(f"duplicate {label}: {', '.join(dupes)}")
+                problems.append(f"{where}: duplicate {label} {', '.join(dupes)}")
         tracks = {t.id: t for t in self.ladder.tracks}
         by_code = {t.code: t for t in self.ladder.tracks}
         comps = {c.id for c in self.ladder.competencies.items}

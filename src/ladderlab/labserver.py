@@ -7,6 +7,7 @@ ladderlab service on the host out of their reach (tests/integration/test_host_is
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ladderlab.config import Settings
@@ -18,6 +19,8 @@ def jupyter_command(settings: Settings, port: int, token: str | None = None) -> 
     """The argv that starts JupyterLab on loopback, rooted at the course."""
     argv = [sys.executable, "-m", "jupyterlab", f"--ServerApp.ip={LOOPBACK}", f"--ServerApp.port={port}",
             "--ServerApp.port_retries=0", "--no-browser", f"--ServerApp.root_dir={settings.root}"]
+    if os.geteuid() == 0:
+        argv.append("--allow-root")  # CI and single-user lab machines run as root
     if token is not None:
         argv.append(f"--IdentityProvider.token={token}")
     return argv

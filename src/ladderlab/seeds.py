@@ -25,7 +25,8 @@ def check_learner(learner: str) -> str:
     """Return ``learner`` if it is a valid learner id, else raise UsageError."""
     if not LEARNER.fullmatch(learner):
         raise UsageError(
-            f"learner id {learner!r} is invalid: use 1-64 letters, digits and . _ @ - (starting with a letter or digit)")
+            f"learner id {learner!r} is invalid: "
+            "use 1-64 letters, digits and . _ @ - (starting with a letter or digit)")
     return learner
 
 

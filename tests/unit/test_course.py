@@ -80,7 +80,7 @@ def _base() -> dict:
      "is empty"),
     (lambda d: d["ladder"]["tracks"][0]["levels"].pop(3), "ladder.tracks[0].levels", "exactly the levels 1-6"),
     (lambda d: d.update(colour="blue"), "colour", "unknown field"),
-    (lambda d: d["labs"].append(dict(d["labs"][0])), "", "duplicate lab id"),
+    (lambda d: d["labs"].append(dict(d["labs"][0])), "labs", "duplicate lab id"),
     (lambda d: d["policies"].update(pass_threshold=1.5), "policies.pass_threshold", "less than or equal to 1"),
 ])
 def test_bad_course_names_file_field_and_expectation(tmp_path, mutate, where, expected):

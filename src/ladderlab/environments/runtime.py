@@ -256,7 +256,7 @@ class _HostProbe:
         self.container = container
         self.address = address
         self.direct = direct
-        self.transport = DockerTransport(client, container)
+        self.transport: Transport = DockerTransport(client, container)
 
     def logs(self) -> str:
         try:
@@ -420,8 +420,11 @@ def remove_containers(client: docker.DockerClient, ids: Iterable[str]) -> int:
     ids = list(ids)
     if not ids:
         return 0
+    def remove(container: str) -> None:
+        _retry(lambda: client.api.remove_container(container, force=True, v=True))
+
     with ThreadPoolExecutor(max_workers=min(8, len(ids))) as pool:
-        list(pool.map(lambda c: _retry(lambda: client.api.remove_container(c, force=True, v=True)), ids))
+        list(pool.map(remove, ids))
     return len(ids)
 
 

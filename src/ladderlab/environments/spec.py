@@ -103,7 +103,7 @@ Ready = PortReady | CommandReady | LogReady
 
 
 class Resources(_Model):
-    memory: Annotated[str, StringConstraints(pattern=MEMORY.pattern)] = "256m"
+    memory: Annotated[str, StringConstraints(max_length=16)] = "256m"
     cpus: float = Field(default=0.5, gt=0, le=2)
     pids: int = Field(default=256, ge=16, le=2048)
 
@@ -111,7 +111,8 @@ class Resources(_Model):
     @classmethod
     def _memory_cap(cls, v: str) -> str:
         m = MEMORY.match(v)
-        assert m
+        if not m:
+            raise ValueError(f"expected a size like 256m or 65536k, got {v!r}")
         size = int(m["n"]) * (1024 if m["unit"] == "k" else 1024 * 1024)
         if not 16 * 1024 * 1024 <= size <= 2 * 1024**3:
             raise ValueError("memory must be between 16m and 2048m")

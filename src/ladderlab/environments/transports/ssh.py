@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 import threading
 
 import paramiko
@@ -76,7 +75,7 @@ class SSHTransport(Transport):
             out = stdout.read()
             err = stderr.read()
             rc = stdout.channel.recv_exit_status()
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise CommandTimeout(f"{self!r}: {command!r} ran past {timeout:g}s") from None
         except paramiko.SSHException as exc:
             raise TransportError(f"{self!r}: {exc}") from None
