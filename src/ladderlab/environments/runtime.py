@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -421,7 +422,7 @@ def remove_containers(client: docker.DockerClient, ids: Iterable[str]) -> int:
     if not ids:
         return 0
     def remove(container: str) -> None:
-        _retry(lambda: client.api.remove_container(container, force=True, v=True))
+        _retry(partial(client.api.remove_container, container, force=True, v=True))
 
     with ThreadPoolExecutor(max_workers=min(8, len(ids))) as pool:
         list(pool.map(remove, ids))
@@ -431,7 +432,7 @@ def remove_containers(client: docker.DockerClient, ids: Iterable[str]) -> int:
 def remove_networks(client: docker.DockerClient, ids: Iterable[str]) -> int:
     n = 0
     for net in ids:
-        _retry(lambda net=net: client.api.remove_network(net))
+        _retry(partial(client.api.remove_network, net))
         n += 1
     return n
 
