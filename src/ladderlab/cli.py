@@ -110,7 +110,8 @@ def cmd_env_up(args: argparse.Namespace, settings: Settings) -> int:
     course_id = args.course or _course_id(settings)
     overrides = dict(p.partition("=")[::2] for p in args.param)
     env = up(settings, args.env, client=_client(settings), learner=args.learner, lab=args.lab or "",
-             seed=args.seed, course_id=course_id, ttl_minutes=args.ttl, overrides=overrides, say=say)
+             seed=args.seed, course_id=course_id, ttl_minutes=args.ttl, overrides=overrides,
+             reuse=not args.fresh, say=say)
     if args.json:
         print(json.dumps(_env_json(env), indent=2))
         return 0
@@ -218,6 +219,8 @@ def parser() -> argparse.ArgumentParser:
     eu.add_argument("--ttl", type=float, help="minutes until the reaper may remove it")
     eu.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="fix a seeded parameter (lab authoring, debugging a learner's variant)")
+    eu.add_argument("--fresh", action="store_true",
+                    help="always start a new environment (default: reuse this learner's running one)")
     eu.add_argument("--json", action="store_true")
     eu.set_defaults(func=cmd_env_up)
     ed = e.add_parser("down", help="tear down environments (idempotent)")

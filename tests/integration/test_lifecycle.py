@@ -140,6 +140,8 @@ def test_cli_up_ls_sh_down(client, images):
         assert any(e["id"] == data["id"] and e["status"] == "ready" for e in listed)
         sh = _ladderlab("env", "sh", "--transport", "ssh", data["id"], "dns", "named-checkconf && echo ok")
         assert sh.returncode == 0 and sh.stdout == "ok\n", sh.stderr
+        again = json.loads(_ladderlab("env", "up", "dns-tls", "--learner", "cli-user", "--json").stdout)
+        assert again["id"] == data["id"], "a repeated env up must reuse the learner's running environment"
         bad = _ladderlab("env", "up", "dns-tls", "--param", "web_host=evil;rm", "--json")
         assert bad.returncode == 2 and "expected one of" in bad.stderr and "Traceback" not in bad.stderr
     finally:

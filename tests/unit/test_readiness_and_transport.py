@@ -84,3 +84,22 @@ def test_user_labels_cannot_override_reserved_ones():
     labels = stamp.labels(host="target", role="target", user={"io.ladderlab.expires": "9999999999", "team": "x"})
     assert labels["io.ladderlab.expires"] == str(int(stamp.expires))
     assert labels["team"] == "x"
+
+
+def test_no_engine_and_no_permission_says_what_to_do(monkeypatch, settings):
+    from ladderlab.environments import engine
+    from ladderlab.errors import EngineUnavailable
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(EngineUnavailable) as info:
+        engine.ensure_engine(settings, say=lambda _m: None)
+    assert "apt-get install docker.io" in str(info.value) and "DOCKER_HOST" in str(info.value)
+    assert info.value.exit_code == 3
+
+
+def test_doctor_reports_missing_engine_with_a_fix(monkeypatch, settings):
+    from ladderlab.doctor import diagnose
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    engine = next(f for f in diagnose(settings) if f.name == "docker engine")
+    assert not engine.ok and engine.fix

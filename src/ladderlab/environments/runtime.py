@@ -369,13 +369,23 @@ def load_spec(settings: Settings, env: str) -> EnvSpec:
 
 def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: str = "local",
        lab: str = "", seed: str | None = None, course_id: str = DEFAULT_COURSE,
-       ttl_minutes: float | None = None, overrides: dict[str, str] | None = None,
+       ttl_minutes: float | None = None, overrides: dict[str, str] | None = None, reuse: bool = False,
        say: Say = _quiet) -> Environment:
-    """Bring up a fresh environment ``env`` for ``learner``; tear it down again if anything fails."""
+    """Bring up environment ``env`` for ``learner``; tear it down again if anything fails.
+
+    With ``reuse``, an existing healthy environment with the same env, lab, learner,
+    seed and parameters is returned instead (so repeating ``up`` is idempotent).
+    Grading never reuses: it always asks for a fresh one.
+    """
     spec = load_spec(settings, env)
     check_learner(learner)
     seed = check_seed(seed) if seed else derive_seed(course_id, learner, lab or env)
     params = apply_overrides(spec.params, render_params(spec.params, seed), overrides or {})
+    if reuse:
+        existing = find_reusable(settings, client, env=env, lab=lab, learner=learner, seed=seed, params=params)
+        if existing is not None:
+            say(f"reusing {existing.id}")
+            return existing
     tags = _check_images(settings, client, spec)
     env_id = f"{env}-{secrets.token_hex(4)}"
     stamp = L.Stamp.new(env_id, env, lab, learner, ttl_minutes or settings.ttl_minutes)
@@ -395,6 +405,23 @@ def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: st
         shutil.rmtree(env_dir(settings, env_id), ignore_errors=True)
         raise
     return Environment(record, client, settings)
+
+
+def find_reusable(settings: Settings, client: docker.DockerClient, *, env: str, lab: str, learner: str,
+                  seed: str, params: dict[str, str | int]) -> Environment | None:
+    """A recorded, unexpired environment matching these inputs whose hosts all run."""
+    records = settings.state_dir / "envs"
+    if not records.is_dir():
+        return None
+    for d in sorted(records.iterdir()):
+        record = load_record(settings, d.name)
+        if record is None or (record.env, record.lab, record.learner, record.seed, record.params) != \
+                (env, lab, learner, seed, params) or record.expires <= time.time():
+            continue
+        running = client.api.containers(filters={"label": [f"{L.MANAGED}=1", f"{L.ENV_ID}={record.id}"]})
+        if len(running) == len(record.hosts):
+            return Environment(record, client, settings)
+    return None
 
 
 # --- tear down --------------------------------------------------------------------------------
