@@ -37,8 +37,11 @@ def test_pip_in_a_build_uses_the_host_ca_bundle(tmp_path, client, settings, imag
                 build_one(client, s, ref, lambda _m: None)
                 assert client.images.get(ref.tag)
             else:
+                before = {c["Id"] for c in client.api.containers(all=True)}
                 with pytest.raises(ImageError, match="six"):
                     build_one(client, s, ref, lambda _m: None)
+                assert {c["Id"] for c in client.api.containers(all=True)} == before, \
+                    "a failed build must not leave its step's container behind"
         assert tags[0] != tags[1], "the CA bundle is part of the image's content hash"
     finally:
         for tag in {*tags, "ladderlab/ca-test:latest"}:

@@ -276,18 +276,21 @@ def build_one(client: docker.DockerClient, settings: Settings, ref: ImageRef, sa
         stream = client.api.build(fileobj=_context(ref, ca_bytes(settings)), custom_context=True, tag=ref.tag,
                                   buildargs=buildargs, rm=True, forcerm=True, decode=True, nocache=no_cache,
                                   labels={"io.ladderlab.image": ref.name})
+        error = ""
         with log.open("w") as fh:
-            for chunk in stream:
+            for chunk in stream:  # read to the end, so the daemon finishes (and removes) the failed step
                 if "error" in chunk:
-                    fh.write(str(chunk["error"]))
-                    raise ImageError(f"building {ref.tag} failed: {chunk['error'].strip()} (log: {log})",
-                                     "".join(lines[-40:]))
+                    error = str(chunk["error"]).strip()
+                    fh.write(error)
+                    continue
                 text = str(chunk.get("stream", ""))
                 if text:
                     fh.write(text)
                     lines.append(text)
                     if text.startswith("Step "):
                         say(f"  {ref.name}: {text.strip()[:120]}")
+        if error:
+            raise ImageError(f"building {ref.tag} failed: {error} (log: {log})", "".join(lines[-40:]))
     except APIError as exc:
         raise ImageError(f"building {ref.tag} failed: {exc.explanation or exc}", "".join(lines[-40:])) from None
     client.images.get(ref.tag).tag(ref.repository, "latest")

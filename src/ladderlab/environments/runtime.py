@@ -39,7 +39,7 @@ from ladderlab.environments import labels as L
 from ladderlab.environments.images import exists, image_tags
 from ladderlab.environments.readiness import CommandSucceeds, LogContains, PortOpen, Strategy, wait_ready
 from ladderlab.environments.spec import CommandReady, EnvSpec, HostSpec, LogReady, discover, load_env_spec
-from ladderlab.environments.transports import DockerTransport, SSHTransport, Transport, generate_key
+from ladderlab.environments.transports import CommandResult, DockerTransport, SSHTransport, Transport, generate_key
 from ladderlab.errors import EnvError, ImageError, UsageError
 from ladderlab.seeds import apply_overrides, check_learner, check_seed, derive_seed, render_params
 
@@ -105,7 +105,7 @@ class Host:
     def name(self) -> str:
         return self.info.name
 
-    def run(self, command: str, *args: object, timeout: float | None = None) -> Any:
+    def run(self, command: str, *args: object, timeout: float | None = None) -> CommandResult:
         return self.transport.run(command, *args, timeout=timeout)
 
     def __repr__(self) -> str:
