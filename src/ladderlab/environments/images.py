@@ -105,6 +105,10 @@ def _ref(name: str, directory: Path, ca: bytes, parent: str) -> ImageRef:
     return ImageRef(name, directory, f"ladderlab/{name}:{content_hash(directory, ca, parent)[:16]}", parent)
 
 
+def _base_ref(settings: Settings, ca: bytes, debian_id: str) -> ImageRef:
+    return _ref(BASE, settings.environments_dir / COMMON / "images" / BASE, ca, debian_id)
+
+
 def plan(settings: Settings, envs: Iterable[str] | None, debian_id: str) -> list[ImageRef]:
     """Every image the named environments (default: all) need, base first."""
     found = discover(settings.environments_dir)
@@ -113,7 +117,7 @@ def plan(settings: Settings, envs: Iterable[str] | None, debian_id: str) -> list
     if unknown:
         raise UsageError(f"unknown environment {', '.join(unknown)} (known: {', '.join(sorted(found))})")
     ca = ca_bytes(settings)
-    base = _ref(BASE, settings.environments_dir / COMMON / "images" / BASE, ca, debian_id)
+    base = _base_ref(settings, ca, debian_id)
     refs: dict[str, ImageRef] = {BASE: base}
     for env in names:
         spec = load_env_spec(found[env])
@@ -126,9 +130,8 @@ def plan(settings: Settings, envs: Iterable[str] | None, debian_id: str) -> list
 
 def image_tags(settings: Settings, client: docker.DockerClient, env: str, images: Iterable[str]) -> dict[str, str]:
     """The tags the named images of ``env`` have now (whether or not they are built)."""
-    debian = base_image_id(client, settings) or "missing"
     ca = ca_bytes(settings)
-    base = _ref(BASE, settings.environments_dir / COMMON / "images" / BASE, ca, debian)
+    base = _base_ref(settings, ca, base_image_id(client, settings) or "missing")
     out = {}
     for image in images:
         if image == BASE:

@@ -110,19 +110,21 @@ class Resources(_Model):
     @field_validator("memory")
     @classmethod
     def _memory_cap(cls, v: str) -> str:
-        m = MEMORY.match(v)
-        if not m:
-            raise ValueError(f"expected a size like 256m or 65536k, got {v!r}")
-        size = int(m["n"]) * (1024 if m["unit"] == "k" else 1024 * 1024)
-        if not 16 * 1024 * 1024 <= size <= 2 * 1024**3:
+        if not 16 * 1024 * 1024 <= _size(v) <= 2 * 1024**3:
             raise ValueError("memory must be between 16m and 2048m")
         return v
 
     @property
     def memory_bytes(self) -> int:
-        m = MEMORY.match(self.memory)
-        assert m
-        return int(m["n"]) * (1024 if m["unit"] == "k" else 1024 * 1024)
+        return _size(self.memory)
+
+
+def _size(text: str) -> int:
+    """Bytes in a size like ``256m`` or ``65536k``."""
+    m = MEMORY.match(text)
+    if not m:
+        raise ValueError(f"expected a size like 256m or 65536k, got {text!r}")
+    return int(m["n"]) * (1024 if m["unit"] == "k" else 1024 * 1024)
 
 
 class HostSpec(_Model):

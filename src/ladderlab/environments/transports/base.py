@@ -10,6 +10,8 @@ import shlex
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from ladderlab.errors import TransportError
+
 #: Exit status of coreutils ``timeout`` when it had to stop the command.
 TIMEOUT_RC = 124
 
@@ -53,8 +55,6 @@ class Transport(ABC):
 
     def check_output(self, command: str, *args: object, timeout: float | None = None) -> str:
         """Like :meth:`run`, but raise if the command fails; return its stdout."""
-        from ladderlab.errors import TransportError
-
         result = self.run(command, *args, timeout=timeout)
         if result.failed:
             raise TransportError(f"{self!r}: {result.command!r} exited {result.rc}: {result.stderr.strip()[:500]}")
