@@ -180,6 +180,96 @@ def cmd_env_sh(args: argparse.Namespace, settings: Settings) -> int:
     return int(result.rc)
 
 
+def _labs(settings: Settings, ids: Sequence[str] | None) -> list[Any]:
+    from ladderlab.course import load_course
+    from ladderlab.errors import UsageError
+    from ladderlab.labs import load_lab
+
+    course = load_course(settings.course_file, "course.yaml")
+    published = [lab.id for lab in course.labs if lab.status == "published"]
+    chosen = list(ids) if ids else published
+    for lab_id in chosen:
+        entry = next((lab for lab in course.labs if lab.id == lab_id), None)
+        if entry is None:
+            raise UsageError(f"unknown lab {lab_id!r} (labs: {', '.join(lab.id for lab in course.labs)})")
+        if entry.status != "published":
+            raise UsageError(f"lab {lab_id!r} is {entry.status}, not published: it has no notebook to grade yet")
+    return [load_lab(settings, course, lab_id) for lab_id in chosen]
+
+
+def cmd_grade(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    import nbformat
+
+    from ladderlab.errors import UsageError
+    from ladderlab.grading.pipeline import grade
+    from ladderlab.labs import read_notebook
+    from ladderlab.seeds import check_learner
+
+    lab = _labs(settings, [args.lab])[0]
+    student = check_learner(args.student)
+    submitted = read_notebook(Path(args.notebook), args.notebook)
+    report, graded = grade(settings, _client(settings), lab, submitted, student, say=say)
+    if args.output:
+        out_path = Path(args.output)
+        if out_path.exists() and out_path.is_dir():
+            raise UsageError(f"--output {args.output}: is a directory")
+        tmp = out_path.with_name(out_path.name + ".tmp")
+        nbformat.write(graded, str(tmp))
+        tmp.replace(out_path)
+    for problem in report.problems:
+        say(f"note: {problem}")
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for c in report.checks:
+            mark = "[green]PASS[/]" if c.passed else "[red]FAIL[/]"
+            out.print(f"{mark} {c.id} {c.points:g}/{c.max_points:g}  {c.feedback}", markup=True, highlight=False)
+        out.print(f"{report.lab} {report.student}: {report.score:g}/{report.max_score:g} "
+                  f"({'passed' if report.passed else 'not passed'})")
+    return 0
+
+
+def cmd_selftest(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.grading.selftest import selftest
+
+    labs = _labs(settings, args.labs)
+    if not labs:
+        say("no published labs to test")
+    results = selftest(settings, _client(settings), labs, jobs=args.jobs, say=say)
+    if args.json:
+        print(json.dumps({"labs": [r.to_json() for r in results]}, indent=2))
+    else:
+        for r in results:
+            out.print(f"{r.lab.id}: {'[green]passed[/]' if r.passed else '[red]FAILED[/]'}", markup=True)
+    return 0 if all(r.passed for r in results) else 1
+
+
+def cmd_env_connect(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from ladderlab.environments.runtime import attach
+    from ladderlab.lab import _live_connection
+
+    env = attach(settings, args.id, _client(settings))
+    conn = _live_connection(settings, env, args.lab or env.record.lab)
+    conn.write(Path(args.out))
+    say(f"wrote {args.out} (0600): set LADDERLAB_CONNECT={args.out} in the kernel's environment")
+    return 0
+
+
+def cmd_nbgrader_init(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from ladderlab.grading.nbgrader_ext import init_course_root
+
+    labs = _labs(settings, args.labs)
+    root = init_course_root(settings, Path(args.dir), labs, force=args.force)
+    say(f"course root ready at {root}: cd there and run `nbgrader generate_assignment <lab-id>`")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ladderlab", description="Hands-on SRE skills lab.")
     p.add_argument("--version", action="version", version=f"ladderlab {__version__}")
@@ -240,6 +330,33 @@ def parser() -> argparse.ArgumentParser:
     es.add_argument("--transport", choices=["docker", "ssh"], default="docker")
     es.add_argument("--timeout", type=float)
     es.set_defaults(func=cmd_env_sh)
+    ec = e.add_parser("connect", help="write a connection file so a kernel without Docker access can use ID over SSH")
+    ec.add_argument("id", metavar="ID")
+    ec.add_argument("--out", required=True, help="file to write (mode 0600; it holds the environment's SSH key)")
+    ec.add_argument("--lab", help="lab id (default: the environment's)")
+    ec.set_defaults(func=cmd_env_connect)
+
+    g = sub.add_parser("grade", help="grade one notebook against a fresh environment (records nothing)")
+    g.add_argument("lab", metavar="LAB")
+    g.add_argument("--notebook", required=True, metavar="PATH")
+    g.add_argument("--student", required=True, metavar="ID")
+    g.add_argument("--output", metavar="PATH", help="also write the graded notebook here")
+    g.add_argument("--json", action="store_true", help="print the documented JSON report")
+    g.set_defaults(func=cmd_grade)
+
+    st = sub.add_parser("selftest", help="prove each lab's checks discriminate (solution, untouched, decoys)")
+    st.add_argument("labs", nargs="*", metavar="LAB", help="default: every published lab")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--jobs", type=int, default=3, help="gradings at once (default 3)")
+    st.set_defaults(func=cmd_selftest)
+
+    nbg = sub.add_parser("nbgrader", help="nbgrader course root").add_subparsers(dest="sub", required=True,
+                                                                                metavar="SUB")
+    ni = nbg.add_parser("init", help="write nbgrader_config.py and source/<lab>/ for the published labs")
+    ni.add_argument("dir", metavar="DIR")
+    ni.add_argument("labs", nargs="*", metavar="LAB", help="default: every published lab")
+    ni.add_argument("--force", action="store_true", help="overwrite an existing nbgrader_config.py")
+    ni.set_defaults(func=cmd_nbgrader_init)
     return p
 
 

@@ -47,6 +47,9 @@ COMMON = "_common"
 BASE = "base"
 HASH_VERSION = "ladderlab-image-v1"
 CA_FILE = "ladderlab-ca.crt"
+#: Images grading needs whatever environments are named: observers share a lab host's
+#: network namespace with trusted tools (probe); the sandbox runs learner notebooks (runner).
+TOOL_IMAGES = ("probe", "runner")
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ def plan(settings: Settings, envs: Iterable[str] | None, debian_id: str) -> list
     ca = ca_bytes(settings)
     base = _base_ref(settings, ca, debian_id)
     refs: dict[str, ImageRef] = {BASE: base}
+    for tool in TOOL_IMAGES:
+        refs[tool] = _ref(tool, settings.environments_dir / COMMON / "images" / tool, ca, base.tag)
     for env in names:
         spec = load_env_spec(found[env])
         for host in spec.hosts.values():
@@ -140,6 +145,16 @@ def image_tags(settings: Settings, client: docker.DockerClient, env: str, images
         full, directory = image_dir(settings, env, image)
         out[image] = _ref(full, directory, ca, base.tag).tag
     return out
+
+
+def tool_image(settings: Settings, client: docker.DockerClient, name: str) -> str:
+    """The tag of a grading tool image (``probe``, ``runner``); raise if it is not built."""
+    ca = ca_bytes(settings)
+    base = _base_ref(settings, ca, base_image_id(client, settings) or "missing")
+    tag = _ref(name, settings.environments_dir / COMMON / "images" / name, ca, base.tag).tag
+    if not exists(client, tag):
+        raise ImageError(f"image {tag} is not built\nFix: ladderlab images build")
+    return tag
 
 
 def exists(client: docker.DockerClient, tag: str) -> bool:

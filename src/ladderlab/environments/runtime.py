@@ -278,9 +278,13 @@ def is_local_engine(client: docker.DockerClient) -> bool:
 
 class _Bringup:
     def __init__(self, settings: Settings, client: docker.DockerClient, spec: EnvSpec, record: EnvRecord,
-                 stamp: L.Stamp, public_key: str | None, tags: dict[str, str], say: Say) -> None:
+                 stamp: L.Stamp, public_key: str | None, tags: dict[str, str], say: Say,
+                 lockout_roles: frozenset[str] = frozenset()) -> None:
         self.settings, self.client, self.spec, self.record = settings, client, spec, record
         self.stamp, self.public_key, self.tags, self.say = stamp, public_key, tags, say
+        self.lockout_roles = lockout_roles
+        # Hosts in a locked-out role trust a key nobody keeps: sshd runs, no one logs in.
+        self.lockout_key = generate_key()[1] if lockout_roles else None
         self.direct = is_local_engine(client)
 
     def create_networks(self) -> None:
@@ -315,8 +319,9 @@ class _Bringup:
             host_config=host_config, networking_config=networking, detach=True)
         for net in nets[1:]:
             api.connect_container_to_network(container, self.record.networks[net], aliases=[name])
-        if spec.ssh and self.public_key:
-            api.put_archive(container, "/root/.ssh", _authorized_keys_tar(self.public_key))
+        key = self.lockout_key if spec.role in self.lockout_roles else self.public_key
+        if spec.ssh and key:
+            api.put_archive(container, "/root/.ssh", _authorized_keys_tar(key))
         api.start(container)
         inspect = api.inspect_container(container)
         addresses = {net: inspect["NetworkSettings"]["Networks"][self.record.networks[net]]["IPAddress"]
@@ -370,12 +375,14 @@ def load_spec(settings: Settings, env: str) -> EnvSpec:
 def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: str = "local",
        lab: str = "", seed: str | None = None, course_id: str = DEFAULT_COURSE,
        ttl_minutes: float | None = None, overrides: dict[str, str] | None = None, reuse: bool = False,
-       say: Say = _quiet) -> Environment:
+       lockout_roles: frozenset[str] = frozenset(), say: Say = _quiet) -> Environment:
     """Bring up environment ``env`` for ``learner``; tear it down again if anything fails.
 
     With ``reuse``, an existing healthy environment with the same env, lab, learner,
     seed and parameters is returned instead (so repeating ``up`` is idempotent).
-    Grading never reuses: it always asks for a fresh one.
+    Grading never reuses: it always asks for a fresh one, and passes
+    ``lockout_roles={"probe"}`` so that the environment's key (which the
+    sandbox holds) does not open the hosts checks observe from.
     """
     spec = load_spec(settings, env)
     check_learner(learner)
@@ -398,7 +405,7 @@ def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: st
             private, public = generate_key()
             _write_private(key_path(settings, env_id), private)
         say(f"starting {env_id} ({len(spec.hosts)} hosts)")
-        _Bringup(settings, client, spec, record, stamp, public, tags, say).run()
+        _Bringup(settings, client, spec, record, stamp, public, tags, say, lockout_roles).run()
         _save_record(settings, record)
     except BaseException:
         teardown(client, env_id)
@@ -418,7 +425,8 @@ def find_reusable(settings: Settings, client: docker.DockerClient, *, env: str, 
         if record is None or (record.env, record.lab, record.learner, record.seed, record.params) != \
                 (env, lab, learner, seed, params) or record.expires <= time.time():
             continue
-        running = client.api.containers(filters={"label": [f"{L.MANAGED}=1", f"{L.ENV_ID}={record.id}"]})
+        running = client.api.containers(filters={"label": [f"{L.MANAGED}=1", f"{L.ENV_ID}={record.id}",
+                                                           f"{L.KIND}=host"]})
         if len(running) == len(record.hosts):
             return Environment(record, client, settings)
     return None
@@ -528,7 +536,10 @@ def list_envs(settings: Settings, client: docker.DockerClient) -> list[EnvSummar
         return found[env_id]
 
     for c in containers:
-        summary(c.get("Labels") or {}).hosts.append((c.get("Labels") or {}).get(L.HOST, "?"))
+        lbl = c.get("Labels") or {}
+        entry = summary(lbl)
+        if lbl.get(L.KIND, "host") == "host":
+            entry.hosts.append(lbl.get(L.HOST, "?"))
     for n in networks:
         summary(n.get("Labels") or {}).networks += 1
     return sorted(found.values(), key=lambda s: (s.created, s.id))

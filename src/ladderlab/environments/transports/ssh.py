@@ -25,6 +25,21 @@ def generate_key() -> tuple[str, str]:
     return private, public + " ladderlab\n"
 
 
+_KEY_TYPES: dict[str, type[paramiko.PKey]] = {
+    "ssh-ed25519": paramiko.Ed25519Key,
+    "ssh-rsa": paramiko.RSAKey,
+    "ecdsa-sha2-nistp256": paramiko.ECDSAKey,
+}
+
+
+def public_key(kind: str, blob: bytes) -> paramiko.PKey:
+    """A host public key from its wire form (works with paramiko 2.x, which the sandbox has, and 3.x)."""
+    try:
+        return _KEY_TYPES[kind](data=blob)
+    except KeyError:
+        raise TransportError(f"unsupported host key type {kind!r}") from None
+
+
 class SSHTransport(Transport):
     """Run commands over SSH as root.
 
@@ -56,7 +71,7 @@ class SSHTransport(Transport):
             if self._host_key:
                 kind, blob = self._host_key.split()[:2]
                 client.get_host_keys().add(f"[{self.address}]:{self.port}" if self.port != 22 else self.address,
-                                           kind, paramiko.PKey.from_type_string(kind, base64.b64decode(blob)))
+                                           kind, public_key(kind, base64.b64decode(blob)))
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
             try:
                 client.connect(self.address, port=self.port, username=self.user, pkey=self._pkey,

@@ -1,0 +1,99 @@
+"""Network observations shared by the domain modules.
+
+The scripts below run with the observer's own (trusted) python3, inside the
+network namespace of the host being observed from; they print JSON only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from ladderlab.grading.checks import Runner
+
+#: Connect to many (host, port) pairs at once; say open / refused / filtered / unreachable for each.
+TCP_SCRIPT = r"""
+import json, socket, sys, concurrent.futures as cf
+timeout = float(sys.argv[1])
+targets = json.loads(sys.argv[2])
+def probe(t):
+    host, port = t
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, int(port)))
+        return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except (TimeoutError, socket.timeout):
+        return "filtered"
+    except OSError as exc:
+        return "unreachable" if exc.errno in (101, 113) else "error:%d" % (exc.errno or 0)
+    finally:
+        s.close()
+with cf.ThreadPoolExecutor(max_workers=16) as pool:
+    print(json.dumps(list(pool.map(probe, targets))))
+"""
+
+#: Accept connections on a port for a while, then exit (a peer for "established" tests).
+LISTEN_SCRIPT = r"""
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16); s.settimeout(0.5)
+end = time.time() + float(sys.argv[2])
+while time.time() < end:
+    try:
+        c, _ = s.accept(); c.close()
+    except OSError:
+        pass
+"""
+
+#: Fetch one HTTP URL; print the status code (or 0) as JSON.
+HTTP_SCRIPT = r"""
+import json, sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])) as r:
+        print(json.dumps({"status": r.status, "body": r.read(4096).decode("utf-8", "replace")}))
+except Exception as exc:
+    print(json.dumps({"status": getattr(exc, "code", 0) or 0, "error": type(exc).__name__ + ": " + str(exc)[:200]}))
+"""
+
+
+class ObservationError(RuntimeError):
+    """A trusted observer produced output that is not what its script prints."""
+
+
+def _json(runner: Runner, script: str, *args: object, timeout: float) -> object:
+    result = runner.run("python3 -c %s" + " %s" * len(args), script, *args, timeout=timeout)
+    if result.failed:
+        raise ObservationError(f"observer script exited {result.rc}: {result.stderr.strip()[:200]}")
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        raise ObservationError(f"observer printed {result.stdout[:100]!r}, not JSON") from None
+
+
+def tcp_states(runner: Runner, targets: Iterable[tuple[str, int]], timeout: float = 1.5) -> list[str]:
+    """``open``/``refused``/``filtered``/``unreachable`` for each (host, port), seen from ``runner``."""
+    pairs = [[h, int(p)] for h, p in targets]
+    states = _json(runner, TCP_SCRIPT, timeout, json.dumps(pairs), timeout=timeout + 15)
+    if not isinstance(states, list) or len(states) != len(pairs) or not all(isinstance(s, str) for s in states):
+        raise ObservationError(f"unexpected probe answer {states!r}")
+    return states
+
+
+def http_get(runner: Runner, url: str, timeout: float = 3.0) -> dict[str, object]:
+    answer = _json(runner, HTTP_SCRIPT, url, timeout, timeout=timeout + 10)
+    if not isinstance(answer, dict):
+        raise ObservationError(f"unexpected http answer {answer!r}")
+    return answer
+
+
+def listen(runner: Runner, port: int, seconds: float) -> None:
+    """Start a short-lived listener on ``port`` in the observer (returns at once)."""
+    runner.run("(python3 -c %s %s %s >/dev/null 2>&1 &) ; sleep 0.3", LISTEN_SCRIPT, port, seconds, timeout=10)
+
+
+def describe(state: str) -> str:
+    return {"open": "accepts connections", "refused": "refuses connections (RST)",
+            "filtered": "does not answer (dropped)", "unreachable": "is unreachable"}.get(state, state)

@@ -1,0 +1,147 @@
+"""The trusted side of a check: observers, scratch containers and file reads.
+
+An *observer* is a container from ladderlab's own probe image that joins the
+network namespace of one lab host (``network_mode=container:<host>``): it
+sees the network exactly as that host does (its address, its firewall), but
+runs ladderlab's binaries, not the host's. A *scratch* container has no
+network at all (for replaying saved rules). Both carry the environment's
+labels, so tearing the environment down removes them too.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import docker
+from docker.errors import APIError, NotFound
+
+from ladderlab.environments import labels as L
+from ladderlab.environments.runtime import LOG_CONFIG, Environment, read_file
+from ladderlab.environments.transports import CommandResult, DockerTransport
+from ladderlab.errors import EnvError, UsageError
+
+
+def tar_one(path: str, data: bytes, mode: int = 0o644, uid: int = 0) -> tuple[str, bytes]:
+    """(directory, tar bytes) holding one file, for ``put_archive``."""
+    directory, _, name = path.rpartition("/")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime, info.uid, info.gid = len(data), mode, int(time.time()), uid, uid
+        tar.addfile(info, io.BytesIO(data))
+    return directory or "/", buf.getvalue()
+
+
+class Sidecar:
+    """A running trusted container; commands go through docker exec."""
+
+    def __init__(self, client: docker.DockerClient, container: str) -> None:
+        self.client = client
+        self.container = container
+        self.transport = DockerTransport(client, container)
+
+    def run(self, command: str, *args: object, timeout: float | None = None) -> CommandResult:
+        return self.transport.run(command, *args, timeout=timeout)
+
+    def put_file(self, path: str, data: bytes) -> None:
+        directory, tar = tar_one(path, data)
+        self.client.api.put_archive(self.container, directory, tar)
+
+    def __repr__(self) -> str:
+        return f"<sidecar {self.container}>"
+
+
+class LiveContext:
+    """A :class:`~ladderlab.grading.checks.Context` over a running environment."""
+
+    def __init__(self, env: Environment, probe_image: str, answers: Mapping[str, Any] | None = None) -> None:
+        self.env = env
+        self.client = env.client
+        self.probe_image = probe_image
+        self._answers = dict(answers or {})
+        self._sidecars: dict[tuple[str, bool], Sidecar] = {}
+        self._lock = threading.Lock()
+        self._scratch: Sidecar | None = None
+
+    @property
+    def params(self) -> Mapping[str, str | int]:
+        return self.env.params
+
+    @property
+    def answers(self) -> Mapping[str, Any]:
+        return self._answers
+
+    def _info(self, host: str) -> Any:
+        try:
+            return self.env.record.hosts[host]
+        except KeyError:
+            raise UsageError(f"environment {self.env.id} has no host {host!r}") from None
+
+    def address(self, host: str) -> str:
+        return str(self._info(host).address)
+
+    def _labels(self, name: str) -> dict[str, str]:
+        r = self.env.record
+        stamp = L.Stamp(r.id, r.env, r.lab, r.learner, r.expires, r.created, L.owner_token())
+        labels = stamp.labels(host=name, role="observer")
+        labels[L.KIND] = "sidecar"
+        return labels
+
+    def _start(self, name: str, network_mode: str, caps: list[str]) -> Sidecar:
+        api = self.client.api
+        container = f"ll-{self.env.id}-{name}"
+        host_config = api.create_host_config(
+            cap_drop=["ALL"], cap_add=caps, security_opt=["no-new-privileges:true"], init=True,
+            pids_limit=128, mem_limit=256 * 1024 * 1024, memswap_limit=256 * 1024 * 1024,
+            network_mode=network_mode, log_config=docker.types.LogConfig(type="json-file", config=LOG_CONFIG))
+        try:
+            api.create_container(self.probe_image, command=["sleep", "infinity"], name=container,
+                                 labels=self._labels(name), host_config=host_config, detach=True)
+            api.start(container)
+        except (APIError, NotFound) as exc:
+            raise EnvError(f"cannot start observer {container}: {getattr(exc, 'explanation', None) or exc}") from None
+        return Sidecar(self.client, container)
+
+    def observe(self, host: str, *, admin: bool = False) -> Sidecar:
+        """Trusted tools in ``host``'s network namespace (``admin`` adds NET_ADMIN to read netfilter)."""
+        info = self._info(host)
+        with self._lock:
+            key = (host, admin)
+            if key not in self._sidecars:
+                caps = ["NET_RAW", "NET_ADMIN"] if admin else ["NET_RAW"]
+                name = f"obs{'a' if admin else ''}-{host}"
+                self._sidecars[key] = self._start(name, f"container:{info.container}", caps)
+            return self._sidecars[key]
+
+    def scratch(self) -> Sidecar:
+        """An isolated trusted container with its own empty network namespace and NET_ADMIN."""
+        with self._lock:
+            if self._scratch is None:
+                self._scratch = self._start("scratch", "none", ["NET_ADMIN"])
+            return self._scratch
+
+    def read_file(self, host: str, path: str) -> bytes | None:
+        """The file's bytes through the Docker API (no binary in the host runs), or None if absent."""
+        try:
+            return read_file(self.client, self._info(host).container, path)
+        except NotFound:
+            return None
+        except EnvError:
+            return None
+
+    def close(self) -> None:
+        """Remove the sidecars now (tearing the environment down would, too)."""
+        from ladderlab.environments.runtime import remove_containers
+
+        with self._lock:
+            names = [s.container for s in self._sidecars.values()]
+            if self._scratch is not None:
+                names.append(self._scratch.container)
+            self._sidecars.clear()
+            self._scratch = None
+        remove_containers(self.client, names)

@@ -1,0 +1,195 @@
+"""The sandbox: a throwaway runner container that executes a learner's notebook.
+
+It sits on the lab network (so the learner's code reaches the lab hosts over
+SSH, as the learner's kernel did) and nowhere else: the network is
+``--internal`` and host services bind 127.0.0.1. It gets no Docker socket,
+no gradebook, no hidden checks, no signing key; it runs as an unprivileged
+user with every capability dropped, no-new-privileges, and limits on pids,
+memory, CPU and wall time. What it receives: the learner API (plain source),
+the notebook with its check cells removed, and a connection file whose key
+opens only the learner-facing hosts. What comes back is data: the executed
+notebook and the answers JSON, each read through the Docker API up to a size
+limit and parsed by the trusted side.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import nbformat
+from docker.errors import APIError, NotFound
+from nbformat import NotebookNode
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import ReadTimeout
+
+from ladderlab.config import Settings
+from ladderlab.environments import labels as L
+from ladderlab.environments.images import tool_image
+from ladderlab.environments.runtime import LOG_CONFIG, Environment, key_path, remove_containers
+from ladderlab.errors import EnvError
+from ladderlab.lab.connect import Connection, HostEntry
+from ladderlab.labs import SandboxSpec
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+LEARNER_UID = 1000
+ANSWERS_LIMIT = 64 * 1024
+PROBE_ROLES = frozenset({"probe"})
+
+
+@dataclass
+class SandboxOutcome:
+    notebook: NotebookNode | None
+    answers: dict[str, Any]
+    exit_code: int | None
+    timed_out: bool
+    seconds: float
+    problems: list[str] = field(default_factory=list)
+    log: str = ""
+
+
+def _parse_size(text: str) -> int:
+    return int(text[:-1]) * {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[text[-1]]
+
+
+def package_tar() -> bytes:
+    """The ``ladderlab`` package's Python sources, as a tar for ``/opt/ladderlab``."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path in sorted(PACKAGE_DIR.rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            data = path.read_bytes()
+            info = tarfile.TarInfo("ladderlab/" + path.relative_to(PACKAGE_DIR).as_posix())
+            info.size, info.mode, info.mtime = len(data), 0o644, int(path.stat().st_mtime)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _work_tar(files: dict[str, tuple[bytes, int]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, (data, mode) in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            info.uid = info.gid = LEARNER_UID
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def read_limited(client: docker.DockerClient, container: str, path: str, limit: int) -> bytes | None:
+    """One regular file from a container, or None if absent; EnvError when it is over ``limit``."""
+    try:
+        stream, stat = client.api.get_archive(container, path)
+    except NotFound:
+        return None
+    if int(stat.get("size", 0)) > limit:
+        raise EnvError(f"{path} is {stat.get('size')} bytes, over the limit of {limit}")
+    raw = bytearray()
+    for chunk in stream:
+        raw += chunk
+        if len(raw) > limit + 64 * 1024:
+            raise EnvError(f"{path} is over the limit of {limit} bytes")
+    with tarfile.open(fileobj=io.BytesIO(bytes(raw))) as tar:
+        member = tar.next()
+        if member is None or not member.isfile():
+            return None
+        fh = tar.extractfile(member)
+        return fh.read(limit + 1) if fh else None
+
+
+def connection_for(settings: Settings, env: Environment, lab_id: str) -> Connection:
+    rec = env.record
+    hosts = {n: HostEntry(h.address, h.role, h.ssh_host_key, reachable=h.role not in PROBE_ROLES and h.ssh)
+             for n, h in rec.hosts.items()}
+    return Connection(lab=lab_id, env_id=rec.id, learner=rec.learner, params=dict(rec.params),
+                      expires=rec.expires, hosts=hosts, private_key=key_path(settings, rec.id).read_text(),
+                      answers_path="/work/answers.json", grading=True)
+
+
+def run_in_sandbox(settings: Settings, client: docker.DockerClient, env: Environment, lab_id: str,
+                   nb: NotebookNode, limits: SandboxSpec) -> SandboxOutcome:
+    """Execute ``nb`` in a fresh runner container on ``env``'s network; always remove the container."""
+    api = client.api
+    image = tool_image(settings, client, "runner")
+    rec = env.record
+    name = f"ll-{rec.id}-sandbox"
+    stamp = L.Stamp(rec.id, rec.env, rec.lab, rec.learner, rec.expires, rec.created, L.owner_token())
+    labels = stamp.labels(host="sandbox", role="sandbox")
+    labels[L.KIND] = "sandbox"
+    memory = _parse_size(limits.memory)
+    host_config = api.create_host_config(
+        cap_drop=["ALL"], security_opt=["no-new-privileges:true"], privileged=False, init=True,
+        pids_limit=limits.pids, mem_limit=memory, memswap_limit=memory, nano_cpus=int(limits.cpus * 1e9),
+        ipc_mode="private", network_mode=next(iter(rec.networks.values())),
+        log_config=docker.types.LogConfig(type="json-file", config=LOG_CONFIG),
+        tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"})  # noqa: S108 - the container's own /tmp
+    command = ["python3", "-m", "ladderlab.grading.runner", "/work/in.ipynb", "/work/out.ipynb",
+               "--cell-timeout", f"{limits.cell_timeout:g}"]
+    conn = connection_for(settings, env, lab_id)
+    started = time.monotonic()
+    outcome = SandboxOutcome(None, {}, None, False, 0.0)
+    try:
+        api.create_container(image, command=command, name=name, user=str(LEARNER_UID), labels=labels,
+                             environment={"LADDERLAB_CONNECT": "/work/connect.json", "PYTHONPATH": "/opt/ladderlab"},
+                             working_dir="/work", host_config=host_config, detach=True)
+        api.put_archive(name, "/opt/ladderlab", package_tar())
+        api.put_archive(name, "/work", _work_tar({
+            "in.ipynb": (nbformat.writes(nb).encode(), 0o600),
+            "connect.json": (conn.to_json().encode(), 0o600),
+        }))
+        api.start(name)
+        try:
+            outcome.exit_code = int(api.wait(name, timeout=limits.timeout)["StatusCode"])
+        except (ReadTimeout, RequestsConnectionError):
+            outcome.timed_out = True
+            outcome.problems.append(f"the notebook ran past {limits.timeout:g}s and was stopped")
+            api.kill(name)
+        outcome.log = bytes(api.logs(name, tail=20)).decode(errors="replace")[-2000:]
+        outcome.notebook = _take_notebook(client, name, limits.output_limit, outcome)
+        outcome.answers = _take_answers(client, name, outcome)
+    except APIError as exc:
+        raise EnvError(f"sandbox {name} failed: {exc.explanation or exc}") from None
+    finally:
+        remove_containers(client, [name])
+        outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _take_notebook(client: docker.DockerClient, name: str, limit: int, outcome: SandboxOutcome) -> NotebookNode | None:
+    try:
+        raw = read_limited(client, name, "/work/out.ipynb", limit)
+    except EnvError as exc:
+        outcome.problems.append(f"executed notebook dropped: {exc}")
+        return None
+    if raw is None:
+        outcome.problems.append("the sandbox wrote no executed notebook")
+        return None
+    try:
+        nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
+    except (UnicodeDecodeError, ValueError) as exc:
+        outcome.problems.append(f"executed notebook unreadable: {str(exc)[:200]}")
+        return None
+    return nb
+
+
+def _take_answers(client: docker.DockerClient, name: str, outcome: SandboxOutcome) -> dict[str, Any]:
+    try:
+        raw = read_limited(client, name, "/work/answers.json", ANSWERS_LIMIT)
+    except EnvError as exc:
+        outcome.problems.append(f"answers dropped: {exc}")
+        return {}
+    if raw is None:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        outcome.problems.append("answers.json is not JSON")
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,269 @@
+"""Lab definitions: ``labs/<id>/`` holds the nbgrader source notebook, ``lab.yaml``
+(the checks behind its check cells, the answers it asks for by name, sandbox
+limits) and ``decoys/`` (plausible wrong solutions, each naming the checks that
+must reject it).
+
+A *check cell* is an nbgrader test cell (``grade: true``, not a solution) whose
+code is exactly one ``lab.check("<check-id>")`` call, optionally inside
+``### BEGIN/END HIDDEN TESTS`` markers. Its points must equal the check's.
+
+>>> lab = load_lab(settings, course, "sec-1-iptables-hardening")      # doctest: +SKIP
+>>> [c.id for c in lab.checks]                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import nbformat
+from nbformat import NotebookNode
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from ladderlab.config import Settings
+from ladderlab.course import Course
+from ladderlab.course import Lab as CourseLab
+from ladderlab.errors import ConfigError
+from ladderlab.grading.checks import REGISTRY, CheckFn, load_graders, signature_problems
+from ladderlab.loading import load_model
+
+CHECK_ID = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+CheckId = Annotated[str, StringConstraints(pattern=CHECK_ID, max_length=64)]
+CHECK_CALL = re.compile(r"""^lab\.check\(\s*(["'])(?P<id>[a-z0-9-]+)\1\s*\)$""")
+MARKERS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+MAX_NOTEBOOK_BYTES = 4 << 20
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CheckSpec(_Model):
+    grader: Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_][a-z0-9_]*$")]
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    points: float = Field(gt=0, le=100)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class AnswerSpec(_Model):
+    type: Literal["text", "int", "choice"] = "text"
+    choices: list[str] = Field(default_factory=list)
+    max_length: int = Field(200, ge=1, le=10_000)
+    title: str = ""
+
+
+class SandboxSpec(_Model):
+    """Limits for the runner container that executes a learner's notebook at grading time."""
+
+    timeout: float = Field(600, gt=0, le=3600, description="wall time for the whole notebook, seconds")
+    cell_timeout: float = Field(120, gt=0, le=3600)
+    memory: Annotated[str, StringConstraints(pattern=r"^[0-9]+[kmg]$")] = "1g"
+    pids: int = Field(256, ge=16, le=4096)
+    cpus: float = Field(1.0, gt=0, le=8)
+    output_limit: int = Field(2 << 20, ge=1024, le=64 << 20, description="bytes of executed notebook taken back")
+
+
+class LabSpec(_Model):
+    notebook: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+\.ipynb$")] | None = None
+    checks: dict[CheckId, CheckSpec]
+    answers: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")], AnswerSpec] = \
+        Field(default_factory=dict)
+    sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
+
+
+class DecoySpec(_Model):
+    description: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    must_fail: list[CheckId] = Field(min_length=1)
+    cells: dict[str, str] = Field(min_length=1, description="solution cell grade_id -> the decoy's code")
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    spec: CheckSpec
+    fn: CheckFn
+    grade_id: str
+
+
+@dataclass(frozen=True)
+class Decoy:
+    name: str
+    spec: DecoySpec
+    path: Path
+
+
+@dataclass
+class LabDef:
+    """Everything trusted about one lab: course entry, checks, check cells, decoys."""
+
+    id: str
+    course: Course
+    entry: CourseLab
+    spec: LabSpec
+    directory: Path
+    notebook_path: Path
+    source: NotebookNode
+    checks: list[Check]
+    decoys: list[Decoy] = field(default_factory=list)
+
+    @property
+    def environment(self) -> str:
+        return self.entry.environment
+
+    @property
+    def max_score(self) -> float:
+        return sum(c.spec.points for c in self.checks)
+
+    @property
+    def threshold(self) -> float:
+        return self.course.threshold(self.entry)
+
+    def check_by_grade_id(self) -> dict[str, Check]:
+        return {c.grade_id: c for c in self.checks}
+
+    def source_cell(self, grade_id: str) -> NotebookNode:
+        for cell in self.source.cells:
+            if nbg(cell).get("grade_id") == grade_id:
+                return copy.deepcopy(cell)
+        raise KeyError(grade_id)
+
+    def solution_ids(self) -> list[str]:
+        return [str(nbg(c)["grade_id"]) for c in self.source.cells if nbg(c).get("solution") and nbg(c).get("grade_id")]
+
+
+def nbg(cell: NotebookNode) -> dict[str, Any]:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return meta if isinstance(meta, dict) else {}
+
+
+def is_check_cell(cell: NotebookNode) -> bool:
+    m = nbg(cell)
+    return bool(m.get("grade")) and not m.get("solution") and cell.get("cell_type") == "code"
+
+
+def check_ids_in(source: str) -> list[str] | None:
+    """The check ids a check cell's code calls, or None when it holds anything else."""
+    ids = []
+    for raw in source.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):  # comments, and the HIDDEN TESTS markers
+            continue
+        m = CHECK_CALL.match(line)
+        if not m:
+            return None
+        ids.append(m.group("id"))
+    return ids
+
+
+def read_notebook(path: Path, display: str) -> NotebookNode:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(display, [("", "file not found")]) from None
+    if len(raw) > MAX_NOTEBOOK_BYTES:
+        raise ConfigError(display, [("", f"notebook is larger than {MAX_NOTEBOOK_BYTES} bytes")])
+    try:
+        nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
+        nbformat.validate(nb)
+    except (UnicodeDecodeError, ValueError, nbformat.ValidationError) as exc:
+        raise ConfigError(display, [("", f"not a valid notebook: {str(exc).splitlines()[0][:200]}")]) from None
+    return nb
+
+
+def _checks_from_cells(lab_id: str, spec: LabSpec, nb: NotebookNode, display: str,
+                       problems: list[tuple[str, str]]) -> list[Check]:
+    registry = REGISTRY
+    seen: dict[str, str] = {}
+    grade_ids: set[str] = set()
+    for i, cell in enumerate(nb.cells):
+        m = nbg(cell)
+        where = f"cells[{i}]"
+        gid = m.get("grade_id")
+        if gid:
+            if gid in grade_ids:
+                problems.append((f"{where}.metadata.nbgrader.grade_id", f"duplicate grade_id {gid!r}"))
+            grade_ids.add(gid)
+        if m.get("grade") and m.get("solution") and cell.get("cell_type") == "code":
+            problems.append((where, "autograded answer cells (solution + grade code cells) are not allowed: "
+                                    "judge the environment with a check cell instead"))
+        if not is_check_cell(cell):
+            continue
+        ids = check_ids_in(cell.source)
+        if not ids or len(ids) != 1:
+            problems.append((f"{where}.source", 'a check cell must hold exactly one lab.check("<id>") call'))
+            continue
+        cid = ids[0]
+        if cid not in spec.checks:
+            problems.append((f"{where}.source", f"check {cid!r} is not declared in lab.yaml checks"))
+            continue
+        if cid in seen:
+            problems.append((f"{where}.source", f"check {cid!r} already has a cell ({seen[cid]})"))
+            continue
+        seen[cid] = str(gid)
+        if float(m.get("points", 0)) != spec.checks[cid].points:
+            problems.append((f"{where}.metadata.nbgrader.points",
+                             f"{m.get('points')} but lab.yaml gives check {cid!r} {spec.checks[cid].points} points"))
+    for cid in spec.checks:
+        if cid not in seen:
+            problems.append((f"checks.{cid}", "no check cell in the notebook calls this check"))
+    out = []
+    for cid, cspec in spec.checks.items():
+        fn = registry.get(cspec.grader)
+        if fn is None:
+            problems.append((f"checks.{cid}.grader", f"no check {cspec.grader!r} in graders/ "
+                                                     f"(known: {', '.join(sorted(registry)) or 'none'})"))
+            continue
+        why = signature_problems(fn, cspec.args)
+        if why:
+            problems.append((f"checks.{cid}.args", f"do not fit {cspec.grader}: {why}"))
+            continue
+        if cid in seen:
+            out.append(Check(cid, cspec, fn, seen[cid]))
+    return out
+
+
+def load_lab(settings: Settings, course: Course, lab_id: str) -> LabDef:
+    """Load and cross-check one lab; ConfigError lists every problem with its file and field."""
+    entry = course.lab(lab_id)
+    load_graders(settings.root)
+    directory = settings.root / "labs" / lab_id
+    rel = f"labs/{lab_id}"
+    spec = load_model(directory / "lab.yaml", LabSpec, f"{rel}/lab.yaml")
+    nb_name = spec.notebook or f"{lab_id}.ipynb"
+    nb_display = f"{rel}/{nb_name}"
+    source = read_notebook(directory / nb_name, nb_display)
+    problems: list[tuple[str, str]] = []
+    checks = _checks_from_cells(lab_id, spec, source, nb_display, problems)
+    total = sum(c.points for c in spec.checks.values())
+    if abs(total - entry.points) > 1e-9:
+        problems.append(("checks", f"points add up to {total:g}, but course.yaml gives lab {lab_id} {entry.points:g}"))
+    if problems:
+        # Problems in lab.yaml and in the notebook are reported together, each under its file.
+        yaml_p = [(w, p) for w, p in problems if not w.startswith("cells[")]
+        nb_p = [(w, p) for w, p in problems if w.startswith("cells[")]
+        if nb_p and not yaml_p:
+            raise ConfigError(nb_display, nb_p)
+        raise ConfigError(f"{rel}/lab.yaml", yaml_p + [(f"{nb_name} {w}", p) for w, p in nb_p])
+    lab = LabDef(lab_id, course, entry, spec, directory, directory / nb_name, source, checks)
+    lab.decoys = load_decoys(lab)
+    return lab
+
+
+def load_decoys(lab: LabDef) -> list[Decoy]:
+    out = []
+    decoy_dir = lab.directory / "decoys"
+    solutions = set(lab.solution_ids())
+    for path in sorted(decoy_dir.glob("*.yaml")) if decoy_dir.is_dir() else []:
+        display = f"labs/{lab.id}/decoys/{path.name}"
+        spec = load_model(path, DecoySpec, display)
+        problems = [(f"must_fail[{i}]", f"no check {c!r} in lab.yaml") for i, c in enumerate(spec.must_fail)
+                    if c not in lab.spec.checks]
+        problems += [(f"cells.{gid}", f"no solution cell {gid!r} in the notebook (solution cells: "
+                                      f"{', '.join(sorted(solutions))})") for gid in spec.cells if gid not in solutions]
+        if problems:
+            raise ConfigError(display, problems)
+        out.append(Decoy(path.stem, spec, path))
+    return out
