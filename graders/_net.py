@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
-from ladderlab.grading.checks import Runner
+from ladderlab.grading.checks import Context, Runner
 
 #: Connect to many (host, port) pairs at once; say open / refused / filtered / unreachable for each.
 TCP_SCRIPT = r"""
@@ -73,13 +74,20 @@ def _json(runner: Runner, script: str, *args: object, timeout: float) -> object:
         raise ObservationError(f"observer printed {result.stdout[:100]!r}, not JSON") from None
 
 
-def tcp_states(runner: Runner, targets: Iterable[tuple[str, int]], timeout: float = 1.5) -> list[str]:
+def tcp_states(runner: Runner, targets: Iterable[tuple[str, int]], timeout: float = 1.0) -> list[str]:
     """``open``/``refused``/``filtered``/``unreachable`` for each (host, port), seen from ``runner``."""
     pairs = [[h, int(p)] for h, p in targets]
     states = _json(runner, TCP_SCRIPT, timeout, json.dumps(pairs), timeout=timeout + 15)
     if not isinstance(states, list) or len(states) != len(pairs) or not all(isinstance(s, str) for s in states):
         raise ObservationError(f"unexpected probe answer {states!r}")
     return states
+
+
+def states_from(ctx: Context, sources: list[str], address: str, port: int, timeout: float = 1.0) -> dict[str, str]:
+    """The state of ``address:port`` seen from each of ``sources``, probed at the same time."""
+    with ThreadPoolExecutor(max_workers=max(1, len(sources))) as pool:
+        found = pool.map(lambda s: tcp_states(ctx.observe(s), [(address, port)], timeout)[0], sources)
+        return dict(zip(sources, found, strict=True))
 
 
 def http_get(runner: Runner, url: str, timeout: float = 3.0) -> dict[str, object]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from graders._net import describe, listen, tcp_states
+from graders._net import describe, listen, states_from, tcp_states
 from ladderlab.grading.checks import Context, Verdict, check, fail, ok
 
 BUILTIN = ("INPUT", "FORWARD", "OUTPUT")
@@ -134,16 +134,9 @@ def established_allowed(ctx: Context, *, host: str, peer: str, port: int = 18080
 @check
 def only_from(ctx: Context, *, target: str, port: int, allowed: list[str], denied: list[str]) -> Verdict:
     """``target:port`` accepts connections from ``allowed`` hosts and from none of ``denied``."""
-    address = ctx.address(target)
-    problems = []
-    for source in allowed:
-        state = tcp_states(ctx.observe(source), [(address, port)])[0]
-        if state != "open":
-            problems.append(f"from {source} it {describe(state)} but must accept")
-    for source in denied:
-        state = tcp_states(ctx.observe(source), [(address, port)])[0]
-        if state == "open":
-            problems.append(f"from {source} it accepts connections but must not")
+    states = states_from(ctx, [*allowed, *denied], ctx.address(target), port)
+    problems = [f"from {s} it {describe(states[s])} but must accept" for s in allowed if states[s] != "open"]
+    problems += [f"from {s} it accepts connections but must not" for s in denied if states[s] == "open"]
     if problems:
         return fail(f"{target}:{port}: {'; '.join(problems)}")
     return ok(f"{target}:{port} answers {', '.join(allowed)} only")
@@ -152,8 +145,8 @@ def only_from(ctx: Context, *, target: str, port: int, allowed: list[str], denie
 @check
 def closed(ctx: Context, *, target: str, port: int, sources: list[str]) -> Verdict:
     """``target:port`` accepts connections from none of ``sources``."""
-    address = ctx.address(target)
-    open_from = [s for s in sources if tcp_states(ctx.observe(s), [(address, port)])[0] == "open"]
+    states = states_from(ctx, sources, ctx.address(target), port)
+    open_from = [s for s in sources if states[s] == "open"]
     if open_from:
         return fail(f"{target}:{port} still accepts connections from {', '.join(open_from)} - it must be closed")
     return ok(f"{target}:{port} is closed to {', '.join(sources)}")

@@ -347,8 +347,10 @@ class _Bringup:
         self.say(f"  {name} ready ({info.address})")
         return info
 
-    def run(self) -> None:
+    def run(self, on_networks: Callable[[EnvRecord], None] | None = None) -> None:
         self.create_networks()
+        if on_networks is not None:
+            on_networks(self.record)
         waves = self.spec.start_waves()
         with ThreadPoolExecutor(max_workers=min(8, len(self.spec.hosts))) as pool:
             for wave in waves:
@@ -375,7 +377,8 @@ def load_spec(settings: Settings, env: str) -> EnvSpec:
 def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: str = "local",
        lab: str = "", seed: str | None = None, course_id: str = DEFAULT_COURSE,
        ttl_minutes: float | None = None, overrides: dict[str, str] | None = None, reuse: bool = False,
-       lockout_roles: frozenset[str] = frozenset(), say: Say = _quiet) -> Environment:
+       lockout_roles: frozenset[str] = frozenset(), on_networks: Callable[[EnvRecord], None] | None = None,
+       say: Say = _quiet) -> Environment:
     """Bring up environment ``env`` for ``learner``; tear it down again if anything fails.
 
     With ``reuse``, an existing healthy environment with the same env, lab, learner,
@@ -383,6 +386,8 @@ def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: st
     Grading never reuses: it always asks for a fresh one, and passes
     ``lockout_roles={"probe"}`` so that the environment's key (which the
     sandbox holds) does not open the hosts checks observe from.
+    ``on_networks(record)`` is called once the networks exist, before any
+    host starts (grading starts its sandbox there, to overlap start-up).
     """
     spec = load_spec(settings, env)
     check_learner(learner)
@@ -405,7 +410,7 @@ def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: st
             private, public = generate_key()
             _write_private(key_path(settings, env_id), private)
         say(f"starting {env_id} ({len(spec.hosts)} hosts)")
-        _Bringup(settings, client, spec, record, stamp, public, tags, say, lockout_roles).run()
+        _Bringup(settings, client, spec, record, stamp, public, tags, say, lockout_roles).run(on_networks)
         _save_record(settings, record)
     except BaseException:
         teardown(client, env_id)

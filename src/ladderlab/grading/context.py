@@ -67,6 +67,7 @@ class LiveContext:
         self._sidecars: dict[tuple[str, bool], Sidecar] = {}
         self._lock = threading.Lock()
         self._scratch: Sidecar | None = None
+        self._key_locks: dict[tuple[str, bool], threading.Lock] = {("", True): threading.Lock()}
 
     @property
     def params(self) -> Mapping[str, str | int]:
@@ -75,6 +76,9 @@ class LiveContext:
     @property
     def answers(self) -> Mapping[str, Any]:
         return self._answers
+
+    def set_answers(self, answers: Mapping[str, Any]) -> None:
+        self._answers = dict(answers)
 
     def _info(self, host: str) -> Any:
         try:
@@ -110,8 +114,10 @@ class LiveContext:
     def observe(self, host: str, *, admin: bool = False) -> Sidecar:
         """Trusted tools in ``host``'s network namespace (``admin`` adds NET_ADMIN to read netfilter)."""
         info = self._info(host)
+        key = (host, admin)
         with self._lock:
-            key = (host, admin)
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:  # one sidecar per (host, admin), created once, others wait for it
             if key not in self._sidecars:
                 caps = ["NET_RAW", "NET_ADMIN"] if admin else ["NET_RAW"]
                 name = f"obs{'a' if admin else ''}-{host}"
@@ -120,10 +126,26 @@ class LiveContext:
 
     def scratch(self) -> Sidecar:
         """An isolated trusted container with its own empty network namespace and NET_ADMIN."""
-        with self._lock:
+        with self._key_locks.setdefault(("", True), threading.Lock()):
             if self._scratch is None:
                 self._scratch = self._start("scratch", "none", ["NET_ADMIN"])
             return self._scratch
+
+    def warm(self, admin_roles: frozenset[str] = frozenset({"target"})) -> None:
+        """Start an observer for every host (and the scratch container) now, in parallel.
+
+        Grading calls this while the sandbox runs, so the checks find them ready. Observers are
+        out of the learner's reach: no SSH, no shared process or file namespace with any host.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        jobs: list[Any] = [lambda: self.scratch()]
+        for name, info in self.env.record.hosts.items():
+            jobs.append(lambda n=name: self.observe(n))
+            if info.role in admin_roles:
+                jobs.append(lambda n=name: self.observe(n, admin=True))
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            list(pool.map(lambda job: job(), jobs))
 
     def read_file(self, host: str, path: str) -> bytes | None:
         """The file's bytes through the Docker API (no binary in the host runs), or None if absent."""

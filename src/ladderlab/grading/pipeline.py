@@ -34,7 +34,7 @@ from ladderlab.environments import runtime
 from ladderlab.environments.images import tool_image
 from ladderlab.grading.checks import Verdict, evaluate, render_args
 from ladderlab.grading.context import LiveContext
-from ladderlab.grading.sandbox import PROBE_ROLES, SandboxOutcome, run_in_sandbox
+from ladderlab.grading.sandbox import PROBE_ROLES, Sandbox, SandboxOutcome, connection_for
 from ladderlab.labs import AnswerSpec, Check, LabDef, is_check_cell, load_lab, nbg
 
 Say = Callable[[str], None]
@@ -191,7 +191,7 @@ def clean_answers(raw: Mapping[str, Any], declared: Mapping[str, AnswerSpec]) ->
 
 
 def judge(ctx: Any, lab: LabDef, params: Mapping[str, str | int], only: list[str] | None = None,
-          workers: int = 4) -> list[tuple[Check, Verdict]]:
+          workers: int = 8) -> list[tuple[Check, Verdict]]:
     """Evaluate the lab's checks (in parallel: each only observes)."""
     checks = [c for c in lab.checks if not only or c.id in only]
 
@@ -229,26 +229,37 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
     nb = prepare(lab, submitted)
     sandbox_nb, positions = learner_part(nb)
     probe = tool_image(settings, client, "probe")
-    say(f"{lab.id}/{student}: starting a fresh {lab.environment} environment")
-    env = runtime.up(settings, lab.environment, client=client, learner=student, lab=lab.id,
-                     course_id=lab.course.id, reuse=False, lockout_roles=PROBE_ROLES)
-    timings["env_up"] = time.monotonic() - t0
+    box = Sandbox(settings, client, lab.spec.sandbox)
+    say(f"{lab.id}/{student}: starting a fresh {lab.environment} environment and the sandbox")
     problems: list[str] = []
+    env = None
     try:
+        env = runtime.up(settings, lab.environment, client=client, learner=student, lab=lab.id,
+                         course_id=lab.course.id, reuse=False, lockout_roles=PROBE_ROLES,
+                         on_networks=lambda record: box.create(record, sandbox_nb))
+        timings["env_up"] = time.monotonic() - t0
         say(f"{lab.id}/{student}: running the notebook in the sandbox ({env.id})")
-        run: SandboxOutcome = run_in_sandbox(settings, client, env, lab.id, sandbox_nb, lab.spec.sandbox)
-        timings["sandbox"] = run.seconds
+        box.go(connection_for(settings, env, lab.id))
+        ctx = LiveContext(env, probe)
+        with ThreadPoolExecutor(max_workers=1) as warmer:
+            warming = warmer.submit(ctx.warm)  # observers start while the notebook runs
+            run: SandboxOutcome = box.finish(remove=False)
+            warming.result()
+        timings["sandbox"] = time.monotonic() - t0 - timings["env_up"]
         problems += run.problems
         merge_outputs(nb, positions, run.notebook)
         answers = clean_answers(run.answers, lab.spec.answers)
         say(f"{lab.id}/{student}: checking the environment")
         t1 = time.monotonic()
-        ctx = LiveContext(env, probe, answers)
+        ctx.set_answers(answers)
         verdicts = judge(ctx, lab, env.params)
         timings["checks"] = time.monotonic() - t1
     finally:
         t2 = time.monotonic()
-        env.down()
+        if env is not None:
+            env.down()  # removes the sandbox and observers too: they carry the environment's labels
+        else:
+            box.remove()
         timings["env_down"] = time.monotonic() - t2
     by_grade_id = {c.grade_id: (c, v) for c, v in verdicts}
     for cell in nb.cells:

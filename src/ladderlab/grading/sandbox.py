@@ -26,13 +26,11 @@ import docker
 import nbformat
 from docker.errors import APIError, NotFound
 from nbformat import NotebookNode
-from requests.exceptions import ConnectionError as RequestsConnectionError
-from requests.exceptions import ReadTimeout
 
 from ladderlab.config import Settings
 from ladderlab.environments import labels as L
 from ladderlab.environments.images import tool_image
-from ladderlab.environments.runtime import LOG_CONFIG, Environment, key_path, remove_containers
+from ladderlab.environments.runtime import LOG_CONFIG, Environment, EnvRecord, key_path, remove_containers
 from ladderlab.errors import EnvError
 from ladderlab.lab.connect import Connection, HostEntry
 from ladderlab.labs import SandboxSpec
@@ -113,53 +111,122 @@ def connection_for(settings: Settings, env: Environment, lab_id: str) -> Connect
                       answers_path="/work/answers.json", grading=True)
 
 
+class Sandbox:
+    """One runner container for one notebook: :meth:`create` early, :meth:`go` when the env is ready,
+    :meth:`finish` to collect the results; :meth:`remove` always (``finish`` calls it)."""
+
+    def __init__(self, settings: Settings, client: docker.DockerClient, limits: SandboxSpec) -> None:
+        self.settings = settings
+        self.client = client
+        self.limits = limits
+        self.name = ""
+        self.started = time.monotonic()
+        self.outcome = SandboxOutcome(None, {}, None, False, 0.0)
+
+    def create(self, record: EnvRecord, nb: NotebookNode) -> None:
+        """Start the runner on the env's first network; its kernel starts while the hosts do."""
+        api = self.client.api
+        limits = self.limits
+        image = tool_image(self.settings, self.client, "runner")
+        self.name = f"ll-{record.id}-sandbox"
+        stamp = L.Stamp(record.id, record.env, record.lab, record.learner, record.expires, record.created,
+                        L.owner_token())
+        labels = stamp.labels(host="sandbox", role="sandbox")
+        labels[L.KIND] = "sandbox"
+        memory = _parse_size(limits.memory)
+        host_config = api.create_host_config(
+            cap_drop=["ALL"], security_opt=["no-new-privileges:true"], privileged=False, init=True,
+            pids_limit=limits.pids, mem_limit=memory, memswap_limit=memory, nano_cpus=int(limits.cpus * 1e9),
+            ipc_mode="private", network_mode=next(iter(record.networks.values())),
+            log_config=docker.types.LogConfig(type="json-file", config=LOG_CONFIG),
+            tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"})  # noqa: S108 - the container's own /tmp
+        command = ["python3", "-m", "ladderlab.grading.runner", "/work/in.ipynb", "/work/out.ipynb",
+                   "--cell-timeout", f"{limits.cell_timeout:g}", "--go", "/work/go",
+                   "--go-timeout", f"{max(60.0, limits.timeout):g}"]
+        self.started = time.monotonic()
+        try:
+            api.create_container(image, command=command, name=self.name, user=str(LEARNER_UID), labels=labels,
+                                 environment={"LADDERLAB_CONNECT": "/work/connect.json",
+                                              "PYTHONPATH": "/opt/ladderlab"},
+                                 working_dir="/work", host_config=host_config, detach=True)
+            api.put_archive(self.name, "/opt/ladderlab", package_tar())
+            api.put_archive(self.name, "/work", _work_tar({"in.ipynb": (nbformat.writes(nb).encode(), 0o600)}))
+            api.start(self.name)
+        except APIError as exc:
+            raise EnvError(f"sandbox {self.name} failed to start: {exc.explanation or exc}") from None
+
+    def go(self, conn: Connection) -> None:
+        """Hand over the connection file, then the go signal (two archives: the file is whole first)."""
+        api = self.client.api
+        try:
+            api.put_archive(self.name, "/work", _work_tar({"connect.json": (conn.to_json().encode(), 0o600)}))
+            api.put_archive(self.name, "/work", _work_tar({"go": (b"", 0o600)}))
+        except APIError as exc:
+            raise EnvError(f"sandbox {self.name}: {exc.explanation or exc}") from None
+
+    def finish(self, remove: bool = True) -> SandboxOutcome:
+        """Wait (up to the wall-time limit), take back the notebook and answers, then remove the container
+        (unless ``remove`` is false: grading leaves it to the environment's teardown, which runs in parallel)."""
+        api = self.client.api
+        outcome = self.outcome
+        try:
+            self._wait_for_result(outcome)
+            outcome.log = bytes(api.logs(self.name, tail=20)).decode(errors="replace")[-2000:]
+            outcome.notebook = _take_notebook(self.client, self.name, self.limits.output_limit, outcome)
+            outcome.answers = _take_answers(self.client, self.name, outcome)
+        except APIError as exc:
+            raise EnvError(f"sandbox {self.name} failed: {exc.explanation or exc}") from None
+        finally:
+            if remove:
+                self.remove()
+            else:
+                self.outcome.seconds = time.monotonic() - self.started
+        return outcome
+
+    def _wait_for_result(self, outcome: SandboxOutcome) -> None:
+        """Until the runner wrote its notebook or exited, within the wall-time limit; then stop it.
+
+        The runner writes the executed notebook atomically before its kernel shuts down, so the
+        grader can take it at once. Nothing the learner's code does after that counts.
+        """
+        api = self.client.api
+        deadline = self.started + self.limits.timeout
+        while True:
+            state = api.inspect_container(self.name)["State"]
+            if not state["Running"]:
+                outcome.exit_code = int(state["ExitCode"])
+                return
+            try:
+                api.get_archive(self.name, "/work/out.ipynb")[0].close()
+            except NotFound:
+                pass
+            else:
+                api.kill(self.name)
+                return
+            if time.monotonic() > deadline:
+                outcome.timed_out = True
+                outcome.problems.append(f"the notebook ran past {self.limits.timeout:g}s and was stopped")
+                api.kill(self.name)
+                return
+            time.sleep(0.05)
+
+    def remove(self) -> None:
+        if self.name:
+            remove_containers(self.client, [self.name])
+        self.outcome.seconds = time.monotonic() - self.started
+
+
 def run_in_sandbox(settings: Settings, client: docker.DockerClient, env: Environment, lab_id: str,
                    nb: NotebookNode, limits: SandboxSpec) -> SandboxOutcome:
-    """Execute ``nb`` in a fresh runner container on ``env``'s network; always remove the container."""
-    api = client.api
-    image = tool_image(settings, client, "runner")
-    rec = env.record
-    name = f"ll-{rec.id}-sandbox"
-    stamp = L.Stamp(rec.id, rec.env, rec.lab, rec.learner, rec.expires, rec.created, L.owner_token())
-    labels = stamp.labels(host="sandbox", role="sandbox")
-    labels[L.KIND] = "sandbox"
-    memory = _parse_size(limits.memory)
-    host_config = api.create_host_config(
-        cap_drop=["ALL"], security_opt=["no-new-privileges:true"], privileged=False, init=True,
-        pids_limit=limits.pids, mem_limit=memory, memswap_limit=memory, nano_cpus=int(limits.cpus * 1e9),
-        ipc_mode="private", network_mode=next(iter(rec.networks.values())),
-        log_config=docker.types.LogConfig(type="json-file", config=LOG_CONFIG),
-        tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"})  # noqa: S108 - the container's own /tmp
-    command = ["python3", "-m", "ladderlab.grading.runner", "/work/in.ipynb", "/work/out.ipynb",
-               "--cell-timeout", f"{limits.cell_timeout:g}"]
-    conn = connection_for(settings, env, lab_id)
-    started = time.monotonic()
-    outcome = SandboxOutcome(None, {}, None, False, 0.0)
+    """Execute ``nb`` in a fresh runner container on ``env``'s network (create, go, finish)."""
+    box = Sandbox(settings, client, limits)
     try:
-        api.create_container(image, command=command, name=name, user=str(LEARNER_UID), labels=labels,
-                             environment={"LADDERLAB_CONNECT": "/work/connect.json", "PYTHONPATH": "/opt/ladderlab"},
-                             working_dir="/work", host_config=host_config, detach=True)
-        api.put_archive(name, "/opt/ladderlab", package_tar())
-        api.put_archive(name, "/work", _work_tar({
-            "in.ipynb": (nbformat.writes(nb).encode(), 0o600),
-            "connect.json": (conn.to_json().encode(), 0o600),
-        }))
-        api.start(name)
-        try:
-            outcome.exit_code = int(api.wait(name, timeout=limits.timeout)["StatusCode"])
-        except (ReadTimeout, RequestsConnectionError):
-            outcome.timed_out = True
-            outcome.problems.append(f"the notebook ran past {limits.timeout:g}s and was stopped")
-            api.kill(name)
-        outcome.log = bytes(api.logs(name, tail=20)).decode(errors="replace")[-2000:]
-        outcome.notebook = _take_notebook(client, name, limits.output_limit, outcome)
-        outcome.answers = _take_answers(client, name, outcome)
-    except APIError as exc:
-        raise EnvError(f"sandbox {name} failed: {exc.explanation or exc}") from None
-    finally:
-        remove_containers(client, [name])
-        outcome.seconds = time.monotonic() - started
-    return outcome
+        box.create(env.record, nb)
+        box.go(connection_for(settings, env, lab_id))
+    except BaseException:
+        box.remove()
+        raise
+    return box.finish()
 
 
 def _take_notebook(client: docker.DockerClient, name: str, limit: int, outcome: SandboxOutcome) -> NotebookNode | None:
