@@ -41,6 +41,7 @@ LISTEN_SCRIPT = r"""
 import socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16); s.settimeout(0.5)
+print("listening", flush=True)
 end = time.time() + float(sys.argv[2])
 while time.time() < end:
     try:
@@ -74,7 +75,13 @@ def _json(runner: Runner, script: str, *args: object, timeout: float) -> object:
         raise ObservationError(f"observer printed {result.stdout[:100]!r}, not JSON") from None
 
 
-def tcp_states(runner: Runner, targets: Iterable[tuple[str, int]], timeout: float = 1.0) -> list[str]:
+#: How long a connection attempt may go unanswered before the port counts as filtered. On a
+#: local bridge an open port answers within milliseconds, even under load; checks that call a
+#: port closed also make sure no traffic shaping (netem delays) stretches that (``shaping``).
+FILTERED_AFTER = 0.5
+
+
+def tcp_states(runner: Runner, targets: Iterable[tuple[str, int]], timeout: float = FILTERED_AFTER) -> list[str]:
     """``open``/``refused``/``filtered``/``unreachable`` for each (host, port), seen from ``runner``."""
     pairs = [[h, int(p)] for h, p in targets]
     states = _json(runner, TCP_SCRIPT, timeout, json.dumps(pairs), timeout=timeout + 15)
@@ -83,7 +90,8 @@ def tcp_states(runner: Runner, targets: Iterable[tuple[str, int]], timeout: floa
     return states
 
 
-def states_from(ctx: Context, sources: list[str], address: str, port: int, timeout: float = 1.0) -> dict[str, str]:
+def states_from(ctx: Context, sources: list[str], address: str, port: int,
+                timeout: float = FILTERED_AFTER) -> dict[str, str]:
     """The state of ``address:port`` seen from each of ``sources``, probed at the same time."""
     with ThreadPoolExecutor(max_workers=max(1, len(sources))) as pool:
         found = pool.map(lambda s: tcp_states(ctx.observe(s), [(address, port)], timeout)[0], sources)
@@ -98,8 +106,32 @@ def http_get(runner: Runner, url: str, timeout: float = 3.0) -> dict[str, object
 
 
 def listen(runner: Runner, port: int, seconds: float) -> None:
-    """Start a short-lived listener on ``port`` in the observer (returns at once)."""
-    runner.run("(python3 -c %s %s %s >/dev/null 2>&1 &) ; sleep 0.3", LISTEN_SCRIPT, port, seconds, timeout=10)
+    """Start a short-lived listener on ``port`` in the observer; return once it listens."""
+    result = runner.run(
+        "out=$(mktemp); (python3 -c %s %s %s >\"$out\" 2>&1 &); "
+        "for _ in $(seq 200); do [ -s \"$out\" ] && break; sleep 0.01; done; cat \"$out\"",
+        LISTEN_SCRIPT, port, seconds, timeout=10)
+    if "listening" not in result.stdout:
+        raise ObservationError(f"could not listen on port {port}: {result.stdout.strip()[:200]}")
+
+
+#: Queueing disciplines a container interface has unless someone configured traffic control.
+PLAIN_QDISCS = {"noqueue", "pfifo_fast", "fq_codel", "mq", "pfifo", "fq"}
+
+
+def shaping(runner: Runner) -> list[str]:
+    """Non-default qdiscs (netem, tbf, ingress...) in the observed namespace: they can delay
+    answers past the probe timeout and make an open port look closed."""
+    result = runner.run("tc qdisc show", timeout=10)
+    if result.failed:
+        raise ObservationError(f"tc qdisc show exited {result.rc}: {result.stderr.strip()[:200]}")
+    found = []
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "qdisc" and parts[1] not in PLAIN_QDISCS:
+            dev = parts[parts.index("dev") + 1] if "dev" in parts else "?"
+            found.append(f"{parts[1]} on {dev}")
+    return found
 
 
 def describe(state: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from graders._net import describe, listen, states_from, tcp_states
+from graders._net import describe, listen, shaping, states_from, tcp_states
 from ladderlab.grading.checks import Context, Verdict, check, fail, ok
 
 BUILTIN = ("INPUT", "FORWARD", "OUTPUT")
@@ -76,6 +76,15 @@ def live_ruleset(ctx: Context, host: str) -> dict[str, Chain]:
     return parse_save(result.stdout)
 
 
+def shaped(ctx: Context, host: str) -> Verdict | None:
+    """A failed verdict when traffic control on ``host`` could make open ports look closed."""
+    found = shaping(ctx.observe(host))
+    if not found:
+        return None
+    return fail(f"{host} has traffic control configured ({', '.join(found)}): delayed answers look like "
+                f"closed ports, so closed ports cannot be judged - remove it (tc qdisc del)")
+
+
 def unfiltered(ctx: Context, host: str) -> Verdict | None:
     """A failed verdict when ``host`` filters nothing inbound (so an "allowed" result proves nothing)."""
     if drops_by_default(live_ruleset(ctx, host).get("INPUT", Chain("ACCEPT"))):
@@ -134,6 +143,8 @@ def established_allowed(ctx: Context, *, host: str, peer: str, port: int = 18080
 @check
 def only_from(ctx: Context, *, target: str, port: int, allowed: list[str], denied: list[str]) -> Verdict:
     """``target:port`` accepts connections from ``allowed`` hosts and from none of ``denied``."""
+    if (verdict := shaped(ctx, target)) is not None:
+        return verdict
     states = states_from(ctx, [*allowed, *denied], ctx.address(target), port)
     problems = [f"from {s} it {describe(states[s])} but must accept" for s in allowed if states[s] != "open"]
     problems += [f"from {s} it accepts connections but must not" for s in denied if states[s] == "open"]
@@ -145,6 +156,8 @@ def only_from(ctx: Context, *, target: str, port: int, allowed: list[str], denie
 @check
 def closed(ctx: Context, *, target: str, port: int, sources: list[str]) -> Verdict:
     """``target:port`` accepts connections from none of ``sources``."""
+    if (verdict := shaped(ctx, target)) is not None:
+        return verdict
     states = states_from(ctx, sources, ctx.address(target), port)
     open_from = [s for s in sources if states[s] == "open"]
     if open_from:

@@ -1,0 +1,228 @@
+"""Checks against a fake context: the verdict logic, without Docker.
+
+The same checks run against real environments in tests/integration/test_grading.py
+and in the lab self-test (tests/labs)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from ladderlab.environments.transports import CommandResult
+from ladderlab.grading.checks import REGISTRY, Verdict, evaluate, fail, load_graders, ok, render_args
+
+
+class FakeRunner:
+    """Answers commands by regular expression; records what ran."""
+
+    def __init__(self, answers: list[tuple[str, str, int]]):
+        self.answers = answers
+        self.ran: list[str] = []
+        self.files: dict[str, bytes] = {}
+
+    def run(self, command, *args, timeout=None):
+        from ladderlab.environments.transports import quote_command
+
+        full = quote_command(command, *args)
+        self.ran.append(full)
+        for pattern, out, rc in self.answers:
+            if re.search(pattern, full, re.S):
+                return CommandResult(full, rc, out, "" if rc == 0 else out)
+        raise AssertionError(f"unexpected command {full[:120]!r}")
+
+    def put_file(self, path, data):
+        self.files[path] = data
+
+
+class FakeContext:
+    def __init__(self, observers, files=None, scratch=None, params=None, addresses=None):
+        self._observers = observers
+        self._files = files or {}
+        self._scratch = scratch
+        self.params = params or {}
+        self.answers = {}
+        self._addresses = addresses or {"target": "10.0.0.2", "outsider": "10.0.0.3", "monitor": "10.0.0.4"}
+
+    def address(self, host):
+        return self._addresses[host]
+
+    def observe(self, host, *, admin=False):
+        return self._observers[(host, admin)] if (host, admin) in self._observers else self._observers[host]
+
+    def scratch(self):
+        return self._scratch
+
+    def read_file(self, host, path):
+        return self._files.get((host, path))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def graders(root):
+    load_graders(root)
+
+
+DENY = """*filter
+:INPUT DROP [10:600]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p tcp -m multiport --dports 22,80 -j ACCEPT
+COMMIT
+"""
+OPEN = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+
+
+def tcp(states):
+    return (r"python3 -c .*socket", json.dumps(states), 0)
+
+
+def save(text):
+    return (r"iptables-save", text, 0)
+
+
+def qdisc(text="qdisc noqueue 0: dev eth0 root refcnt 2\n"):
+    return (r"tc qdisc show", text, 0)
+
+
+def test_parse_save_and_default_deny_logic():
+    from graders.firewall import canonical, drops_by_default, parse_save
+
+    chains = parse_save(DENY)
+    assert chains["INPUT"].policy == "DROP" and len(chains["INPUT"].rules) == 3
+    assert drops_by_default(chains["INPUT"])
+    assert not drops_by_default(parse_save(OPEN)["INPUT"])
+    catch_all = parse_save(OPEN.replace("COMMIT", "-A INPUT -j REJECT --reject-with icmp-port-unreachable\nCOMMIT"))
+    assert drops_by_default(catch_all["INPUT"])
+    partial = parse_save(OPEN.replace("COMMIT", "-A INPUT -p tcp --dport 6000 -j DROP\nCOMMIT"))
+    assert not drops_by_default(partial["INPUT"])
+    # counters and other tables do not matter; rule order does
+    assert canonical(parse_save(DENY.replace("[10:600]", "[0:0]") + "*nat\n:X - [0:0]\nCOMMIT\n")) == \
+        canonical(parse_save(DENY))
+    swapped = DENY.replace("-A INPUT -i lo -j ACCEPT\n", "") + ""
+    assert canonical(parse_save(swapped)) != canonical(parse_save(DENY))
+
+
+def test_default_deny_reads_the_ruleset_with_the_observers_iptables():
+    fn = REGISTRY["firewall.default_deny"]
+    admin = FakeRunner([save(DENY)])
+    assert evaluate(FakeContext({("target", True): admin}), fn, {"host": "target"}).passed
+    assert admin.ran == ["iptables-save -t filter"]
+    v = evaluate(FakeContext({("target", True): FakeRunner([save(OPEN)])}), fn, {"host": "target"})
+    assert not v.passed and "INPUT policy is ACCEPT" in v.feedback and v.fraction == 0
+
+
+def test_allowed_checks_need_a_default_deny_first():
+    fn = REGISTRY["firewall.allowed_through"]
+    args = {"source": "outsider", "target": "target", "ports": [22, 80]}
+    open_everything = FakeContext({("target", True): FakeRunner([save(OPEN)]),
+                                   "outsider": FakeRunner([tcp(["open", "open"])])})
+    v = evaluate(open_everything, fn, args)
+    assert not v.passed and "filters nothing inbound" in v.feedback
+    good = FakeContext({("target", True): FakeRunner([save(DENY)]), "outsider": FakeRunner([tcp(["open", "open"])])})
+    assert evaluate(good, fn, args).passed
+    half = FakeContext({("target", True): FakeRunner([save(DENY)]),
+                        "outsider": FakeRunner([tcp(["open", "filtered"])])})
+    v = evaluate(half, fn, args)
+    assert not v.passed and "target:80 does not answer" in v.feedback and "from outsider" in v.feedback
+
+
+def test_closed_and_only_from():
+    closed = REGISTRY["firewall.closed"]
+    args = {"target": "target", "port": 6100, "sources": ["outsider", "monitor"]}
+    ctx = FakeContext({"target": FakeRunner([qdisc()]), "outsider": FakeRunner([tcp(["filtered"])]),
+                       "monitor": FakeRunner([tcp(["refused"])])})
+    assert evaluate(ctx, closed, args).passed
+    ctx = FakeContext({"target": FakeRunner([qdisc()]), "outsider": FakeRunner([tcp(["filtered"])]),
+                       "monitor": FakeRunner([tcp(["open"])])})
+    v = evaluate(ctx, closed, args)
+    assert not v.passed and "monitor" in v.feedback and "outsider" not in v.feedback.split("from")[1]
+
+    only = REGISTRY["firewall.only_from"]
+    args = {"target": "target", "port": 9100, "allowed": ["monitor"], "denied": ["outsider"]}
+    ctx = FakeContext({"target": FakeRunner([qdisc()]), "monitor": FakeRunner([tcp(["open"])]),
+                       "outsider": FakeRunner([tcp(["open"])])})
+    v = evaluate(ctx, only, args)
+    assert not v.passed and "from outsider it accepts" in v.feedback
+    ctx = FakeContext({"target": FakeRunner([qdisc()]), "monitor": FakeRunner([tcp(["filtered"])]),
+                       "outsider": FakeRunner([tcp(["filtered"])])})
+    v = evaluate(ctx, only, args)
+    assert not v.passed and "from monitor it does not answer" in v.feedback
+
+
+def test_traffic_shaping_cannot_fake_a_closed_port():
+    """netem on the target delays answers past the probe timeout: that is refused, not judged closed."""
+    closed = REGISTRY["firewall.closed"]
+    netem = "qdisc netem 8001: dev eth0 root refcnt 2 limit 1000 delay 2s\n"
+    ctx = FakeContext({"target": FakeRunner([qdisc(netem)]), "outsider": FakeRunner([tcp(["filtered"])]),
+                       "monitor": FakeRunner([tcp(["filtered"])])})
+    v = evaluate(ctx, closed, {"target": "target", "port": 6100, "sources": ["outsider", "monitor"]})
+    assert not v.passed and "netem on eth0" in v.feedback
+
+
+def test_persisted_replays_the_file_in_a_scratch_namespace():
+    fn = REGISTRY["firewall.persisted"]
+    scratch = FakeRunner([(r"iptables-restore /tmp/rules.v4", DENY, 0)])
+    ctx = FakeContext({("target", True): FakeRunner([save(DENY)])}, files={("target", "/etc/iptables/rules.v4"):
+                                                                           DENY.encode()}, scratch=scratch)
+    assert evaluate(ctx, fn, {"host": "target"}).passed
+    assert scratch.files["/tmp/rules.v4"] == DENY.encode()
+
+    missing = FakeContext({("target", True): FakeRunner([save(DENY)])}, scratch=scratch)
+    v = evaluate(missing, fn, {"host": "target"})
+    assert not v.passed and "does not exist" in v.feedback
+
+    stale = FakeRunner([(r"iptables-restore", DENY.replace("-A INPUT -i lo -j ACCEPT\n", ""), 0)])
+    ctx = FakeContext({("target", True): FakeRunner([save(DENY)])},
+                      files={("target", "/etc/iptables/rules.v4"): b"x"}, scratch=stale)
+    v = evaluate(ctx, fn, {"host": "target"})
+    assert not v.passed and "chain INPUT" in v.feedback
+
+    broken = FakeRunner([(r"iptables-restore", "iptables-restore: line 2 failed", 1)])
+    ctx = FakeContext({("target", True): FakeRunner([save(DENY)])},
+                      files={("target", "/etc/iptables/rules.v4"): b"junk"}, scratch=broken)
+    v = evaluate(ctx, fn, {"host": "target"})
+    assert not v.passed and "does not restore" in v.feedback
+
+
+def test_a_check_that_breaks_or_returns_nothing_fails():
+    def raises(ctx):
+        raise RuntimeError("observer gone")
+
+    def nothing(ctx):
+        return None
+
+    def cheeky(ctx):
+        return "passed"
+
+    assert evaluate(None, raises, {}) == Verdict(False, "the check could not observe the environment: "
+                                                        "RuntimeError: observer gone", 0.0)
+    assert not evaluate(None, nothing, {}).passed
+    assert not evaluate(None, cheeky, {}).passed
+    # a failed all-or-nothing verdict never keeps points
+    assert evaluate(None, lambda ctx: Verdict(False, "x"), {}).fraction == 0
+    assert evaluate(None, lambda ctx: ok("fine"), {}).passed
+    assert evaluate(None, lambda ctx: fail("a\n  b"), {}).feedback == "a b"
+
+
+def test_observer_output_that_is_not_json_is_an_observation_error():
+    fn = REGISTRY["firewall.closed"]
+    ctx = FakeContext({"target": FakeRunner([qdisc()]), "outsider": FakeRunner([(r"python3", "open!", 0)]),
+                       "monitor": FakeRunner([tcp(["filtered"])])})
+    v = evaluate(ctx, fn, {"target": "target", "port": 1, "sources": ["outsider", "monitor"]})
+    assert not v.passed and "could not observe" in v.feedback
+
+
+def test_render_args_keeps_parameter_types():
+    params = {"metrics_port": 9137, "zone": "corp-abc.lab.example"}
+    got = render_args({"port": "{metrics_port}", "name": "ns1.{zone}", "ports": ["{metrics_port}", 80],
+                       "nested": {"z": "{zone}"}}, params)
+    assert got == {"port": 9137, "name": "ns1.corp-abc.lab.example", "ports": [9137, 80],
+                   "nested": {"z": "corp-abc.lab.example"}}
+
+
+def test_verdict_fraction_is_bounded():
+    with pytest.raises(ValueError):
+        Verdict(True, "x", 1.5)
