@@ -29,7 +29,7 @@ lab: setup
 	$(BIN)/ladderlab lab --port $(PORT)
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src graders tests benchmarks
 	$(BIN)/mypy
 
 unit: venv

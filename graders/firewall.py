@@ -174,8 +174,8 @@ def persisted(ctx: Context, *, host: str, path: str = "/etc/iptables/rules.v4") 
     if saved is None:
         return fail(f"{host}: {path} does not exist - save the rules (netfilter-persistent save)")
     scratch = ctx.scratch()
-    scratch.put_file("/tmp/rules.v4", saved)
-    restored = scratch.run("iptables-restore /tmp/rules.v4 && iptables-save -t filter", timeout=30)
+    scratch.put_file("/root/rules.v4", saved)  # in the scratch container, which nothing else shares
+    restored = scratch.run("iptables-restore /root/rules.v4 && iptables-save -t filter", timeout=30)
     if restored.failed:
         return fail(f"{host}: {path} does not restore: {restored.stderr.strip()[:160]}")
     want = canonical(live_ruleset(ctx, host))

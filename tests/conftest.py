@@ -22,3 +22,18 @@ def root() -> Path:
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings.from_env(ROOT)
+
+
+@pytest.fixture(scope="session")
+def client():
+    from ladderlab.environments.engine import connect
+
+    return connect()
+
+
+@pytest.fixture(scope="session")
+def images(client, settings):
+    """Every image, built (a no-op when ``ladderlab setup`` already built them)."""
+    from ladderlab.environments.images import build
+
+    return build(client, settings, None, lambda _m: None)

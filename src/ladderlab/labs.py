@@ -51,19 +51,20 @@ class CheckSpec(_Model):
 class AnswerSpec(_Model):
     type: Literal["text", "int", "choice"] = "text"
     choices: list[str] = Field(default_factory=list)
-    max_length: int = Field(200, ge=1, le=10_000)
+    max_length: int = Field(default=200, ge=1, le=10_000)
     title: str = ""
 
 
 class SandboxSpec(_Model):
     """Limits for the runner container that executes a learner's notebook at grading time."""
 
-    timeout: float = Field(600, gt=0, le=3600, description="wall time for the whole notebook, seconds")
-    cell_timeout: float = Field(120, gt=0, le=3600)
+    timeout: float = Field(default=600, gt=0, le=3600, description="wall time for the whole notebook, seconds")
+    cell_timeout: float = Field(default=120, gt=0, le=3600)
     memory: Annotated[str, StringConstraints(pattern=r"^[0-9]+[kmg]$")] = "1g"
-    pids: int = Field(256, ge=16, le=4096)
-    cpus: float = Field(1.0, gt=0, le=8)
-    output_limit: int = Field(2 << 20, ge=1024, le=64 << 20, description="bytes of executed notebook taken back")
+    pids: int = Field(default=256, ge=16, le=4096)
+    cpus: float = Field(default=1.0, gt=0, le=8)
+    output_limit: int = Field(default=2 << 20, ge=1024, le=64 << 20,
+                              description="bytes of executed notebook taken back")
 
 
 class LabSpec(_Model):
@@ -127,7 +128,8 @@ class LabDef:
     def source_cell(self, grade_id: str) -> NotebookNode:
         for cell in self.source.cells:
             if nbg(cell).get("grade_id") == grade_id:
-                return copy.deepcopy(cell)
+                found: NotebookNode = copy.deepcopy(cell)
+                return found
         raise KeyError(grade_id)
 
     def solution_ids(self) -> list[str]:
@@ -166,7 +168,7 @@ def read_notebook(path: Path, display: str) -> NotebookNode:
     if len(raw) > MAX_NOTEBOOK_BYTES:
         raise ConfigError(display, [("", f"notebook is larger than {MAX_NOTEBOOK_BYTES} bytes")])
     try:
-        nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
+        nb: NotebookNode = nbformat.reads(raw.decode("utf-8"), as_version=4)
         nbformat.validate(nb)
     except (UnicodeDecodeError, ValueError, nbformat.ValidationError) as exc:
         raise ConfigError(display, [("", f"not a valid notebook: {str(exc).splitlines()[0][:200]}")]) from None

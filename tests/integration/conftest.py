@@ -6,25 +6,12 @@ from __future__ import annotations
 import pytest
 
 from ladderlab.environments import labels as L
-from ladderlab.environments.engine import connect
-from ladderlab.environments.images import build
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.docker)
-
-
-@pytest.fixture(scope="session")
-def client():
-    return connect()
-
-
-@pytest.fixture(scope="session")
-def images(client, settings):
-    """Every image, built (a no-op when ``ladderlab setup`` already built them)."""
-    return build(client, settings, None, lambda _m: None)
 
 
 def leftovers(client, env_id):

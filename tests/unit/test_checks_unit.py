@@ -164,11 +164,11 @@ def test_traffic_shaping_cannot_fake_a_closed_port():
 
 def test_persisted_replays_the_file_in_a_scratch_namespace():
     fn = REGISTRY["firewall.persisted"]
-    scratch = FakeRunner([(r"iptables-restore /tmp/rules.v4", DENY, 0)])
+    scratch = FakeRunner([(r"iptables-restore /root/rules.v4", DENY, 0)])
     ctx = FakeContext({("target", True): FakeRunner([save(DENY)])}, files={("target", "/etc/iptables/rules.v4"):
                                                                            DENY.encode()}, scratch=scratch)
     assert evaluate(ctx, fn, {"host": "target"}).passed
-    assert scratch.files["/tmp/rules.v4"] == DENY.encode()
+    assert scratch.files["/root/rules.v4"] == DENY.encode()
 
     missing = FakeContext({("target", True): FakeRunner([save(DENY)])}, scratch=scratch)
     v = evaluate(missing, fn, {"host": "target"})

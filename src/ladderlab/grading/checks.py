@@ -147,7 +147,7 @@ def evaluate(ctx: Context, fn: CheckFn, args: Mapping[str, Any]) -> Verdict:
     """Run one check; anything but a verdict (an exception, None) is a failed verdict."""
     try:
         verdict = fn(ctx, **args)
-    except Exception as exc:  # noqa: BLE001 - a check that broke is a failed check, with the reason
+    except Exception as exc:
         return fail(f"the check could not observe the environment: {type(exc).__name__}: {exc}"[:FEEDBACK_LIMIT])
     if not isinstance(verdict, Verdict):
         return fail("the check produced no verdict")

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from nbformat import NotebookNode
-from traitlets import Unicode
-
 from nbgrader.preprocessors import Execute
+from traitlets import Unicode
 
 AUTOGRADE_PREPROCESSORS = [
     "ladderlab.grading.nbgrader_ext.LadderlabExecute",

@@ -178,11 +178,11 @@ def clean_answers(raw: Mapping[str, Any], declared: Mapping[str, AnswerSpec]) ->
     out: dict[str, Any] = {}
     for name, spec in declared.items():
         value = raw.get(name)
-        if spec.type == "int" and isinstance(value, int) and not isinstance(value, bool):
-            out[name] = value
-        elif spec.type == "text" and isinstance(value, str) and len(value) <= spec.max_length:
-            out[name] = value
-        elif spec.type == "choice" and isinstance(value, str) and value in spec.choices:
+        if isinstance(value, bool):
+            continue
+        if (spec.type == "int" and isinstance(value, int)) \
+                or (spec.type == "text" and isinstance(value, str) and len(value) <= spec.max_length) \
+                or (spec.type == "choice" and isinstance(value, str) and value in spec.choices):
             out[name] = value
     return out
 

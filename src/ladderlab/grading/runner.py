@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         asyncio.run(_execute(client, nb, args.go, args.go_timeout, args.out) if args.go else client.async_execute())
-    except Exception as exc:  # noqa: BLE001 - record and still write what ran
+    except Exception as exc:
         print(f"ladderlab-runner: execution stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
         status = 3
     if status or not os.path.exists(args.out):

@@ -239,7 +239,7 @@ def _take_notebook(client: docker.DockerClient, name: str, limit: int, outcome: 
         outcome.problems.append("the sandbox wrote no executed notebook")
         return None
     try:
-        nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
+        nb: NotebookNode = nbformat.reads(raw.decode("utf-8"), as_version=4)
     except (UnicodeDecodeError, ValueError) as exc:
         outcome.problems.append(f"executed notebook unreadable: {str(exc)[:200]}")
         return None

@@ -31,7 +31,7 @@ def released(lab: LabDef) -> NotebookNode:
     """The student version, made with nbgrader's own preprocessors (solutions and hidden tests removed)."""
     from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
 
-    nb = copy.deepcopy(lab.source)
+    nb: NotebookNode = copy.deepcopy(lab.source)
     resources: dict[str, Any] = {}
     nb, resources = ClearSolutions().preprocess(nb, resources)
     nb, resources = ClearHiddenTests().preprocess(nb, resources)
@@ -114,7 +114,7 @@ def selftest(settings: Settings, client: docker.DockerClient, labs: list[LabDef]
         lab, run, nb = item
         try:
             run.report, _ = grade(settings, client, lab, nb, student)
-        except Exception as exc:  # noqa: BLE001 - one broken run fails the lab, the rest still run
+        except Exception as exc:
             run.error = f"{type(exc).__name__}: {exc}"
         mark = "ok" if run.verdict(lab) else "FAILED"
         score = f"{run.report.score:g}/{run.report.max_score:g}" if run.report else run.error

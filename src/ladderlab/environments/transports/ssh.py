@@ -35,7 +35,7 @@ _KEY_TYPES: dict[str, type[paramiko.PKey]] = {
 def public_key(kind: str, blob: bytes) -> paramiko.PKey:
     """A host public key from its wire form (works with paramiko 2.x, which the sandbox has, and 3.x)."""
     try:
-        return _KEY_TYPES[kind](data=blob)
+        return _KEY_TYPES[kind](data=blob)  # type: ignore[arg-type]  # paramiko's stubs say str; it takes bytes
     except KeyError:
         raise TransportError(f"unsupported host key type {kind!r}") from None
 

@@ -1,0 +1,78 @@
+"""The real nbgrader workflow: generate_assignment -> submissions -> nbgrader autograde ->
+scores read back through nbgrader's gradebook API."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ladderlab.course import load_course
+from ladderlab.environments import labels as L
+from ladderlab.labs import load_lab
+
+LAB = "sec-1-iptables-hardening"
+
+
+def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}"}
+    return subprocess.run([f"{bindir}/nbgrader", *args], cwd=course, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture
+def course(tmp_path, root):
+    r = subprocess.run([sys.executable, "-m", "ladderlab.cli", "nbgrader", "init", str(tmp_path / "course")],
+                       capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0, r.stderr
+    return tmp_path / "course"
+
+
+def submit(course: Path, student: str, notebook: Path | nbformat.NotebookNode) -> None:
+    dest = course / "submitted" / student / LAB
+    dest.mkdir(parents=True)
+    if isinstance(notebook, Path):
+        shutil.copyfile(notebook, dest / f"{LAB}.ipynb")
+    else:
+        nbformat.write(notebook, dest / f"{LAB}.ipynb")
+
+
+def test_generate_submit_autograde_gradebook(images, client, settings, course):
+    r = nbgrader(course, "generate_assignment", LAB, "--force")
+    assert r.returncode == 0, r.stderr[-2000:]
+    release = nbformat.read(course / "release" / LAB / f"{LAB}.ipynb", as_version=4)
+    assert not any("BEGIN SOLUTION" in c.source or "HIDDEN TESTS" in c.source for c in release.cells)
+    assert not any("iptables -P INPUT DROP" in c.source for c in release.cells)
+
+    lab = load_lab(settings, load_course(settings.course_file), LAB)
+    solved = nbformat.read(course / "source" / LAB / f"{LAB}.ipynb", as_version=4)
+    submit(course, "solver", solved)
+    submit(course, "idler", course / "release" / LAB / f"{LAB}.ipynb")
+    for student in ("solver", "idler"):
+        assert nbgrader(course, "db", "student", "add", student).returncode == 0
+    r = nbgrader(course, "autograde", LAB, "--force")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "ladderlab: sec-1-iptables-hardening/solver scored 10/10" in r.stderr
+
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        solver = gb.find_submission(LAB, "solver")
+        idler = gb.find_submission(LAB, "idler")
+        assert (solver.score, solver.max_score) == (10.0, 10.0)
+        assert idler.score == 0.0
+        grades = {g.name: g.score for g in solver.notebooks[0].grades}
+        assert grades == {f"check-{c.id}": c.spec.points for c in lab.checks}
+
+    graded = nbformat.read(course / "autograded" / "solver" / LAB / f"{LAB}.ipynb", as_version=4)
+    lines = [o.text for c in graded.cells for o in c.get("outputs", []) if o.get("name") == "stdout"]
+    assert any(line.startswith("\u2713 rules-persisted:") for line in lines)
+    flt = {"label": [f"{L.MANAGED}=1", f"{L.LAB}={LAB}"]}
+    learners = {c["Labels"].get(L.LEARNER) for c in client.api.containers(all=True, filters=flt)}
+    assert not learners & {"solver", "idler"}
