@@ -43,6 +43,7 @@ test: setup lint
 
 bench: setup
 	$(BIN)/python benchmarks/env_startup.py
+	$(BIN)/python benchmarks/grade_one.py
 
 clean:
 	-$(BIN)/ladderlab env reap

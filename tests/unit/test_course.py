@@ -57,7 +57,10 @@ def test_labs_are_mapped_to_non_empty_cells(course):
     for lab in course.labs:
         for ref in lab.cells:
             assert course.cell(ref.track, ref.level).text.strip()
-        assert course.threshold(lab) == 0.8
+        # the course default, unless the lab sets its own
+        assert course.threshold(lab) == (lab.pass_threshold or course.policies.pass_threshold)
+    assert course.policies.pass_threshold == 0.8
+    assert course.threshold(course.lab("sec-1-iptables-hardening")) == 1.0
 
 
 def _write(tmp_path: Path, data) -> Path:

@@ -41,3 +41,27 @@ def test_every_image_an_environment_names_has_a_dockerfile():
         for host in load_env_spec(path).hosts.values():
             _, directory = image_dir(settings, name, host.image)
             assert (directory / "Dockerfile").read_text().lstrip().startswith(("#", "ARG", "FROM"))
+
+
+HOST_ARGS = ("host", "source", "target", "peer", "allowed", "denied", "sources")
+
+
+def test_checks_name_hosts_their_environment_has():
+    import yaml
+
+    for lab in COURSE.labs:
+        lab_yaml = ROOT / "labs" / lab.id / "lab.yaml"
+        if lab.status != "published":
+            continue
+        hosts = set(load_env_spec(ENVS[lab.environment]).hosts)
+        for cid, check in yaml.safe_load(lab_yaml.read_text())["checks"].items():
+            for key in HOST_ARGS:
+                value = check.get("args", {}).get(key)
+                names = value if isinstance(value, list) else [value] if value else []
+                unknown = set(names) - hosts
+                assert not unknown, f"labs/{lab.id}/lab.yaml: checks.{cid}.args.{key}: no host {unknown}"
+
+
+def test_grading_tool_images_exist():
+    for tool in ("probe", "runner"):
+        assert (ROOT / "environments" / "_common" / "images" / tool / "Dockerfile").is_file()
