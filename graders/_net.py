@@ -50,14 +50,24 @@ while time.time() < end:
         pass
 """
 
-#: Fetch one HTTP URL; print the status code (or 0) as JSON.
+#: Fetch one HTTP URL (optionally with headers, without following redirects); print JSON.
 HTTP_SCRIPT = r"""
-import json, sys, urllib.request
+import json, sys, urllib.request, urllib.error
+url, timeout, headers, follow = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4] == "1"
+class Stay(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+opener = urllib.request.build_opener() if follow else urllib.request.build_opener(Stay)
+request = urllib.request.Request(url, headers=headers)
 try:
-    with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])) as r:
-        print(json.dumps({"status": r.status, "body": r.read(4096).decode("utf-8", "replace")}))
+    with opener.open(request, timeout=timeout) as r:
+        print(json.dumps({"status": r.status, "location": r.headers.get("Location", ""),
+                          "body": r.read(65536).decode("utf-8", "replace")}))
+except urllib.error.HTTPError as exc:
+    print(json.dumps({"status": exc.code, "location": exc.headers.get("Location", ""),
+                      "body": exc.read(4096).decode("utf-8", "replace")}))
 except Exception as exc:
-    print(json.dumps({"status": getattr(exc, "code", 0) or 0, "error": type(exc).__name__ + ": " + str(exc)[:200]}))
+    print(json.dumps({"status": 0, "error": type(exc).__name__ + ": " + str(exc)[:200]}))
 """
 
 
@@ -98,8 +108,11 @@ def states_from(ctx: Context, sources: list[str], address: str, port: int,
         return dict(zip(sources, found, strict=True))
 
 
-def http_get(runner: Runner, url: str, timeout: float = 3.0) -> dict[str, object]:
-    answer = _json(runner, HTTP_SCRIPT, url, timeout, timeout=timeout + 10)
+def http_get(runner: Runner, url: str, timeout: float = 3.0, headers: dict[str, str] | None = None,
+             follow: bool = True) -> dict[str, object]:
+    """``{"status", "location", "body"}`` (status 0 and ``error`` when nothing answered)."""
+    answer = _json(runner, HTTP_SCRIPT, url, timeout, json.dumps(headers or {}), "1" if follow else "0",
+                   timeout=timeout + 10)
     if not isinstance(answer, dict):
         raise ObservationError(f"unexpected http answer {answer!r}")
     return answer

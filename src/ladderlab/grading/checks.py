@@ -10,8 +10,10 @@ each check decorated with :func:`check`::
 
 A check sees the environment only through :class:`Context`: trusted tools run
 in an observer that shares a host's network namespace (``observe``), an
-isolated scratch container (``scratch``), and files read through the Docker
-API (``read_file``). It never runs a binary inside a learner's host and never
+isolated scratch container (``scratch``), a container of a host's *image* (not
+the host: ``tools``, for its daemon's own validators such as promtool or
+named-checkzone), and files read through the Docker API (``read_file``,
+``read_dir``). It never runs a binary inside a learner's host and never
 reads what the learner's code printed. Whatever goes wrong inside a check
 (an exception, no verdict at all) is a failed verdict, never a pass.
 """
@@ -57,6 +59,25 @@ def fail(feedback: str) -> Verdict:
     return Verdict(False, feedback, 0.0)
 
 
+@dataclass(frozen=True)
+class FileStat:
+    """What the Docker API says about a file in a container (not what ``ls`` inside it says)."""
+
+    mode: int  # permission bits
+    uid: int
+    gid: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Process:
+    """A process of a container, as the engine lists it from the host's /proc."""
+
+    uid: int
+    pid: int
+    args: str
+
+
 class Runner(Protocol):
     """Something that runs trusted commands: an observer, or a scratch container."""
 
@@ -80,7 +101,15 @@ class Context(Protocol):
 
     def scratch(self) -> Runner: ...
 
+    def tools(self, host: str) -> Runner: ...
+
     def read_file(self, host: str, path: str) -> bytes | None: ...
+
+    def read_dir(self, host: str, path: str) -> dict[str, bytes]: ...
+
+    def stat(self, host: str, path: str) -> FileStat | None: ...
+
+    def processes(self, host: str) -> list[Process]: ...
 
 
 CheckFn = Callable[..., Verdict]

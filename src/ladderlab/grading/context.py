@@ -24,6 +24,7 @@ from ladderlab.environments import labels as L
 from ladderlab.environments.runtime import LOG_CONFIG, Environment, read_file
 from ladderlab.environments.transports import CommandResult, DockerTransport
 from ladderlab.errors import EnvError, UsageError
+from ladderlab.grading.checks import FileStat, Process
 
 
 def tar_one(path: str, data: bytes, mode: int = 0o644, uid: int = 0) -> tuple[str, bytes]:
@@ -146,6 +147,94 @@ class LiveContext:
                 jobs.append(lambda n=name: self.observe(n, admin=True))
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             list(pool.map(lambda job: job(), jobs))
+
+    def tools(self, host: str) -> Sidecar:
+        """A fresh container of ``host``'s image, no network: the image's binaries, not the host's.
+
+        The learner may have replaced any binary inside the running host; the image is ladderlab's.
+        """
+        info = self._info(host)
+        key = (f"tools:{host}", False)
+        with self._lock:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._sidecars:
+                api = self.client.api
+                container = f"ll-{self.env.id}-tools-{host}"
+                host_config = api.create_host_config(
+                    cap_drop=["ALL"], security_opt=["no-new-privileges:true"], init=True, pids_limit=128,
+                    mem_limit=512 * 1024 * 1024, memswap_limit=512 * 1024 * 1024, network_mode="none",
+                    log_config=docker.types.LogConfig(type="json-file", config=LOG_CONFIG))
+                try:
+                    api.create_container(info.image, command=["sleep", "infinity"], name=container,
+                                         entrypoint=[], labels=self._labels(f"tools-{host}"),
+                                         host_config=host_config, detach=True)
+                    api.start(container)
+                except (APIError, NotFound) as exc:
+                    raise EnvError(f"cannot start {container}: {getattr(exc, 'explanation', None) or exc}") from None
+                self._sidecars[key] = Sidecar(self.client, container)
+            return self._sidecars[key]
+
+    def read_dir(self, host: str, path: str, limit: int = 1 << 20) -> dict[str, bytes]:
+        """Regular files directly inside directory ``path`` of ``host`` (name -> bytes), via the Docker API."""
+        import io as _io
+
+        try:
+            stream, _ = self.client.api.get_archive(self._info(host).container, path)
+        except NotFound:
+            return {}
+        raw = bytearray()
+        for chunk in stream:
+            raw += chunk
+            if len(raw) > limit:
+                raise EnvError(f"{path} on {host} holds more than {limit} bytes")
+        out = {}
+        with tarfile.open(fileobj=_io.BytesIO(bytes(raw))) as tar:
+            for member in tar.getmembers():
+                parts = member.name.split("/")
+                if member.isfile() and len(parts) == 2:
+                    fh = tar.extractfile(member)
+                    if fh is not None:
+                        out[parts[1]] = fh.read()
+        return out
+
+    def stat(self, host: str, path: str) -> FileStat | None:
+        """Mode and owner of ``path`` from the archive the Docker API builds (no binary in the host runs)."""
+        try:
+            stream, _ = self.client.api.get_archive(self._info(host).container, path)
+        except NotFound:
+            return None
+        raw = bytearray()
+        for chunk in stream:
+            raw += chunk
+            if len(raw) > 1024 or len(raw) >= 512:  # the first header is all we need
+                break
+        import io as _io
+
+        try:
+            with tarfile.open(fileobj=_io.BytesIO(bytes(raw) + b"\0" * 1024), mode="r|") as tar:
+                member = tar.next()
+        except tarfile.TarError:
+            return None
+        if member is None:
+            return None
+        return FileStat(member.mode & 0o7777, member.uid, member.gid, member.size)
+
+    def processes(self, host: str) -> list[Process]:
+        """The host's processes as the engine sees them (``docker top``: the host's /proc, not the container's ps)."""
+        try:
+            top = self.client.api.top(self._info(host).container, ps_args="-o uid,pid,args")
+        except (APIError, NotFound) as exc:
+            raise EnvError(f"cannot list processes of {host}: {getattr(exc, 'explanation', None) or exc}") from None
+        titles = [t.upper() for t in top.get("Titles") or []]
+        out = []
+        for row in top.get("Processes") or []:
+            item = dict(zip(titles, row, strict=False))
+            try:
+                out.append(Process(int(item["UID"]), int(item["PID"]), str(item.get("COMMAND", item.get("ARGS", "")))))
+            except (KeyError, ValueError):
+                continue
+        return out
 
     def read_file(self, host: str, path: str) -> bytes | None:
         """The file's bytes through the Docker API (no binary in the host runs), or None if absent."""

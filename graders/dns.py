@@ -1,0 +1,115 @@
+"""DNS checks (bind9): the server's answers, asked with dnspython from the probe's
+network namespace; the zone file validated with named-checkzone from the dns
+host's *image* (not the host, whose binaries the learner controls)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from graders._net import ObservationError
+from ladderlab.grading.checks import Context, Runner, Verdict, check, fail, ok
+
+QUERY_SCRIPT = r"""
+import json, sys
+import dns.exception, dns.flags, dns.message, dns.query, dns.rcode, dns.rdatatype
+server, name, rtype, rd = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+q = dns.message.make_query(name, rtype)
+if not rd:
+    q.flags &= ~dns.flags.RD
+try:
+    r = dns.query.udp(q, server, timeout=2.0)
+except dns.exception.Timeout:
+    print(json.dumps({"error": "no answer within 2s"})); sys.exit(0)
+except Exception as exc:
+    print(json.dumps({"error": type(exc).__name__ + ": " + str(exc)[:200]})); sys.exit(0)
+def rrs(section):
+    return [{"name": rr.name.to_text(), "type": dns.rdatatype.to_text(rr.rdtype), "ttl": rr.ttl,
+             "data": sorted(x.to_text() for x in rr)} for rr in section]
+print(json.dumps({"rcode": dns.rcode.to_text(r.rcode()), "aa": bool(r.flags & dns.flags.AA),
+                  "ra": bool(r.flags & dns.flags.RA), "answer": rrs(r.answer), "authority": rrs(r.authority)}))
+"""
+
+
+def fqdn(name: str) -> str:
+    return name if name.endswith(".") else name + "."
+
+
+def query(runner: Runner, server: str, name: str, rtype: str, *, recursion: bool = False) -> dict[str, Any]:
+    result = runner.run("python3 -c %s %s %s %s %s", QUERY_SCRIPT, server, name, rtype, "1" if recursion else "0",
+                        timeout=15)
+    if result.failed:
+        raise ObservationError(f"dns query script exited {result.rc}: {result.stderr.strip()[:200]}")
+    try:
+        answer = json.loads(result.stdout)
+    except ValueError:
+        raise ObservationError(f"dns query printed {result.stdout[:100]!r}") from None
+    if not isinstance(answer, dict):
+        raise ObservationError(f"unexpected dns answer {answer!r}")
+    return answer
+
+
+def _values(answer: dict[str, Any], name: str, rtype: str) -> list[str]:
+    for rr in answer.get("answer", []):
+        if rr.get("name", "").lower() == fqdn(name).lower() and rr.get("type") == rtype:
+            return sorted(str(v).lower() for v in rr.get("data", []))
+    return []
+
+
+@check
+def authoritative(ctx: Context, *, server: str, zone: str, source: str = "probe") -> Verdict:
+    """``server`` answers authoritatively (AA) for ``zone``'s SOA."""
+    a = query(ctx.observe(source), ctx.address(server), zone, "SOA")
+    if "error" in a:
+        return fail(f"from {source}: {server} did not answer for {zone} SOA ({a['error']})")
+    if a["rcode"] != "NOERROR" or not _values(a, zone, "SOA"):
+        return fail(f"from {source}: {server} answers {a['rcode']} without an SOA for {zone} - is the zone loaded?")
+    if not a["aa"]:
+        return fail(f"from {source}: {server} answers for {zone} but not authoritatively (no AA flag)")
+    return ok(f"{server} is authoritative for {zone}")
+
+
+@check
+def record(ctx: Context, *, server: str, name: str, rtype: str, values: list[str] | None = None,
+           host: str | None = None, source: str = "probe") -> Verdict:
+    """``name``/``rtype`` resolves at ``server`` to exactly ``values`` (or to ``host``'s address), authoritatively."""
+    want = sorted(v.lower() for v in (values or [])) + ([ctx.address(host)] if host else [])
+    a = query(ctx.observe(source), ctx.address(server), name, rtype)
+    if "error" in a:
+        return fail(f"from {source}: {server} did not answer {name} {rtype} ({a['error']})")
+    got = _values(a, name, rtype)
+    if not got:
+        return fail(f"from {source}: {name} {rtype} at {server}: {a['rcode']}, no {rtype} record")
+    if sorted(want) != got:
+        return fail(f"from {source}: {name} {rtype} at {server} is {', '.join(got)}, not {', '.join(sorted(want))}")
+    if not a["aa"]:
+        return fail(f"from {source}: {name} {rtype} answered without the AA flag (not from the zone)")
+    return ok(f"{name} {rtype} -> {', '.join(got)}")
+
+
+@check
+def not_open_resolver(ctx: Context, *, server: str, name: str = "example.com", source: str = "probe") -> Verdict:
+    """``server`` refuses recursion for names outside its zones (it is not an open resolver)."""
+    a = query(ctx.observe(source), ctx.address(server), name, "A", recursion=True)
+    if "error" in a:
+        return fail(f"from {source}: {server} did not answer at all ({a['error']})")
+    if a["ra"] or a.get("answer"):
+        return fail(f"from {source}: {server} offers recursion for {name} (RA set) - set recursion no / "
+                    f"allow-recursion {{ none; }}")
+    return ok(f"{server} does not recurse for others ({a['rcode']})")
+
+
+@check
+def zone_valid(ctx: Context, *, host: str, zone: str, path: str) -> Verdict:
+    """The zone file at ``path`` on ``host`` passes named-checkzone (run from the host's image)."""
+    data = ctx.read_file(host, path)
+    if data is None:
+        return fail(f"{host}: {path} does not exist")
+    tools = ctx.tools(host)
+    tools.put_file("/root/zone.db", data)
+    result = tools.run("named-checkzone -q %s /root/zone.db || named-checkzone %s /root/zone.db", zone, zone,
+                       timeout=30)
+    if result.failed:
+        lines = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
+        return fail(f"{host}: {path} is not a valid zone for {zone}: {lines[0] if lines else 'rejected'}")
+    return ok(f"{host}: {path} is a valid zone for {zone}")

@@ -1,0 +1,182 @@
+"""DNS, TLS, SLO and tracing checks against a fake context (real ones: tests/integration/test_domain_checks.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ladderlab.grading.checks import REGISTRY, FileStat, Process, evaluate, load_graders
+
+from .test_checks_unit import FakeContext, FakeRunner
+
+
+@pytest.fixture(scope="module", autouse=True)
+def graders(root):
+    load_graders(root)
+
+
+class Ctx(FakeContext):
+    def __init__(self, *a, tools=None, dirs=None, stats=None, procs=None, answers=None, **kw):
+        super().__init__(*a, **kw)
+        self._tools = tools
+        self._dirs = dirs or {}
+        self._stats = stats or {}
+        self._procs = procs or {}
+        self.answers = answers or {}
+        self._addresses.update({"dns": "10.0.0.5", "web": "10.0.0.6", "prometheus": "10.0.0.7", "svc": "10.0.0.8",
+                                "probe": "10.0.0.9"})
+
+    def tools(self, host):
+        return self._tools
+
+    def read_dir(self, host, path):
+        return self._dirs.get((host, path), {})
+
+    def stat(self, host, path):
+        return self._stats.get((host, path))
+
+    def processes(self, host):
+        return self._procs.get(host, [])
+
+
+def dns_answer(rcode="NOERROR", aa=True, ra=False, records=()):
+    return (r"dns\.message", json.dumps({"rcode": rcode, "aa": aa, "ra": ra, "authority": [],
+                                         "answer": [{"name": n, "type": t, "ttl": 300, "data": d}
+                                                    for n, t, d in records]}), 0)
+
+
+ZONE = "corp-abc123.lab.example"
+
+
+def test_dns_authoritative_and_records():
+    soa = [(ZONE + ".", "SOA", ["ns1. hostmaster. 1 2 3 4 5"])]
+    ok_ctx = Ctx({"probe": FakeRunner([dns_answer(records=soa)])})
+    assert evaluate(ok_ctx, REGISTRY["dns.authoritative"], {"server": "dns", "zone": ZONE}).passed
+    not_aa = Ctx({"probe": FakeRunner([dns_answer(aa=False, records=soa)])})
+    v = evaluate(not_aa, REGISTRY["dns.authoritative"], {"server": "dns", "zone": ZONE})
+    assert not v.passed and "not authoritatively" in v.feedback
+    refused = Ctx({"probe": FakeRunner([dns_answer(rcode="REFUSED", aa=False)])})
+    assert "REFUSED" in evaluate(refused, REGISTRY["dns.authoritative"], {"server": "dns", "zone": ZONE}).feedback
+
+    www = [(f"www.{ZONE}.", "A", ["10.0.0.6"])]
+    args = {"server": "dns", "name": f"www.{ZONE}", "rtype": "A", "host": "web"}
+    assert evaluate(Ctx({"probe": FakeRunner([dns_answer(records=www)])}), REGISTRY["dns.record"], args).passed
+    wrong = [(f"www.{ZONE}.", "A", ["10.0.0.99"])]
+    v = evaluate(Ctx({"probe": FakeRunner([dns_answer(records=wrong)])}), REGISTRY["dns.record"], args)
+    assert not v.passed and "10.0.0.99, not 10.0.0.6" in v.feedback
+    timeout = Ctx({"probe": FakeRunner([(r"dns\.message", json.dumps({"error": "no answer within 2s"}), 0)])})
+    assert "did not answer" in evaluate(timeout, REGISTRY["dns.record"], args).feedback
+
+
+def test_dns_open_resolver_and_zone_file():
+    fn = REGISTRY["dns.not_open_resolver"]
+    assert evaluate(Ctx({"probe": FakeRunner([dns_answer(rcode="REFUSED", aa=False)])}), fn, {"server": "dns"}).passed
+    v = evaluate(Ctx({"probe": FakeRunner([dns_answer(rcode="SERVFAIL", aa=False, ra=True)])}), fn, {"server": "dns"})
+    assert not v.passed and "offers recursion" in v.feedback
+
+    zf = REGISTRY["dns.zone_valid"]
+    args = {"host": "dns", "zone": ZONE, "path": "/etc/bind/db.zone"}
+    tools = FakeRunner([(r"named-checkzone", "OK", 0)])
+    assert evaluate(Ctx({}, files={("dns", "/etc/bind/db.zone"): b"$TTL 300"}, tools=tools), zf, args).passed
+    assert tools.files["/root/zone.db"] == b"$TTL 300"
+    bad = FakeRunner([(r"named-checkzone", "dns_master_load: db:3: unknown RR type 'AAA'\nzone: not loaded", 1)])
+    v = evaluate(Ctx({}, files={("dns", "/etc/bind/db.zone"): b"x"}, tools=bad), zf, args)
+    assert not v.passed and "unknown RR type" in v.feedback
+    assert "does not exist" in evaluate(Ctx({}, tools=tools), zf, args).feedback
+
+
+def hs(**fields):
+    return (r"ssl\.", json.dumps(fields), 0)
+
+
+def test_tls_verified_protocols_redirect_and_key_mode():
+    args = {"host": "web", "server_name": "www.x", "ca_host": "web", "ca_path": "/etc/ca/ca.crt"}
+    probe = FakeRunner([hs(ok=True, version="TLSv1.3", cipher="X", not_after="", san=["www.x"])])
+    ctx = Ctx({"probe": probe}, files={("web", "/etc/ca/ca.crt"): b"PEM"})
+    assert evaluate(ctx, REGISTRY["tls.verified"], args).passed
+    assert probe.files["/root/ladderlab-ca.pem"] == b"PEM"
+    ctx = Ctx({"probe": FakeRunner([hs(ok=False, verify=True, error="Hostname mismatch")])},
+              files={("web", "/etc/ca/ca.crt"): b"PEM"})
+    v = evaluate(ctx, REGISTRY["tls.verified"], args)
+    assert not v.passed and "certificate does not verify: Hostname mismatch" in v.feedback
+
+    def versions(old_ok):
+        def answer(cmd):
+            return old_ok if "TLSv1_1" in cmd or cmd.rstrip().endswith("TLSv1") else True
+        return answer
+
+    class VersionRunner(FakeRunner):
+        def __init__(self, old_ok):
+            super().__init__([])
+            self.old_ok = old_ok
+
+        def run(self, command, *args, timeout=None):
+            from ladderlab.environments.transports import CommandResult
+            old = args[-1] in ("TLSv1", "TLSv1_1")
+            ok_ = self.old_ok if old else True
+            return CommandResult("x", 0, json.dumps({"ok": ok_, "version": "TLSv1.3", "error": "no"}), "")
+
+    fn = REGISTRY["tls.modern_protocols_only"]
+    assert evaluate(Ctx({"probe": VersionRunner(False)}), fn, {"host": "web", "server_name": "www.x"}).passed
+    v = evaluate(Ctx({"probe": VersionRunner(True)}), fn, {"host": "web", "server_name": "www.x"})
+    assert not v.passed and "TLSv1, TLSv1.1" in v.feedback
+
+    red = REGISTRY["tls.redirects_to_https"]
+    good = FakeRunner([(r"urllib", json.dumps({"status": 301, "location": "https://www.x/"}), 0)])
+    assert evaluate(Ctx({"probe": good}), red, {"host": "web", "server_name": "www.x"}).passed
+    assert '"Host": "www.x"' in good.ran[0]
+    plain = FakeRunner([(r"urllib", json.dumps({"status": 200, "location": ""}), 0)])
+    assert not evaluate(Ctx({"probe": plain}), red, {"host": "web", "server_name": "www.x"}).passed
+
+    key = REGISTRY["tls.key_private"]
+    path = ("web", "/etc/ssl/private/www.key")
+    assert evaluate(Ctx({}, stats={path: FileStat(0o600, 0, 0, 10)}), key, {"host": "web", "path": path[1]}).passed
+    v = evaluate(Ctx({}, stats={path: FileStat(0o644, 0, 0, 10)}), key, {"host": "web", "path": path[1]})
+    assert not v.passed and "mode 0644" in v.feedback
+
+
+def test_slo_rules_are_unit_tested_with_promtool_from_the_image():
+    rules = {("prometheus", "/etc/prometheus/rules"): {"slo.yml": b"groups: []", "notes.txt": b"x"}}
+    tools = FakeRunner([(r"promtool check rules", "SUCCESS", 0), (r"promtool test rules", "SUCCESS", 0)])
+    ctx = Ctx({}, dirs=rules, tools=tools)
+    assert evaluate(ctx, REGISTRY["slo.rules_valid"], {}).passed
+    assert set(tools.files) == {"/root/rules/slo.yml"}
+    tests = [{"interval": "1m", "input_series": [], "alert_rule_test": []}]
+    assert evaluate(ctx, REGISTRY["slo.alert_behaves"], {"alert": "HighErrorRate", "tests": tests}).passed
+    suite = tools.files["/root/ladderlab-tests.yml"].decode()
+    assert "/root/rules/slo.yml" in suite and "alert_rule_test" in suite
+    failing = FakeRunner([(r"promtool test rules", "  FAILED:\n    alertname: HighErrorRate, time: 10m,\n", 1)])
+    v = evaluate(Ctx({}, dirs=rules, tools=failing), REGISTRY["slo.alert_behaves"], {"alert": "A", "tests": tests})
+    assert not v.passed and "FAILED" in v.feedback
+    assert "no rule files" in evaluate(Ctx({}, tools=tools), REGISTRY["slo.rules_valid"], {}).feedback
+
+    api = {"status": "success", "data": {"groups": [{"rules": [{"type": "alerting", "name": "HighErrorRate"}]}]}}
+    probe = FakeRunner([(r"urllib", json.dumps({"status": 200, "body": json.dumps(api)}), 0)])
+    assert evaluate(Ctx({"probe": probe}), REGISTRY["slo.alert_loaded"], {"alert": "HighErrorRate"}).passed
+    v = evaluate(Ctx({"probe": probe}), REGISTRY["slo.alert_loaded"], {"alert": "Other"})
+    assert not v.passed and "loaded: HighErrorRate" in v.feedback
+
+
+def test_tracing_health_process_owner_and_answers():
+    up = FakeRunner([(r"urllib", json.dumps({"status": 200, "body": "ok"}), 0)])
+    assert evaluate(Ctx({"probe": up}), REGISTRY["tracing.http_ok"], {"host": "svc", "port": 8080}).passed
+    down = FakeRunner([(r"urllib", json.dumps({"status": 0, "error": "ConnectionRefusedError"}), 0)])
+    v = evaluate(Ctx({"probe": down}), REGISTRY["tracing.http_ok"], {"host": "svc", "port": 8080})
+    assert not v.passed and "ConnectionRefusedError" in v.feedback
+
+    procs = {"svc": [Process(0, 1, "sleep infinity"), Process(999, 40, "/usr/local/bin/ledgerd")]}
+    assert evaluate(Ctx({}, procs=procs), REGISTRY["tracing.runs_as"],
+                    {"host": "svc", "command": "ledgerd", "uid": 999}).passed
+    procs_root = {"svc": [Process(0, 40, "/usr/local/bin/ledgerd")]}
+    v = evaluate(Ctx({}, procs=procs_root), REGISTRY["tracing.runs_as"],
+                 {"host": "svc", "command": "ledgerd", "uid": 999})
+    assert not v.passed and "uid 0" in v.feedback
+
+    fn = REGISTRY["tracing.answer_is"]
+    args = {"answer": "errno", "param": "fault", "expected": {"wrong-path": "ENOENT", "permission": ["EACCES", "13"]}}
+    assert evaluate(Ctx({}, params={"fault": "permission"}, answers={"errno": " eacces "}), fn, args).passed
+    v = evaluate(Ctx({}, params={"fault": "wrong-path"}, answers={"errno": "EACCES"}), fn, args)
+    assert not v.passed and "ENOENT" not in v.feedback  # feedback never gives the answer away
+    assert "no answer 'errno'" in evaluate(Ctx({}, params={"fault": "wrong-path"}), fn, args).feedback
+    assert not evaluate(Ctx({}, params={"fault": "slow-syscall"}, answers={"errno": "x"}), fn, args).passed
