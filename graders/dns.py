@@ -92,7 +92,8 @@ def not_open_resolver(ctx: Context, *, server: str, name: str = "example.com", s
     """``server`` refuses recursion for names outside its zones (it is not an open resolver)."""
     a = query(ctx.observe(source), ctx.address(server), name, "A", recursion=True)
     if "error" in a:
-        return fail(f"from {source}: {server} did not answer at all ({a['error']})")
+        return fail(f"from {source}: {server} gave no answer to a recursive query for {name} ({a['error']}): "
+                    f"it is trying to recurse for others, or it is down - set recursion no")
     if a["ra"] or a.get("answer"):
         return fail(f"from {source}: {server} offers recursion for {name} (RA set) - set recursion no / "
                     f"allow-recursion {{ none; }}")

@@ -34,6 +34,33 @@ def _first_problem(text: str) -> str:
     return (bad or lines or ["rejected"])[0][:200]
 
 
+def promtool_failure(text: str) -> str:
+    """One line from ``promtool test rules`` output: which alert, when, what was expected and what fired."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    if "FAILED:" not in lines:
+        return _first_problem(text)
+    rest = lines[lines.index("FAILED:") + 1:]
+    if "FAILED:" in rest:  # the first failure is enough
+        rest = rest[:rest.index("FAILED:")]
+    rest = [ln for ln in rest if not ln.startswith("Unit Testing")]
+    head = next((ln.rstrip(", ") for ln in rest if ln.startswith("alertname:") or ln.startswith("expr:")), "")
+    exp: list[str] = []
+    got: list[str] = []
+    target = None
+    for ln in rest:
+        if ln.startswith("Unit Testing"):
+            break
+        if ln.startswith("exp:"):
+            target = exp
+        elif ln.startswith("got:"):
+            target = got
+        elif ln.startswith("Labels:") and target is not None:
+            target.append(ln[len("Labels:"):])
+    if not head:
+        return _first_problem(text)
+    return f"{head}: expected {' '.join(exp) or 'no alert'}, got {' '.join(got) or 'no alert'}"[:280]
+
+
 @check
 def rules_valid(ctx: Context, *, host: str = "prometheus", path: str = RULES_DIR) -> Verdict:
     """Every rule file in ``path`` passes ``promtool check rules``."""
@@ -59,7 +86,7 @@ def alert_behaves(ctx: Context, *, alert: str, tests: list[dict[str, Any]], host
     tools.put_file("/root/ladderlab-tests.yml", yaml.safe_dump(suite).encode())
     result = tools.run("promtool test rules /root/ladderlab-tests.yml", timeout=120)
     if result.failed:
-        return fail(f"alert {alert} does not behave as required: {_first_problem(result.stdout + result.stderr)}")
+        return fail(f"alert {alert} does not behave as required: {promtool_failure(result.stdout + result.stderr)}")
     return ok(f"alert {alert} fires when it should and stays quiet when it should not ({len(tests)} scenarios)")
 
 

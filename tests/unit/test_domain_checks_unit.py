@@ -136,6 +136,20 @@ def test_tls_verified_protocols_redirect_and_key_mode():
     assert not v.passed and "mode 0644" in v.feedback
 
 
+PROMTOOL_FAILED = """Unit Testing:  /root/ladderlab-tests.yml
+  FAILED:
+    alertname: HighErrorRate, time: 10m,
+        exp:[
+            0:
+              Labels:{alertname="HighErrorRate", severity="page"}
+            ],
+        got:[
+            0:
+              Labels:{alertname="HighErrorRate", severity="ticket"}
+            ]
+"""
+
+
 def test_slo_rules_are_unit_tested_with_promtool_from_the_image():
     rules = {("prometheus", "/etc/prometheus/rules"): {"slo.yml": b"groups: []", "notes.txt": b"x"}}
     tools = FakeRunner([(r"promtool check rules", "SUCCESS", 0), (r"promtool test rules", "SUCCESS", 0)])
@@ -146,9 +160,12 @@ def test_slo_rules_are_unit_tested_with_promtool_from_the_image():
     assert evaluate(ctx, REGISTRY["slo.alert_behaves"], {"alert": "HighErrorRate", "tests": tests}).passed
     suite = tools.files["/root/ladderlab-tests.yml"].decode()
     assert "/root/rules/slo.yml" in suite and "alert_rule_test" in suite
-    failing = FakeRunner([(r"promtool test rules", "  FAILED:\n    alertname: HighErrorRate, time: 10m,\n", 1)])
+    failing = FakeRunner([(r"promtool test rules", PROMTOOL_FAILED, 1)])
     v = evaluate(Ctx({}, dirs=rules, tools=failing), REGISTRY["slo.alert_behaves"], {"alert": "A", "tests": tests})
-    assert not v.passed and "FAILED" in v.feedback
+    assert not v.passed
+    assert v.feedback == ('alert A does not behave as required: alertname: HighErrorRate, time: 10m: expected '
+                          '{alertname="HighErrorRate", severity="page"}, got {alertname="HighErrorRate", '
+                          'severity="ticket"}')
     assert "no rule files" in evaluate(Ctx({}, tools=tools), REGISTRY["slo.rules_valid"], {}).feedback
 
     api = {"status": "success", "data": {"groups": [{"rules": [{"type": "alerting", "name": "HighErrorRate"}]}]}}

@@ -27,15 +27,14 @@ from ladderlab.errors import EnvError, UsageError
 from ladderlab.grading.checks import FileStat, Process
 
 
-def tar_one(path: str, data: bytes, mode: int = 0o644, uid: int = 0) -> tuple[str, bytes]:
-    """(directory, tar bytes) holding one file, for ``put_archive``."""
-    directory, _, name = path.rpartition("/")
+def tar_one(name: str, data: bytes, mode: int = 0o644, uid: int = 0) -> bytes:
+    """A tar holding one file at ``name`` (relative; directories on the way are implied)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime, info.uid, info.gid = len(data), mode, int(time.time()), uid, uid
         tar.addfile(info, io.BytesIO(data))
-    return directory or "/", buf.getvalue()
+    return buf.getvalue()
 
 
 class Sidecar:
@@ -50,8 +49,8 @@ class Sidecar:
         return self.transport.run(command, *args, timeout=timeout)
 
     def put_file(self, path: str, data: bytes) -> None:
-        directory, tar = tar_one(path, data)
-        self.client.api.put_archive(self.container, directory, tar)
+        """Write ``path`` (absolute; missing parent directories are created by the archive)."""
+        self.client.api.put_archive(self.container, "/", tar_one(path.lstrip("/"), data))
 
     def __repr__(self) -> str:
         return f"<sidecar {self.container}>"
