@@ -134,7 +134,7 @@ def test_slo_checks(envctx):
 
 @pytest.mark.parametrize("envctx", ["debug"], indirect=True)
 def test_tracing_checks(envctx):
-    env, ctx = envctx
+    _, ctx = envctx
     plan = [("tracing.http_ok", {"host": "svc", "port": 8080, "path": "/healthz"})]
     broken = evaluate(ctx, *_fns(plan)[0])
     assert not broken.passed and "not healthy" in broken.feedback
