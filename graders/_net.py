@@ -88,7 +88,7 @@ def _json(runner: Runner, script: str, *args: object, timeout: float) -> object:
 #: How long a connection attempt may go unanswered before the port counts as filtered. On a
 #: local bridge an open port answers within milliseconds, even under load; checks that call a
 #: port closed also make sure no traffic shaping (netem delays) stretches that (``shaping``).
-FILTERED_AFTER = 0.5
+FILTERED_AFTER = 0.35
 
 
 def tcp_states(runner: Runner, targets: Iterable[tuple[str, int]], timeout: float = FILTERED_AFTER) -> list[str]:

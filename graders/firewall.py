@@ -5,6 +5,7 @@ and the saved rules replayed in an empty scratch namespace."""
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from graders._net import describe, listen, shaping, states_from, tcp_states
@@ -69,11 +70,16 @@ def canonical(chains: dict[str, Chain]) -> dict[str, tuple[str, tuple[str, ...]]
 
 
 def live_ruleset(ctx: Context, host: str) -> dict[str, Chain]:
-    observer = ctx.observe(host, admin=True)
-    result = observer.run("iptables-save -t filter", timeout=20)
-    if result.failed:
-        raise RuntimeError(f"iptables-save in {host}'s namespace exited {result.rc}: {result.stderr.strip()[:200]}")
-    return parse_save(result.stdout)
+    """The live filter table of ``host``, read once per grading with the observer's own iptables-save."""
+
+    def read() -> str:
+        result = ctx.observe(host, admin=True).run("iptables-save -t filter", timeout=20)
+        if result.failed:
+            raise RuntimeError(f"iptables-save in {host}'s namespace exited {result.rc}: "
+                               f"{result.stderr.strip()[:200]}")
+        return result.stdout
+
+    return parse_save(ctx.cached(f"iptables-save:{host}", read))
 
 
 def shaped(ctx: Context, host: str) -> Verdict | None:
@@ -143,9 +149,11 @@ def established_allowed(ctx: Context, *, host: str, peer: str, port: int = 18080
 @check
 def only_from(ctx: Context, *, target: str, port: int, allowed: list[str], denied: list[str]) -> Verdict:
     """``target:port`` accepts connections from ``allowed`` hosts and from none of ``denied``."""
-    if (verdict := shaped(ctx, target)) is not None:
-        return verdict
-    states = states_from(ctx, [*allowed, *denied], ctx.address(target), port)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the shaping guard and the probes at the same time
+        guard = pool.submit(shaped, ctx, target)
+        states = states_from(ctx, [*allowed, *denied], ctx.address(target), port)
+        if (verdict := guard.result()) is not None:
+            return verdict
     problems = [f"from {s} it {describe(states[s])} but must accept" for s in allowed if states[s] != "open"]
     problems += [f"from {s} it accepts connections but must not" for s in denied if states[s] == "open"]
     if problems:
@@ -156,9 +164,11 @@ def only_from(ctx: Context, *, target: str, port: int, allowed: list[str], denie
 @check
 def closed(ctx: Context, *, target: str, port: int, sources: list[str]) -> Verdict:
     """``target:port`` accepts connections from none of ``sources``."""
-    if (verdict := shaped(ctx, target)) is not None:
-        return verdict
-    states = states_from(ctx, sources, ctx.address(target), port)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        guard = pool.submit(shaped, ctx, target)
+        states = states_from(ctx, sources, ctx.address(target), port)
+        if (verdict := guard.result()) is not None:
+            return verdict
     open_from = [s for s in sources if states[s] == "open"]
     if open_from:
         return fail(f"{target}:{port} still accepts connections from {', '.join(open_from)} - it must be closed")

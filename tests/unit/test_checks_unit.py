@@ -57,6 +57,9 @@ class FakeContext:
     def read_file(self, host, path):
         return self._files.get((host, path))
 
+    def cached(self, key, compute):
+        return compute()  # no sharing: every test sees every command
+
 
 @pytest.fixture(scope="module", autouse=True)
 def graders(root):

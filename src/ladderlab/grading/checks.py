@@ -29,10 +29,12 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ladderlab.environments.transports.base import CommandResult
 from ladderlab.errors import LadderlabError
+
+T = TypeVar("T")
 
 #: Longest feedback line kept (one actionable line per check).
 FEEDBACK_LIMIT = 300
@@ -110,6 +112,10 @@ class Context(Protocol):
     def stat(self, host: str, path: str) -> FileStat | None: ...
 
     def processes(self, host: str) -> list[Process]: ...
+
+    def cached(self, key: str, compute: Callable[[], T]) -> T:
+        """``compute()`` once per context (checks of one grading share observations, e.g. a ruleset)."""
+        ...
 
 
 CheckFn = Callable[..., Verdict]

@@ -14,7 +14,7 @@ import io
 import tarfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import docker
@@ -24,7 +24,7 @@ from ladderlab.environments import labels as L
 from ladderlab.environments.runtime import LOG_CONFIG, Environment, read_file
 from ladderlab.environments.transports import CommandResult, DockerTransport
 from ladderlab.errors import EnvError, UsageError
-from ladderlab.grading.checks import FileStat, Process
+from ladderlab.grading.checks import FileStat, Process, T
 
 
 def tar_one(name: str, data: bytes, mode: int = 0o644, uid: int = 0) -> bytes:
@@ -68,6 +68,8 @@ class LiveContext:
         self._lock = threading.Lock()
         self._scratch: Sidecar | None = None
         self._key_locks: dict[tuple[str, bool], threading.Lock] = {("", True): threading.Lock()}
+        self._memo: dict[str, Any] = {}
+        self._memo_locks: dict[str, threading.Lock] = {}
 
     @property
     def params(self) -> Mapping[str, str | int]:
@@ -76,6 +78,15 @@ class LiveContext:
     @property
     def answers(self) -> Mapping[str, Any]:
         return self._answers
+
+    def cached(self, key: str, compute: Callable[[], T]) -> T:
+        with self._lock:
+            lock = self._memo_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._memo:
+                self._memo[key] = compute()
+            value: T = self._memo[key]
+            return value
 
     def set_answers(self, answers: Mapping[str, Any]) -> None:
         self._answers = dict(answers)

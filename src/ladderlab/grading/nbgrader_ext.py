@@ -70,7 +70,7 @@ class LadderlabExecute(Execute):  # type: ignore[misc]
         settings = Settings.from_env(Path(self.ladderlab_root) if self.ladderlab_root else None)
         course = load_course(settings.course_file, "course.yaml")
         lab = load_lab(settings, course, lab_id)
-        report, graded = grade(settings, connect(), lab, nb, student, say=self.log.info)
+        report, graded = grade(settings, connect(), lab, nb, student, say=self.log.info, detach_teardown=True)
         self.log.info("ladderlab: %s/%s scored %g/%g (%s)", lab_id, student, report.score, report.max_score,
                       ", ".join(f"{c.id}={'pass' if c.passed else 'fail'}" for c in report.checks))
         for problem in report.problems:

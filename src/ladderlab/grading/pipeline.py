@@ -19,6 +19,7 @@ Trust rules (DESIGN.md, "Trust boundaries"):
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -221,9 +222,24 @@ def write_verdict(cell: NotebookNode, result: CheckOutcome) -> None:
                                       traceback=[f"CheckFailed: {result.feedback}"])]
 
 
+_TEARDOWNS: list[threading.Thread] = []
+
+
+def wait_for_teardowns() -> None:
+    """Block until every teardown started with ``detach_teardown`` has finished."""
+    while _TEARDOWNS:
+        _TEARDOWNS.pop().join()
+
+
 def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitted: NotebookNode, student: str,
-          *, say: Say = _quiet) -> tuple[GradeReport, NotebookNode]:
-    """Grade one submitted notebook against a fresh environment with the student's seed."""
+          *, say: Say = _quiet, detach_teardown: bool = False) -> tuple[GradeReport, NotebookNode]:
+    """Grade one submitted notebook against a fresh environment with the student's seed.
+
+    The environment is torn down in ``finally`` whatever happened. With ``detach_teardown``
+    (bulk grading: nbgrader) the teardown starts there but runs on a non-daemon thread, so the
+    next notebook's work overlaps it; the process cannot exit before it is done, and
+    :func:`wait_for_teardowns` waits for it explicitly.
+    """
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     nb = prepare(lab, submitted)
@@ -234,6 +250,8 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
     problems: list[str] = []
     env = None
     try:
+        # The sandbox starts first, once the networks exist: its kernel start-up is the critical path
+        # and overlaps the hosts' (container starts serialise in the engine).
         env = runtime.up(settings, lab.environment, client=client, learner=student, lab=lab.id,
                          course_id=lab.course.id, reuse=False, lockout_roles=PROBE_ROLES,
                          on_networks=lambda record: box.create(record, sandbox_nb))
@@ -257,7 +275,13 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
     finally:
         t2 = time.monotonic()
         if env is not None:
-            env.down()  # removes the sandbox and observers too: they carry the environment's labels
+            # env.down removes the sandbox and observers too: they carry the environment's labels.
+            if detach_teardown:
+                thread = threading.Thread(target=env.down, name=f"teardown-{env.id}", daemon=False)
+                thread.start()
+                _TEARDOWNS.append(thread)
+            else:
+                env.down()
         else:
             box.remove()
         timings["env_down"] = time.monotonic() - t2

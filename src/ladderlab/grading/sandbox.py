@@ -56,16 +56,22 @@ def _parse_size(text: str) -> int:
     return int(text[:-1]) * {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[text[-1]]
 
 
-def package_tar() -> bytes:
-    """The ``ladderlab`` package's Python sources, as a tar for ``/opt/ladderlab``."""
+def package_tar(work: dict[str, bytes] | None = None) -> bytes:
+    """One archive for ``/``: the ``ladderlab`` package's Python sources under ``opt/ladderlab`` (root's,
+    read-only to the learner) and ``work`` files (the learner's, 0600)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for path in sorted(PACKAGE_DIR.rglob("*.py")):
             if "__pycache__" in path.parts:
                 continue
             data = path.read_bytes()
-            info = tarfile.TarInfo("ladderlab/" + path.relative_to(PACKAGE_DIR).as_posix())
+            info = tarfile.TarInfo("opt/ladderlab/ladderlab/" + path.relative_to(PACKAGE_DIR).as_posix())
             info.size, info.mode, info.mtime = len(data), 0o644, int(path.stat().st_mtime)
+            tar.addfile(info, io.BytesIO(data))
+        for name, data in (work or {}).items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+            info.uid = info.gid = LEARNER_UID
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
@@ -138,6 +144,7 @@ class Sandbox:
             cap_drop=["ALL"], security_opt=["no-new-privileges:true"], privileged=False, init=True,
             pids_limit=limits.pids, mem_limit=memory, memswap_limit=memory, nano_cpus=int(limits.cpus * 1e9),
             ipc_mode="private", network_mode=next(iter(record.networks.values())),
+            cpu_shares=4096,  # its kernel start is grading's critical path: first call on the CPU
             log_config=docker.types.LogConfig(type="json-file", config=LOG_CONFIG),
             tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"})  # noqa: S108 - the container's own /tmp
         command = ["python3", "-m", "ladderlab.grading.runner", "/work/in.ipynb", "/work/out.ipynb",
@@ -149,8 +156,7 @@ class Sandbox:
                                  environment={"LADDERLAB_CONNECT": "/work/connect.json",
                                               "PYTHONPATH": "/opt/ladderlab"},
                                  working_dir="/work", host_config=host_config, detach=True)
-            api.put_archive(self.name, "/opt/ladderlab", package_tar())
-            api.put_archive(self.name, "/work", _work_tar({"in.ipynb": (nbformat.writes(nb).encode(), 0o600)}))
+            api.put_archive(self.name, "/", package_tar({"work/in.ipynb": nbformat.writes(nb).encode()}))
             api.start(self.name)
         except APIError as exc:
             raise EnvError(f"sandbox {self.name} failed to start: {exc.explanation or exc}") from None
@@ -208,7 +214,7 @@ class Sandbox:
                 outcome.problems.append(f"the notebook ran past {self.limits.timeout:g}s and was stopped")
                 api.kill(self.name)
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
 
     def remove(self) -> None:
         if self.name:
