@@ -114,3 +114,49 @@ def zone_valid(ctx: Context, *, host: str, zone: str, path: str) -> Verdict:
         lines = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
         return fail(f"{host}: {path} is not a valid zone for {zone}: {lines[0] if lines else 'rejected'}")
     return ok(f"{host}: {path} is a valid zone for {zone}")
+
+
+def reverse_name(address: str) -> str:
+    """``192.168.144.4`` -> ``4.144.168.192.in-addr.arpa``."""
+    return ".".join(reversed(address.split("."))) + ".in-addr.arpa"
+
+
+@check
+def ptr(ctx: Context, *, server: str, host: str, name: str, source: str = "probe") -> Verdict:
+    """The reverse lookup of ``host``'s address at ``server`` gives ``name``, authoritatively."""
+    address = ctx.address(host)
+    rname = reverse_name(address)
+    a = query(ctx.observe(source), ctx.address(server), rname, "PTR")
+    if "error" in a:
+        return fail(f"from {source}: {server} did not answer the reverse lookup of {address} ({a['error']})")
+    got = _values(a, rname, "PTR")
+    if not got:
+        return fail(f"from {source}: no PTR for {address} at {server} ({a['rcode']}) - serve the reverse zone "
+                    f"{rname.split('.', 1)[1]}")
+    if got != [fqdn(name).lower()]:
+        return fail(f"from {source}: {address} reverses to {', '.join(got)}, not {fqdn(name)}")
+    if not a["aa"]:
+        return fail(f"from {source}: the PTR for {address} is not authoritative")
+    return ok(f"{address} reverses to {fqdn(name)}")
+
+
+@check
+def soa_serial_sane(ctx: Context, *, server: str, zone: str, source: str = "probe") -> Verdict:
+    """The zone's SOA serial uses the date convention YYYYMMDDnn with a real date."""
+    import datetime
+
+    a = query(ctx.observe(source), ctx.address(server), zone, "SOA")
+    soa = _values(a, zone, "SOA") if "error" not in a else []
+    if not soa:
+        return fail(f"from {source}: no SOA for {zone} at {server}")
+    fields = soa[0].split()
+    serial = fields[2] if len(fields) >= 3 else ""
+    try:
+        day = datetime.datetime.strptime(serial[:8], "%Y%m%d").date()
+        good = len(serial) == 10 and serial.isdigit() and 2000 <= day.year <= 2100
+    except ValueError:
+        good = False
+    if not good:
+        return fail(f"{zone}: SOA serial {serial or '?'} is not YYYYMMDDnn (e.g. 2026112201) - "
+                    f"secondaries compare serials, so use the date convention")
+    return ok(f"{zone}: SOA serial {serial}")

@@ -87,6 +87,9 @@ class Check:
     spec: CheckSpec
     fn: CheckFn
     grade_id: str
+    #: Hidden checks (inside ``### BEGIN HIDDEN TESTS``) are not run by ``lab.check`` while the learner
+    #: works: feedback on them would be an oracle (try answers until one passes).
+    hidden: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,7 @@ def _checks_from_cells(lab_id: str, spec: LabSpec, nb: NotebookNode, display: st
                        problems: list[tuple[str, str]]) -> list[Check]:
     registry = REGISTRY
     seen: dict[str, str] = {}
+    hidden_cells: set[str] = set()
     grade_ids: set[str] = set()
     for i, cell in enumerate(nb.cells):
         m = nbg(cell)
@@ -205,6 +209,8 @@ def _checks_from_cells(lab_id: str, spec: LabSpec, nb: NotebookNode, display: st
             problems.append((f"{where}.source", f"check {cid!r} already has a cell ({seen[cid]})"))
             continue
         seen[cid] = str(gid)
+        if MARKERS[0] in cell.source:
+            hidden_cells.add(cid)
         if float(m.get("points", 0)) != spec.checks[cid].points:
             problems.append((f"{where}.metadata.nbgrader.points",
                              f"{m.get('points')} but lab.yaml gives check {cid!r} {spec.checks[cid].points} points"))
@@ -223,7 +229,7 @@ def _checks_from_cells(lab_id: str, spec: LabSpec, nb: NotebookNode, display: st
             problems.append((f"checks.{cid}.args", f"do not fit {cspec.grader}: {why}"))
             continue
         if cid in seen:
-            out.append(Check(cid, cspec, fn, seen[cid]))
+            out.append(Check(cid, cspec, fn, seen[cid], cid in hidden_cells))
     return out
 
 

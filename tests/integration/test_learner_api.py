@@ -44,7 +44,7 @@ def test_start_sh_write_read_and_reattach(live, capsys):
 def test_formative_checks_print_one_line_each(live, capsys):
     assert live.check() is False
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 7 and all(line[0] in "\u2713\u2717" for line in lines)
+    assert len(lines) == 3 and all(line[0] in "\u2713\u2717" for line in lines)  # the visible checks only
     assert any(line.startswith("\u2717 default-deny: target: INPUT policy is ACCEPT") for line in lines)
     assert "Traceback" not in "\n".join(lines)
     live.sh("target", "iptables -A INPUT -i lo -j ACCEPT && iptables -A INPUT -p tcp --dport 22 -j ACCEPT "
@@ -53,7 +53,9 @@ def test_formative_checks_print_one_line_each(live, capsys):
     out = capsys.readouterr().out
     assert out.count("\u2713") == 2
     assert live.check("no-such-check") is False
-    assert "could not run the checks: no check no-such-check" in capsys.readouterr().out
+    assert "could not run the checks: no visible check no-such-check" in capsys.readouterr().out
+    assert live.check("rules-persisted") is False  # hidden: the grader's, not an oracle while working
+    assert "the others are run by the grader" in capsys.readouterr().out
 
 
 def test_ssh_transport_from_a_connection_file(live, settings, tmp_path, root):

@@ -182,7 +182,8 @@ def test_tracing_health_process_owner_and_answers():
     v = evaluate(Ctx({"probe": down}), REGISTRY["tracing.http_ok"], {"host": "svc", "port": 8080})
     assert not v.passed and "ConnectionRefusedError" in v.feedback
 
-    procs = {"svc": [Process(0, 1, "sleep infinity"), Process(999, 40, "/usr/local/bin/ledgerd")]}
+    procs = {"svc": [Process(0, 1, "sleep infinity"), Process(999, 40, "/usr/local/bin/ledgerd"),
+                     Process(0, 30, "sh -c while true; do /usr/local/bin/ledgerd; done")]}
     assert evaluate(Ctx({}, procs=procs), REGISTRY["tracing.runs_as"],
                     {"host": "svc", "command": "ledgerd", "uid": 999}).passed
     procs_root = {"svc": [Process(0, 40, "/usr/local/bin/ledgerd")]}
@@ -197,3 +198,21 @@ def test_tracing_health_process_owner_and_answers():
     assert not v.passed and "ENOENT" not in v.feedback  # feedback never gives the answer away
     assert "no answer 'errno'" in evaluate(Ctx({}, params={"fault": "wrong-path"}), fn, args).feedback
     assert not evaluate(Ctx({}, params={"fault": "slow-syscall"}, answers={"errno": "x"}), fn, args).passed
+
+
+def test_dns_reverse_and_serial():
+    rev = [("6.0.0.10.in-addr.arpa.", "PTR", [f"www.{ZONE}."])]
+    ctx = Ctx({"probe": FakeRunner([dns_answer(records=rev)])})
+    assert evaluate(ctx, REGISTRY["dns.ptr"], {"server": "dns", "host": "web", "name": f"www.{ZONE}"}).passed
+    empty = Ctx({"probe": FakeRunner([dns_answer(rcode="NXDOMAIN")])})
+    v = evaluate(empty, REGISTRY["dns.ptr"], {"server": "dns", "host": "web", "name": f"www.{ZONE}"})
+    assert not v.passed and "serve the reverse zone 0.0.10.in-addr.arpa" in v.feedback
+
+    def soa(serial):
+        return Ctx({"probe": FakeRunner([dns_answer(records=[(ZONE + ".", "SOA", [f"ns1. h. {serial} 1 2 3 4"])])])})
+
+    fn = REGISTRY["dns.soa_serial_sane"]
+    assert evaluate(soa("2026112201"), fn, {"server": "dns", "zone": ZONE}).passed
+    for bad in ("1", "2026133101", "20261122011"):
+        v = evaluate(soa(bad), fn, {"server": "dns", "zone": ZONE})
+        assert not v.passed and "YYYYMMDDnn" in v.feedback, bad

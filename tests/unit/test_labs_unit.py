@@ -113,15 +113,22 @@ def test_check_cell_source_grammar():
     assert check_ids_in("lab.check(name)") is None
 
 
-def test_cli_grade_refuses_bad_input_with_exit_2(tmp_path, root):
-    def run(*args):
+def test_cli_grade_refuses_bad_input_with_exit_2(tmp_path, root, course_copy):
+    import os
+
+    def run(*args, env=None):
         return subprocess.run([sys.executable, "-m", "ladderlab.cli", *args], capture_output=True, text=True,
-                              cwd=root)
+                              cwd=root, env={**os.environ, **(env or {})})
 
     r = run("grade", "no-such-lab", "--notebook", "x.ipynb", "--student", "ada")
     assert r.returncode == 2 and "unknown lab 'no-such-lab'" in r.stderr and "Traceback" not in r.stderr
-    r = run("grade", "sre-5-strace-debugging", "--notebook", "x.ipynb", "--student", "ada")
-    assert r.returncode == 2 and "is planned, not published" in r.stderr
+    course = course_copy / "course.yaml"
+    course.write_text(course.read_text().replace(f"id: {LAB}\n  title: Harden a host with iptables\n"
+                                                 "  environment: firewall\n  status: published",
+                                                 f"id: {LAB}\n  title: Harden a host with iptables\n"
+                                                 "  environment: firewall\n  status: planned"))
+    r = run("grade", LAB, "--notebook", "x.ipynb", "--student", "ada", env={"LADDERLAB_ROOT": str(course_copy)})
+    assert r.returncode == 2 and "is planned, not published" in r.stderr, r.stderr
     bad = tmp_path / "bad.ipynb"
     bad.write_text("{not json")
     r = run("grade", LAB, "--notebook", str(bad), "--student", "ada")

@@ -84,6 +84,11 @@ class EnvRecord:
     networks: dict[str, str]
     hosts: dict[str, HostInfo]
     docker_host: str = ""
+    secret_params: list[str] = field(default_factory=list)
+
+    def learner_params(self) -> dict[str, str | int]:
+        """The parameters a learner may see (secret ones, like an injected fault, left out)."""
+        return {k: v for k, v in self.params.items() if k not in self.secret_params}
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -403,7 +408,8 @@ def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: st
     stamp = L.Stamp.new(env_id, env, lab, learner, ttl_minutes or settings.ttl_minutes)
     record = EnvRecord(id=env_id, env=env, lab=lab, learner=learner, seed=seed, params=params,
                        created=stamp.created, expires=stamp.expires, networks={}, hosts={},
-                       docker_host=str(client.api.base_url))
+                       docker_host=str(client.api.base_url),
+                       secret_params=[n for n, p in spec.params.items() if p.secret])
     public = None
     try:
         if any(h.ssh for h in spec.hosts.values()):

@@ -53,7 +53,13 @@ def placeholders(text: str) -> set[str]:
     return names
 
 
-class IntParam(_Model):
+class _ParamBase(_Model):
+    #: A secret parameter (which fault was injected) is never shown to the learner's code: not in
+    #: ``lab.params``, the status panel or the sandbox's connection file. Checks still see it.
+    secret: bool = False
+
+
+class IntParam(_ParamBase):
     type: Literal["int"]
     min: int = Field(ge=0, le=65535)
     max: int = Field(ge=0, le=65535)
@@ -65,13 +71,13 @@ class IntParam(_Model):
         return self
 
 
-class ChoiceParam(_Model):
+class ChoiceParam(_ParamBase):
     type: Literal["choice"]
     values: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]+$", max_length=64)]] = Field(
         min_length=1)
 
 
-class HexParam(_Model):
+class HexParam(_ParamBase):
     type: Literal["hex"]
     length: int = Field(ge=1, le=32)
     prefix: Annotated[str, StringConstraints(pattern=r"^[a-z0-9.-]*$", max_length=32)] = ""

@@ -306,11 +306,13 @@ def live_feedback(settings: Settings, env: runtime.Environment, lab_id: str, onl
 
     course = load_course(settings.course_file, "course.yaml")
     lab = load_lab(settings, course, lab_id)
-    unknown = [c for c in only if c not in lab.spec.checks]
+    visible = [c.id for c in lab.checks if not c.hidden]
+    unknown = [c for c in only if c not in visible]
     if unknown:
-        raise ValueError(f"no check {', '.join(unknown)} in this lab (checks: {', '.join(lab.spec.checks)})")
+        raise ValueError(f"no visible check {', '.join(unknown)} in this lab (checks you can run: "
+                         f"{', '.join(visible)}; the others are run by the grader)")
     ctx = LiveContext(env, tool_image(settings, env.client, "probe"), clean_answers(answers, lab.spec.answers))
     try:
-        return [(v.passed, c.id, v.feedback) for c, v in judge(ctx, lab, env.params, only or None)]
+        return [(v.passed, c.id, v.feedback) for c, v in judge(ctx, lab, env.params, only or visible)]
     finally:
         ctx.close()

@@ -112,7 +112,7 @@ def connection_for(settings: Settings, env: Environment, lab_id: str) -> Connect
     rec = env.record
     hosts = {n: HostEntry(h.address, h.role, h.ssh_host_key, reachable=h.role not in PROBE_ROLES and h.ssh)
              for n, h in rec.hosts.items()}
-    return Connection(lab=lab_id, env_id=rec.id, learner=rec.learner, params=dict(rec.params),
+    return Connection(lab=lab_id, env_id=rec.id, learner=rec.learner, params=rec.learner_params(),
                       expires=rec.expires, hosts=hosts, private_key=key_path(settings, rec.id).read_text(),
                       answers_path="/work/answers.json", grading=True)
 

@@ -298,7 +298,7 @@ def _live_connection(settings: Any, env: Any, lab_id: str) -> Connection:
     except OSError:
         key = ""
     hosts = {n: HostEntry(h.address, h.role, h.ssh_host_key, True) for n, h in rec.hosts.items()}
-    return Connection(lab=lab_id, env_id=rec.id, learner=rec.learner, params=dict(rec.params),
+    return Connection(lab=lab_id, env_id=rec.id, learner=rec.learner, params=rec.learner_params(),
                       expires=rec.expires, hosts=hosts, private_key=key, answers_path=str(answers))
 
 
