@@ -15,6 +15,7 @@ import json, socket, ssl, sys
 address, port, server_name, cafile, max_version = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 if cafile:
     ctx = ssl.create_default_context(cafile=cafile)
+    ctx.hostname_checks_common_name = False  # as browsers: a name counts only in subjectAltName
 else:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
 if max_version:
@@ -104,3 +105,128 @@ def key_private(ctx: Context, *, host: str, path: str) -> Verdict:
     if st.mode & 0o077 or st.uid != 0:
         return fail(f"{host}: {path} is mode {st.mode:04o} owned by uid {st.uid} - make it 0600 (or 0400), root")
     return ok(f"{host}: {path} is {st.mode:04o}, root only")
+
+
+CERT_SCRIPT = r"""
+import json, socket, ssl, sys
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+address, port, server_name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+try:
+    with socket.create_connection((address, port), timeout=3) as raw:
+        with ctx.wrap_socket(raw, server_hostname=server_name) as s:
+            der = s.getpeercert(binary_form=True)
+except (ssl.SSLError, OSError) as exc:
+    print(json.dumps({"error": type(exc).__name__ + ": " + str(exc)[:200]})); sys.exit(0)
+cert = x509.load_der_x509_certificate(der)
+key = cert.public_key()
+try:
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+except x509.ExtensionNotFound:
+    san = []
+out = {"san": san, "not_after": cert.not_valid_after.isoformat(), "not_before": cert.not_valid_before.isoformat(),
+       "signature_hash": cert.signature_hash_algorithm.name if cert.signature_hash_algorithm else "",
+       "key": "rsa" if isinstance(key, rsa.RSAPublicKey) else "ec" if isinstance(key, ec.EllipticCurvePublicKey) else "other",
+       "bits": getattr(key, "key_size", 0), "curve": key.curve.name if isinstance(key, ec.EllipticCurvePublicKey) else ""}
+print(json.dumps(out))
+"""
+
+HSTS_SCRIPT = r"""
+import http.client, json, ssl, sys
+address, server_name = sys.argv[1], sys.argv[2]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+try:
+    c = http.client.HTTPSConnection(address, 443, context=ctx, timeout=3)
+    c.request("GET", "/", headers={"Host": server_name})
+    r = c.getresponse()
+    print(json.dumps({"status": r.status, "hsts": r.getheader("Strict-Transport-Security") or ""}))
+except Exception as exc:
+    print(json.dumps({"status": 0, "error": type(exc).__name__ + ": " + str(exc)[:200]}))
+"""
+
+#: TLS 1.2 suites without forward secrecy (RSA key exchange) or with CBC/SHA-1: a strong server refuses them all.
+WEAK_SUITES = "AES128-SHA:AES256-SHA:AES128-SHA256:AES256-SHA256:AES128-GCM-SHA256:AES256-GCM-SHA384:" \
+              "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:DES-CBC3-SHA"
+
+WEAK_SCRIPT = r"""
+import json, socket, ssl, sys
+address, port, server_name, suites = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+ctx.set_ciphers(suites + ":@SECLEVEL=0")
+try:
+    with socket.create_connection((address, port), timeout=3) as raw:
+        with ctx.wrap_socket(raw, server_hostname=server_name) as s:
+            print(json.dumps({"ok": True, "cipher": s.cipher()[0]}))
+except (ssl.SSLError, OSError) as exc:
+    print(json.dumps({"ok": False, "error": type(exc).__name__}))
+"""
+
+
+def _script(runner: Runner, script: str, *args: object) -> dict[str, Any]:
+    result = runner.run("python3 -c %s" + " %s" * len(args), script, *args, timeout=20)
+    if result.failed:
+        raise ObservationError(f"observer script exited {result.rc}: {result.stderr.strip()[:200]}")
+    try:
+        answer = json.loads(result.stdout)
+    except ValueError:
+        raise ObservationError(f"observer printed {result.stdout[:100]!r}") from None
+    if not isinstance(answer, dict):
+        raise ObservationError(f"unexpected answer {answer!r}")
+    return answer
+
+
+@check
+def certificate_sound(ctx: Context, *, host: str, server_name: str, port: int = 443,
+                      source: str = "probe") -> Verdict:
+    """The served certificate names ``server_name`` in its SAN, has an RSA >= 2048 or P-256/P-384 key, and
+    is signed with SHA-256 or better."""
+    c = _script(ctx.observe(source), CERT_SCRIPT, ctx.address(host), port, server_name)
+    if "error" in c:
+        return fail(f"from {source}: no certificate from {host}:{port} ({c['error']})")
+    problems = []
+    if server_name.lower() not in [s.lower() for s in c.get("san", [])]:
+        problems.append(f"its subjectAltName does not list {server_name} (clients ignore the CN)")
+    strong_key = (c.get("key") == "rsa" and int(c.get("bits", 0)) >= 2048) or \
+        (c.get("key") == "ec" and c.get("curve") in ("secp256r1", "secp384r1"))
+    if not strong_key:
+        problems.append(f"its key is {c.get('key')} {c.get('bits') or c.get('curve')} (use RSA >= 2048 or P-256)")
+    if c.get("signature_hash") in ("sha1", "md5", ""):
+        problems.append(f"it is signed with {c.get('signature_hash') or 'an unknown hash'}")
+    if problems:
+        return fail(f"{host}:{port}: the certificate: {'; '.join(problems)}")
+    return ok(f"{host}:{port}: certificate for {server_name}, {c['key']} {c.get('bits') or c.get('curve')}, "
+              f"{c['signature_hash']}")
+
+
+@check
+def strong_ciphers(ctx: Context, *, host: str, server_name: str, port: int = 443, source: str = "probe") -> Verdict:
+    """``host:port`` speaks TLS, and a TLS 1.2 client offering only suites without forward secrecy or
+    with CBC cannot connect."""
+    observer = ctx.observe(source)
+    modern = handshake(observer, ctx.address(host), port, server_name)
+    if not modern.get("ok"):
+        return fail(f"from {source}: no TLS handshake with {host}:{port} at all ({modern.get('error')})")
+    a = _script(observer, WEAK_SCRIPT, ctx.address(host), port, server_name, WEAK_SUITES)
+    if a.get("ok"):
+        return fail(f"from {source}: {host}:{port} accepts the weak suite {a.get('cipher')} - allow only ECDHE "
+                    f"with AES-GCM or ChaCha20 (ssl_ciphers)")
+    return ok(f"{host}:{port} refuses TLS 1.2 suites without forward secrecy or with CBC")
+
+
+@check
+def hsts(ctx: Context, *, host: str, server_name: str, min_age: int = 15552000, source: str = "probe") -> Verdict:
+    """HTTPS answers carry Strict-Transport-Security with max-age of at least ``min_age`` seconds."""
+    a = _script(ctx.observe(source), HSTS_SCRIPT, ctx.address(host), server_name)
+    if a.get("status", 0) == 0:
+        return fail(f"from {source}: no HTTPS answer from {host} ({a.get('error')})")
+    header = str(a.get("hsts", ""))
+    age = next((int(part.split("=", 1)[1]) for part in header.replace(" ", "").split(";")
+                if part.lower().startswith("max-age=") and part.split("=", 1)[1].isdigit()), None)
+    if age is None:
+        return fail(f"from {source}: https://{server_name}/ sends no Strict-Transport-Security header "
+                    f"(add_header ... always)")
+    if age < min_age:
+        return fail(f"from {source}: HSTS max-age is {age}s, less than {min_age}s")
+    return ok(f"https://{server_name}/ sends HSTS, max-age {age}s")

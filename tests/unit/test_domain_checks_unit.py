@@ -216,3 +216,35 @@ def test_dns_reverse_and_serial():
     for bad in ("1", "2026133101", "20261122011"):
         v = evaluate(soa(bad), fn, {"server": "dns", "zone": ZONE})
         assert not v.passed and "YYYYMMDDnn" in v.feedback, bad
+
+
+def test_tls_certificate_ciphers_and_hsts():
+    good = {"san": ["www.x"], "key": "rsa", "bits": 2048, "curve": "", "signature_hash": "sha256",
+            "not_after": "2027-01-01T00:00:00", "not_before": "2026-01-01T00:00:00"}
+    fn = REGISTRY["tls.certificate_sound"]
+    args = {"host": "web", "server_name": "www.x"}
+    assert evaluate(Ctx({"probe": FakeRunner([(r"x509", json.dumps(good), 0)])}), fn, args).passed
+    weak = {**good, "san": [], "bits": 1024, "signature_hash": "sha1"}
+    v = evaluate(Ctx({"probe": FakeRunner([(r"x509", json.dumps(weak), 0)])}), fn, args)
+    assert not v.passed
+    assert "does not list www.x" in v.feedback and "rsa 1024" in v.feedback and "sha1" in v.feedback
+    ec = {**good, "key": "ec", "bits": 256, "curve": "secp256r1"}
+    assert evaluate(Ctx({"probe": FakeRunner([(r"x509", json.dumps(ec), 0)])}), fn, args).passed
+
+    ciphers = REGISTRY["tls.strong_ciphers"]
+    modern = (r"cafile", json.dumps({"ok": True, "version": "TLSv1.3"}), 0)
+    refused = FakeRunner([(r"suites \+", json.dumps({"ok": False, "error": "SSLError"}), 0), modern])
+    assert evaluate(Ctx({"probe": refused}), ciphers, args).passed
+    accepted = FakeRunner([(r"suites \+", json.dumps({"ok": True, "cipher": "AES256-GCM-SHA384"}), 0), modern])
+    v = evaluate(Ctx({"probe": accepted}), ciphers, args)
+    assert not v.passed and "AES256-GCM-SHA384" in v.feedback
+    no_tls = FakeRunner([(r"ssl", json.dumps({"ok": False, "error": "ConnectionRefusedError"}), 0)])
+    v = evaluate(Ctx({"probe": no_tls}), ciphers, args)
+    assert not v.passed and "no TLS handshake" in v.feedback
+
+    hsts = REGISTRY["tls.hsts"]
+    def header(value):
+        return Ctx({"probe": FakeRunner([(r"http\.client", json.dumps({"status": 200, "hsts": value}), 0)])})
+    assert evaluate(header("max-age=63072000; includeSubDomains"), hsts, args).passed
+    assert "less than" in evaluate(header("max-age=300"), hsts, args).feedback
+    assert "no Strict-Transport-Security" in evaluate(header(""), hsts, args).feedback
