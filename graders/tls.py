@@ -127,8 +127,10 @@ except x509.ExtensionNotFound:
     san = []
 out = {"san": san, "not_after": cert.not_valid_after.isoformat(), "not_before": cert.not_valid_before.isoformat(),
        "signature_hash": cert.signature_hash_algorithm.name if cert.signature_hash_algorithm else "",
-       "key": "rsa" if isinstance(key, rsa.RSAPublicKey) else "ec" if isinstance(key, ec.EllipticCurvePublicKey) else "other",
-       "bits": getattr(key, "key_size", 0), "curve": key.curve.name if isinstance(key, ec.EllipticCurvePublicKey) else ""}
+       "key": "rsa" if isinstance(key, rsa.RSAPublicKey) else "other",
+       "bits": getattr(key, "key_size", 0), "curve": ""}
+if isinstance(key, ec.EllipticCurvePublicKey):
+    out.update(key="ec", curve=key.curve.name)
 print(json.dumps(out))
 """
 
