@@ -6,6 +6,7 @@ the running Prometheus loaded a rule, asked over HTTP from the probe."""
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 import yaml
@@ -21,10 +22,12 @@ def _stage_rules(ctx: Context, host: str, path: str) -> tuple[Runner, list[str]]
     if not files:
         return fail(f"{host}: no rule files (*.yml) in {path}")
     tools = ctx.tools(host)
+    # Checks run in parallel and share the tools container: each gets a directory of its own.
+    workdir = f"/root/check-{secrets.token_hex(6)}"
     names = []
     for name, data in sorted(files.items()):
-        tools.put_file(f"/root/rules/{name}", data)
-        names.append(f"/root/rules/{name}")
+        tools.put_file(f"{workdir}/rules/{name}", data)
+        names.append(f"{workdir}/rules/{name}")
     return tools, names
 
 
@@ -83,8 +86,9 @@ def alert_behaves(ctx: Context, *, alert: str, tests: list[dict[str, Any]], host
         return staged
     tools, names = staged
     suite = {"rule_files": names, "evaluation_interval": evaluation_interval, "tests": tests}
-    tools.put_file("/root/ladderlab-tests.yml", yaml.safe_dump(suite).encode())
-    result = tools.run("promtool test rules /root/ladderlab-tests.yml", timeout=120)
+    suite_path = names[0].rsplit("/rules/", 1)[0] + "/tests.yml"
+    tools.put_file(suite_path, yaml.safe_dump(suite).encode())
+    result = tools.run("promtool test rules %s", suite_path, timeout=120)
     if result.failed:
         return fail(f"alert {alert} does not behave as required: {promtool_failure(result.stdout + result.stderr)}")
     return ok(f"alert {alert} fires when it should and stays quiet when it should not ({len(tests)} scenarios)")
@@ -109,3 +113,112 @@ def alert_loaded(ctx: Context, *, alert: str, host: str = "prometheus", port: in
         return fail(f"{host}: Prometheus has not loaded alert {alert} (loaded: {', '.join(map(str, names)) or 'none'})"
                     f" - reload it (POST /-/reload)")
     return ok(f"{host}: Prometheus evaluates alert {alert}")
+
+
+# --- scenarios the grader writes (the learner never sees them) -------------------------------------
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LABELS = 'job="checkout",instance="app:8080",handler="checkout"'
+PER_MINUTE = 6000  # requests per minute in every scenario (100/s)
+START = 10  # minute at which a scenario's condition begins
+
+
+def _counter(before: float, after: float, minutes: int) -> str:
+    """promtool series values: a counter growing by ``before`` per minute, then by ``after`` from START on."""
+    values, total = [], 0.0
+    for minute in range(minutes + 1):
+        values.append(f"{total:g}")
+        total += before if minute < START else after
+    return " ".join(values)
+
+
+def _gauge(before: float, after: float, minutes: int) -> str:
+    return " ".join(f"{before if m < START else after:g}" for m in range(minutes + 1))
+
+
+def _firing(alert: str, severity: str) -> str:
+    return f'count(ALERTS{{alertname="{alert}",alertstate="firing",severity="{severity}"}}) or vector(0)'
+
+
+def _expect(alert: str, severity: str, at: str, firing: bool) -> dict[str, Any]:
+    return {"expr": _firing(alert, severity), "eval_time": at, "exp_samples": [{"labels": "{}", "value": int(firing)}]}
+
+
+def _traffic_series(total_rate: tuple[float, float], error_ratio: tuple[float, float], minutes: int) -> list[dict[str, str]]:
+    (r0, r1), (e0, e1) = total_rate, error_ratio
+    return [{"series": f'http_requests_total{{{LABELS},code="200"}}', "values": _counter(r0 * (1 - e0), r1 * (1 - e1), minutes)},
+            {"series": f'http_requests_total{{{LABELS},code="500"}}', "values": _counter(r0 * e0, r1 * e1, minutes)}]
+
+
+def _latency_series(slow_share: float, slow_seconds: float, minutes: int) -> list[dict[str, str]]:
+    """Buckets where every request takes 40 ms before START, and ``slow_share`` take ``slow_seconds`` after."""
+    series = []
+    for le in [*BUCKETS, float("inf")]:
+        fast = PER_MINUTE if le >= 0.04 else 0.0
+        after = PER_MINUTE * (1 - slow_share) * (le >= 0.04) + PER_MINUTE * slow_share * (le >= slow_seconds)
+        label = "+Inf" if le == float("inf") else f"{le:g}"
+        series.append({"series": f'http_request_duration_seconds_bucket{{{LABELS},le="{label}"}}',
+                       "values": _counter(fast, after, minutes)})
+    return series
+
+
+def golden_scenarios(signal: str, threshold: float, alert: str, severity: str) -> list[dict[str, Any]]:
+    """Two promtool test groups for one golden-signal alert: the condition crosses the learner's seeded
+    threshold at minute 10 (still pending a few minutes later because of ``for``, firing at 25m); and a near miss on the
+    other side of it (silent at 25m). The near miss is chosen so a neighbour's threshold fails."""
+    minutes = 30
+    if signal == "errors":  # threshold in percent of requests answered 5xx
+        fire = _traffic_series((PER_MINUTE, PER_MINUTE), (0.0, 1.5 * threshold / 100), minutes)
+        quiet = _traffic_series((PER_MINUTE, PER_MINUTE), (0.0, 0.7 * threshold / 100), minutes)
+    elif signal == "traffic":  # threshold in requests per second: alert below it
+        fire = _traffic_series((PER_MINUTE, 0.7 * threshold * 60), (0.0, 0.0), minutes)
+        quiet = _traffic_series((PER_MINUTE, 1.5 * threshold * 60), (0.0, 0.0), minutes)
+    elif signal == "latency":  # threshold in milliseconds for the 99th percentile
+        seconds = threshold / 1000
+        i = BUCKETS.index(seconds)
+        above = (BUCKETS[i] + BUCKETS[i + 1]) / 2
+        below = (BUCKETS[i - 1] + BUCKETS[i]) / 2
+        fire = _latency_series(0.05, above, minutes)     # p99 inside (threshold, next bucket]
+        quiet = _latency_series(0.02, below, minutes)    # p99 inside (previous bucket, threshold]
+    elif signal == "saturation":  # threshold in percent of capacity in use
+        capacity = 32.0
+        fire, quiet = [], []
+        for share, out in ((threshold + 10, fire), (threshold - 10, quiet)):
+            out.append({"series": f"http_requests_in_flight{{{LABELS}}}",
+                        "values": _gauge(capacity * 0.3, capacity * share / 100, minutes)})
+            out.append({"series": f"http_requests_capacity{{{LABELS}}}", "values": _gauge(capacity, capacity, minutes)})
+    else:
+        raise ValueError(f"unknown golden signal {signal!r}")
+    # When the 5-minute windows first show the condition, an alert without ``for`` would already fire.
+    pending = {"latency": "13m", "saturation": "13m", "errors": "16m", "traffic": "17m"}[signal]
+    return [
+        {"interval": "1m", "input_series": fire,
+         "promql_expr_test": [_expect(alert, severity, pending, False), _expect(alert, severity, "25m", True)]},
+        {"interval": "1m", "input_series": quiet, "promql_expr_test": [_expect(alert, severity, "25m", False)]},
+    ]
+
+
+@check
+def golden_signal_alert(ctx: Context, *, alert: str, signal: str, threshold: float | str, severity: str,
+                        host: str = "prometheus", path: str = RULES_DIR) -> Verdict:
+    """Alert ``alert`` on ``signal`` fires past the learner's ``threshold`` (after its ``for``), with
+    ``severity``, and stays silent on a near miss."""
+    tests = golden_scenarios(signal, float(threshold), alert, severity)
+    verdict = alert_behaves(ctx, alert=alert, tests=tests, host=host, path=path)
+    if verdict.passed:
+        return ok(f"{alert} ({signal}, threshold {threshold}) fires after its for:, with severity {severity}, "
+                  f"and stays quiet on a near miss")
+    return verdict
+
+
+@check
+def alerts_loaded(ctx: Context, *, alerts: list[str], host: str = "prometheus", port: int = 9090,
+                  source: str = "probe") -> Verdict:
+    """The running Prometheus has loaded every alerting rule in ``alerts``."""
+    rules = _rules_api(ctx.observe(source), ctx.address(host), port)
+    loaded = {r.get("name") for r in rules if r.get("type") == "alerting"}
+    missing = [a for a in alerts if a not in loaded]
+    if missing:
+        return fail(f"{host}: Prometheus has not loaded {', '.join(missing)} - put the rules in "
+                    f"/etc/prometheus/rules/*.yml and reload (POST /-/reload)")
+    return ok(f"{host}: Prometheus evaluates {', '.join(alerts)}")
