@@ -144,10 +144,14 @@ def _expect(alert: str, severity: str, at: str, firing: bool) -> dict[str, Any]:
     return {"expr": _firing(alert, severity), "eval_time": at, "exp_samples": [{"labels": "{}", "value": int(firing)}]}
 
 
-def _traffic_series(total_rate: tuple[float, float], error_ratio: tuple[float, float], minutes: int) -> list[dict[str, str]]:
+def _traffic_series(total_rate: tuple[float, float], error_ratio: tuple[float, float],
+                    minutes: int) -> list[dict[str, str]]:
+    """Request counters: ``total_rate`` per minute before and after START, ``error_ratio`` of them 5xx."""
     (r0, r1), (e0, e1) = total_rate, error_ratio
-    return [{"series": f'http_requests_total{{{LABELS},code="200"}}', "values": _counter(r0 * (1 - e0), r1 * (1 - e1), minutes)},
-            {"series": f'http_requests_total{{{LABELS},code="500"}}', "values": _counter(r0 * e0, r1 * e1, minutes)}]
+    ok_series = f'http_requests_total{{{LABELS},code="200"}}'
+    err_series = f'http_requests_total{{{LABELS},code="500"}}'
+    return [{"series": ok_series, "values": _counter(r0 * (1 - e0), r1 * (1 - e1), minutes)},
+            {"series": err_series, "values": _counter(r0 * e0, r1 * e1, minutes)}]
 
 
 def _latency_series(slow_share: float, slow_seconds: float, minutes: int) -> list[dict[str, str]]:
