@@ -226,3 +226,71 @@ def alerts_loaded(ctx: Context, *, alerts: list[str], host: str = "prometheus", 
         return fail(f"{host}: Prometheus has not loaded {', '.join(missing)} - put the rules in "
                     f"/etc/prometheus/rules/*.yml and reload (POST /-/reload)")
     return ok(f"{host}: Prometheus evaluates {', '.join(alerts)}")
+
+
+# --- multi-window, multi-burn-rate SLO alerts ---------------------------------------------------
+
+RECORDING = {"5m": "slo:checkout_errors:ratio_rate5m", "30m": "slo:checkout_errors:ratio_rate30m",
+             "1h": "slo:checkout_errors:ratio_rate1h", "6h": "slo:checkout_errors:ratio_rate6h"}
+
+
+def _phases(phases: list[tuple[int, float]], minutes: int) -> list[dict[str, str]]:
+    """Request counters at PER_MINUTE with an error ratio that changes at the given minutes."""
+    ok_values, err_values, ok_total, err_total = [], [], 0.0, 0.0
+    for minute in range(minutes + 1):
+        ok_values.append(f"{ok_total:g}")
+        err_values.append(f"{err_total:g}")
+        ratio = next(r for start, r in reversed(phases) if minute >= start)
+        ok_total += PER_MINUTE * (1 - ratio)
+        err_total += PER_MINUTE * ratio
+    return [{"series": f'http_requests_total{{{LABELS},code="200"}}', "values": " ".join(ok_values)},
+            {"series": f'http_requests_total{{{LABELS},code="500"}}', "values": " ".join(err_values)}]
+
+
+def burn_rate_scenarios(part: str, target: float, page: str, ticket: str) -> list[dict[str, Any]]:
+    """promtool test groups for one property of burn-rate alerting at SLO ``target`` (percent).
+
+    fast: half the requests fail from minute 60: the page fires by minute 90.
+    reset: the same burst stops at minute 95: by minute 115 the 5-minute window has cleared and the
+           page has stopped, although the 1-hour window is still far over (only the AND of a long and a
+           short window resets this fast).
+    slow: 8x the budget fails from minute 60: a ticket by 6.5 hours, never a page (8 < 14.4).
+    quiet: half the budget fails all along: nothing fires.
+    recording: a constant 3% error ratio: each recording rule is exactly 0.03 at 7 hours.
+    """
+    budget = 1 - target / 100
+    if part == "recording":
+        tests = [{"expr": f"abs(sum({name}) - 0.03) < bool 1e-6", "eval_time": "7h",
+                  "exp_samples": [{"labels": "{}", "value": 1}]} for name in RECORDING.values()]
+        return [{"interval": "1m", "input_series": _phases([(0, 0.03)], 7 * 60), "promql_expr_test": tests}]
+    if part == "fast":
+        return [{"interval": "1m", "input_series": _phases([(0, 0.0), (60, 0.5)], 100),
+                 "promql_expr_test": [_expect(page, "page", "90m", True)]}]
+    if part == "reset":
+        return [{"interval": "1m", "input_series": _phases([(0, 0.0), (60, 0.5), (95, 0.0)], 120),
+                 "promql_expr_test": [_expect(page, "page", "90m", True), _expect(page, "page", "115m", False)]}]
+    if part == "slow":
+        return [{"interval": "1m", "input_series": _phases([(0, 0.0), (60, 8 * budget)], 400),
+                 "promql_expr_test": [_expect(ticket, "ticket", "390m", True), _expect(page, "page", "390m", False),
+                                      _expect(page, "page", "120m", False)]}]
+    if part == "quiet":
+        return [{"interval": "1m", "input_series": _phases([(0, 0.5 * budget)], 400),
+                 "promql_expr_test": [_expect(ticket, "ticket", "390m", False), _expect(page, "page", "390m", False)]}]
+    raise ValueError(f"unknown burn-rate property {part!r}")
+
+
+@check
+def burn_rate(ctx: Context, *, part: str, target: float | str, page_alert: str, ticket_alert: str,
+              host: str = "prometheus", path: str = RULES_DIR) -> Verdict:
+    """One property of multi-window, multi-burn-rate alerting for the learner's SLO ``target``."""
+    tests = burn_rate_scenarios(part, float(target), page_alert, ticket_alert)
+    what = {"fast": f"{page_alert} pages on a fast burn", "reset": f"{page_alert} stops soon after the burn stops",
+            "slow": f"{ticket_alert} opens a ticket on a slow burn, with no page",
+            "quiet": "nothing fires while the error budget holds",
+            "recording": f"the recording rules {', '.join(RECORDING.values())} give the error ratio"}[part]
+    verdict = alert_behaves(ctx, alert=page_alert if part != "slow" else ticket_alert, tests=tests, host=host,
+                            path=path)
+    if verdict.passed:
+        return ok(f"{what} (SLO {target}%)")
+    reason = verdict.feedback.split("does not behave as required: ", 1)[-1]
+    return fail(f"not so: {what} (SLO {target}%): {reason}")

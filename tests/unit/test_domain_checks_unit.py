@@ -248,3 +248,91 @@ def test_tls_certificate_ciphers_and_hsts():
     assert evaluate(header("max-age=63072000; includeSubDomains"), hsts, args).passed
     assert "less than" in evaluate(header("max-age=300"), hsts, args).feedback
     assert "no Strict-Transport-Security" in evaluate(header(""), hsts, args).feedback
+
+
+def test_golden_signal_and_burn_rate_scenarios_are_written_from_the_seed():
+    from graders.slo import burn_rate_scenarios, golden_scenarios
+
+    fire, quiet = golden_scenarios("errors", 2.0, "A", "page")
+    assert [t["eval_time"] for t in fire["promql_expr_test"]] == ["16m", "25m"]
+    assert [s["exp_samples"][0]["value"] for s in fire["promql_expr_test"]] == [0, 1]
+    err = next(s for s in fire["input_series"] if 'code="500"' in s["series"])["values"].split()
+    assert err[10] == "0" and float(err[11]) == pytest.approx(6000 * 0.03)  # 1.5 x 2% from minute 10
+    quiet_err = next(s for s in quiet["input_series"] if 'code="500"' in s["series"])["values"].split()
+    assert float(quiet_err[11]) == pytest.approx(6000 * 0.014)
+    assert 'severity="page"' in fire["promql_expr_test"][1]["expr"]
+    lat_fire, _ = golden_scenarios("latency", 500, "L", "page")
+    buckets = {s["series"].split('le="')[1].rstrip('"}'): s["values"].split() for s in lat_fire["input_series"]}
+    assert float(buckets["0.5"][12]) - float(buckets["0.5"][11]) == pytest.approx(6000 * 0.95)  # 5% slower than 0.5s
+    assert float(buckets["1"][12]) - float(buckets["1"][11]) == pytest.approx(6000)
+    with pytest.raises(ValueError):
+        golden_scenarios("vibes", 1, "A", "page")
+
+    slow = burn_rate_scenarios("slow", 99.5, "Page", "Ticket")[0]
+    err = next(s for s in slow["input_series"] if 'code="500"' in s["series"])["values"].split()
+    assert float(err[62]) - float(err[61]) == pytest.approx(6000 * 8 * 0.005)
+    assert {(t["eval_time"], t["exp_samples"][0]["value"]) for t in slow["promql_expr_test"]} == \
+        {("390m", 1), ("390m", 0), ("120m", 0)}
+    rec = burn_rate_scenarios("recording", 99.9, "P", "T")[0]["promql_expr_test"]
+    assert [t["expr"].split("(")[2].split(")")[0] for t in rec] == [
+        "slo:checkout_errors:ratio_rate5m", "slo:checkout_errors:ratio_rate30m", "slo:checkout_errors:ratio_rate1h",
+        "slo:checkout_errors:ratio_rate6h"]
+
+
+def test_burn_rate_feedback_names_the_property():
+    rules = {("prometheus", "/etc/prometheus/rules"): {"slo.yml": b"groups: []"}}
+    failing = FakeRunner([(r"promtool test rules", PROMTOOL_FAILED.replace("alertname: HighErrorRate, time: 10m,",
+                                                                             'expr: "count(ALERTS...)", time: 115m,'), 1)])
+    v = evaluate(Ctx({}, dirs=rules, tools=failing), REGISTRY["slo.burn_rate"],
+                 {"part": "reset", "target": "99.9", "page_alert": "P", "ticket_alert": "T"})
+    assert not v.passed and v.feedback.startswith("not so: P stops soon after the burn stops (SLO 99.9%)")
+    assert "time: 115m" in v.feedback
+
+
+def test_diagnosis_accepts_spellings_and_never_tells():
+    fn = REGISTRY["tracing.diagnosis"]
+    params = {"fault": "dependency-port", "dep_port": 7000}
+    for given in ("cache:7001", "172.18.0.3:7001", "7001"):
+        assert evaluate(Ctx({}, params=params, answers={"target": given}), fn,
+                        {"part": "target", "answer": "target"}).passed, given
+    v = evaluate(Ctx({}, params=params, answers={"target": "cache:7000"}), fn, {"part": "target", "answer": "target"})
+    assert not v.passed and "7001" not in v.feedback
+    slow = {"fault": "slow-syscall", "dep_port": 7000}
+    assert evaluate(Ctx({}, params=slow, answers={"errno": "none"}), fn, {"part": "errno", "answer": "errno"}).passed
+    assert evaluate(Ctx({}, params=slow, answers={"syscall": "openat"}), fn,
+                    {"part": "syscall", "answer": "syscall"}).passed
+
+
+def test_alerts_loaded_lists_what_is_missing():
+    api = {"status": "success", "data": {"groups": [{"rules": [{"type": "alerting", "name": "A"},
+                                                               {"type": "recording", "name": "B"}]}]}}
+    probe = FakeRunner([(r"urllib", json.dumps({"status": 200, "body": json.dumps(api)}), 0)])
+    assert evaluate(Ctx({"probe": probe}), REGISTRY["slo.alerts_loaded"], {"alerts": ["A"]}).passed
+    v = evaluate(Ctx({"probe": probe}), REGISTRY["slo.alerts_loaded"], {"alerts": ["A", "B"]})
+    assert not v.passed and "has not loaded B" in v.feedback
+
+
+def test_binary_and_user_are_compared_with_the_image_and_gated_on_health():
+    import hashlib
+
+    shipped = b"\x7fELF ledgerd"
+    tools = FakeRunner([(r"sha256sum", f"{hashlib.sha256(shipped).hexdigest()}  /usr/local/sbin/ledgerd\n", 0),
+                        (r"id -u", "999\n", 0)])
+    up = FakeRunner([(r"urllib", json.dumps({"status": 200, "body": "ok"}), 0)])
+    down = FakeRunner([(r"urllib", json.dumps({"status": 0, "error": "ConnectionRefusedError"}), 0)])
+    path = ("svc", "/usr/local/sbin/ledgerd")
+    args = {"host": "svc", "path": path[1], "serving_port": 8080}
+    fn = REGISTRY["tracing.binary_unchanged"]
+    assert evaluate(Ctx({"probe": up}, files={path: shipped}, tools=tools), fn, args).passed
+    v = evaluate(Ctx({"probe": up}, files={path: b"#!/bin/sh\n"}, tools=tools), fn, args)
+    assert not v.passed and "differs from the shipped binary" in v.feedback
+    v = evaluate(Ctx({"probe": down}, files={path: shipped}, tools=tools), fn, args)
+    assert not v.passed and "not serving yet" in v.feedback
+
+    user = REGISTRY["tracing.runs_as_user"]
+    procs = {"svc": [Process(999, 40, "/usr/local/sbin/ledgerd")]}
+    uargs = {"host": "svc", "command": "/usr/local/sbin/ledgerd", "user": "ledger", "serving_port": 8080}
+    assert evaluate(Ctx({"probe": up}, tools=tools, procs=procs), user, uargs).passed
+    v = evaluate(Ctx({"probe": up}, tools=tools, procs={"svc": [Process(0, 40, "/usr/local/sbin/ledgerd")]}),
+                 user, uargs)
+    assert not v.passed and "uid 0" in v.feedback
