@@ -281,8 +281,8 @@ def test_golden_signal_and_burn_rate_scenarios_are_written_from_the_seed():
 
 def test_burn_rate_feedback_names_the_property():
     rules = {("prometheus", "/etc/prometheus/rules"): {"slo.yml": b"groups: []"}}
-    failing = FakeRunner([(r"promtool test rules", PROMTOOL_FAILED.replace("alertname: HighErrorRate, time: 10m,",
-                                                                             'expr: "count(ALERTS...)", time: 115m,'), 1)])
+    output = PROMTOOL_FAILED.replace("alertname: HighErrorRate, time: 10m,", 'expr: "count(ALERTS...)", time: 115m,')
+    failing = FakeRunner([(r"promtool test rules", output, 1)])
     v = evaluate(Ctx({}, dirs=rules, tools=failing), REGISTRY["slo.burn_rate"],
                  {"part": "reset", "target": "99.9", "page_alert": "P", "ticket_alert": "T"})
     assert not v.passed and v.feedback.startswith("not so: P stops soon after the burn stops (SLO 99.9%)")
