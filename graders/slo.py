@@ -280,9 +280,10 @@ def burn_rate_scenarios(part: str, target: float, page: str, ticket: str) -> lis
 
 
 @check
-def burn_rate(ctx: Context, *, part: str, target: float | str, page_alert: str, ticket_alert: str,
+def burn_rate(ctx: Context, *, part: str, slo_target: float | str, page_alert: str, ticket_alert: str,
               host: str = "prometheus", path: str = RULES_DIR) -> Verdict:
-    """One property of multi-window, multi-burn-rate alerting for the learner's SLO ``target``."""
+    """One property of multi-window, multi-burn-rate alerting for the learner's SLO (percent)."""
+    target = slo_target
     tests = burn_rate_scenarios(part, float(target), page_alert, ticket_alert)
     what = {"fast": f"{page_alert} pages on a fast burn", "reset": f"{page_alert} stops soon after the burn stops",
             "slow": f"{ticket_alert} opens a ticket on a slow burn, with no page",

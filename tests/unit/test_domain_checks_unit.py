@@ -284,7 +284,7 @@ def test_burn_rate_feedback_names_the_property():
     output = PROMTOOL_FAILED.replace("alertname: HighErrorRate, time: 10m,", 'expr: "count(ALERTS...)", time: 115m,')
     failing = FakeRunner([(r"promtool test rules", output, 1)])
     v = evaluate(Ctx({}, dirs=rules, tools=failing), REGISTRY["slo.burn_rate"],
-                 {"part": "reset", "target": "99.9", "page_alert": "P", "ticket_alert": "T"})
+                 {"part": "reset", "slo_target": "99.9", "page_alert": "P", "ticket_alert": "T"})
     assert not v.passed and v.feedback.startswith("not so: P stops soon after the burn stops (SLO 99.9%)")
     assert "time: 115m" in v.feedback
 
