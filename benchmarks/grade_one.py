@@ -38,7 +38,8 @@ STUDENT = "bench"
 def nbgrader(root: Path, *args: str, env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
     bindir = str(Path(sys.executable).parent)
-    full_env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}", **(env or {})}
+    full_env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}",
+                "LADDERLAB_LADDER_URL": f"sqlite:///{root / 'ladder.sqlite'}", **(env or {})}
     result = subprocess.run([f"{bindir}/nbgrader", *args], cwd=root, env=full_env, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"nbgrader {' '.join(args)} failed in {root}:\n{result.stderr[-3000:]}")

@@ -270,6 +270,75 @@ def cmd_nbgrader_init(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _ladder_data(settings: Settings, learner: str | None, cohort: str | None) -> tuple[Any, Any, list[Any]]:
+    from ladderlab.course import load_course
+    from ladderlab.errors import UsageError
+    from ladderlab.ladder.rules import ladder_for
+    from ladderlab.ladder.store import Store
+
+    course = load_course(settings.course_file, "course.yaml")
+    store = Store.open(settings)
+    members: list[str] | None = None
+    if cohort:
+        if cohort not in course.cohorts:
+            raise UsageError(f"no cohort {cohort!r} in course.yaml (cohorts: {', '.join(course.cohorts) or 'none'})")
+        members = list(course.cohorts[cohort])
+    if learner:
+        members = [learner] if members is None or learner in members else []
+    entries = store.entries(learners=members) if members is not None else store.entries()
+    return course, ladder_for(course, entries, members), entries
+
+
+def cmd_ladder(args: argparse.Namespace, settings: Settings) -> int:
+    course, ladder, _ = _ladder_data(settings, args.learner, args.cohort)
+    tracks = [t.id for t in course.ladder.tracks]
+    if args.json:
+        print(json.dumps({"course": course.id, "learners": [
+            {"learner": p.learner, "levels": p.levels,
+             "tracks": {t: {"level": p.levels[t],
+                            "labs": sorted({lab for (tr, lvl), c in p.cells.items()
+                                            if tr == t and lvl <= p.levels[t] for lab in c.labs})}
+                        for t in tracks},
+             "labs": {lab: {"passed": s.passed, "score": s.best.evidence.score if s.best else None,
+                            "entry": s.best.seq if s.best else None} for lab, s in p.labs.items()}}
+            for p in ladder.values()]}, indent=2))
+        return 0
+    table = Table("learner", *tracks, "labs passed")
+    for p in ladder.values():
+        passed = ", ".join(sorted(lab for lab, s in p.labs.items() if s.passed)) or "-"
+        table.add_row(p.learner, *[str(p.levels[t]) for t in tracks], passed)
+    out.print(table)
+    return 0
+
+
+def cmd_ladder_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.ladder.store import Store
+
+    result = Store.open(settings, args.url).verify()
+    if args.json:
+        print(json.dumps({"ok": result.ok, "entries": result.entries, "first_broken": result.first_broken,
+                          "reason": result.reason}))
+    elif result.ok:
+        out.print(f"ladder record ok: {result.entries} entries, chain and signed head verified")
+    else:
+        out.print(f"[red]ladder record BROKEN[/] at entry {result.first_broken}: {result.reason}", markup=True)
+    return 0 if result.ok else 1
+
+
+def cmd_ladder_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from ladderlab.course import load_course
+    from ladderlab.ladder.recording import rebuild_from_gradebook
+    from ladderlab.ladder.store import Store
+
+    course = load_course(settings.course_file, "course.yaml")
+    root = Path(args.course_root)
+    added = rebuild_from_gradebook(settings, course, root, Store.open(settings, args.url), args.db)
+    say(f"{added} evidence entries added from {args.db or root / 'gradebook.db'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ladderlab", description="Hands-on SRE skills lab.")
     p.add_argument("--version", action="version", version=f"ladderlab {__version__}")
@@ -357,6 +426,22 @@ def parser() -> argparse.ArgumentParser:
     ni.add_argument("labs", nargs="*", metavar="LAB", help="default: every published lab")
     ni.add_argument("--force", action="store_true", help="overwrite an existing nbgrader_config.py")
     ni.set_defaults(func=cmd_nbgrader_init)
+
+    ld = sub.add_parser("ladder", help="levels per track per learner, from the evidence record")
+    ld.add_argument("--learner", metavar="ID")
+    ld.add_argument("--cohort", metavar="NAME", help="a cohort from course.yaml")
+    ld.add_argument("--json", action="store_true")
+    ld.set_defaults(func=cmd_ladder)
+    lds = ld.add_subparsers(dest="sub", metavar="SUB")
+    lv = lds.add_parser("verify", help="recompute the evidence chain; report the first broken entry")
+    lv.add_argument("--url", help="SQLAlchemy URL (default: LADDERLAB_LADDER_URL or the SQLite file)")
+    lv.add_argument("--json", action="store_true")
+    lv.set_defaults(func=cmd_ladder_verify)
+    lr = lds.add_parser("rebuild", help="append evidence from an nbgrader gradebook")
+    lr.add_argument("--course-root", required=True, metavar="DIR", help="the nbgrader course root")
+    lr.add_argument("--db", metavar="URL", help="gradebook URL (default: DIR/gradebook.db)")
+    lr.add_argument("--url", help="ladder store URL")
+    lr.set_defaults(func=cmd_ladder_rebuild)
     return p
 
 

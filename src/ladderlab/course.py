@@ -118,6 +118,9 @@ class Course(_Model):
     ladder: Ladder
     labs: list[Lab] = Field(default_factory=list)
     policies: Policies = Policies()
+    #: Trainer-defined groups of learners: ``cohorts: {autumn-2026: [ada, bo]}``.
+    cohorts: dict[Slug, list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]]] = \
+        Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _cross_references(self) -> Course:

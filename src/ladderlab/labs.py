@@ -14,6 +14,7 @@ code is exactly one ``lab.check("<check-id>")`` call, optionally inside
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,21 @@ class LabDef:
                 found: NotebookNode = copy.deepcopy(cell)
                 return found
         raise KeyError(grade_id)
+
+    def suite_hash(self) -> str:
+        """sha256 over what judges this lab: lab.yaml, the check cells' source, every graders/ module."""
+        h = hashlib.sha256()
+        h.update((self.directory / "lab.yaml").read_bytes())
+        for check in sorted(self.checks, key=lambda c: c.id):
+            h.update(check.id.encode() + b"\0" + self.source_cell(check.grade_id).source.encode() + b"\0")
+        graders = self.course_root / "graders"
+        for path in sorted(graders.glob("*.py")):
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+        return h.hexdigest()
+
+    @property
+    def course_root(self) -> Path:
+        return self.directory.parent.parent
 
     def solution_ids(self) -> list[str]:
         return [str(nbg(c)["grade_id"]) for c in self.source.cells if nbg(c).get("solution") and nbg(c).get("grade_id")]

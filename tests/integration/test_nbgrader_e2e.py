@@ -21,7 +21,8 @@ LAB = "sec-1-iptables-hardening"
 
 def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess[str]:
     bindir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}"}
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}",
+           "LADDERLAB_LADDER_URL": f"sqlite:///{course / 'ladder.sqlite'}"}
     return subprocess.run([f"{bindir}/nbgrader", *args], cwd=course, env=env, capture_output=True, text=True,
                           timeout=600)
 
@@ -73,6 +74,26 @@ def test_generate_submit_autograde_gradebook(images, client, settings, course):
     graded = nbformat.read(course / "autograded" / "solver" / LAB / f"{LAB}.ipynb", as_version=4)
     lines = [o.text for c in graded.cells for o in c.get("outputs", []) if o.get("name") == "stdout"]
     assert any(line.startswith("\u2713 rules-persisted:") for line in lines)
+    # grading wrote the evidence (through the pipeline, no import step), and the chain verifies
+    from ladderlab.ladder.store import Store
+
+    store = Store.open(settings, f"sqlite:///{course / 'ladder.sqlite'}")
+    entries = {e.evidence.learner: e.evidence for e in store.entries()}
+    assert set(entries) == {"solver", "idler"}
+    assert entries["solver"].passed and entries["solver"].score == 10.0 and not entries["idler"].passed
+    assert entries["solver"].image_digests["target"].startswith("sha256:")
+    assert len(entries["solver"].check_suite_hash) == 64 and entries["solver"].source == "grading"
+    assert store.verify().ok
+    # and the same record can be rebuilt from nbgrader's gradebook
+    from ladderlab.ladder.recording import rebuild_from_gradebook
+
+    rebuilt = Store.open(settings, f"sqlite:///{course / 'rebuilt.sqlite'}")
+    assert rebuild_from_gradebook(settings, load_course(settings.course_file), course, rebuilt) == 2
+    again = {e.evidence.learner: e.evidence for e in rebuilt.entries()}
+    assert again["solver"].passed and again["solver"].score == 10.0 and not again["idler"].passed
+    assert {c.id for c in again["solver"].checks} == {c.id for c in lab.checks}
+    assert rebuild_from_gradebook(settings, load_course(settings.course_file), course, rebuilt) == 0  # idempotent
+
     flt = {"label": [f"{L.MANAGED}=1", f"{L.LAB}={LAB}"]}
     learners = {c["Labels"].get(L.LEARNER) for c in client.api.containers(all=True, filters=flt)}
     assert not learners & {"solver", "idler"}

@@ -18,7 +18,7 @@ from typing import Any
 
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
-from traitlets import Unicode
+from traitlets import Bool, Unicode
 
 AUTOGRADE_PREPROCESSORS = [
     "ladderlab.grading.nbgrader_ext.LadderlabExecute",
@@ -54,6 +54,9 @@ class LadderlabExecute(Execute):  # type: ignore[misc]
 
     ladderlab_root = Unicode("", help="the ladderlab course checkout (holds course.yaml, labs/, graders/)").tag(
         config=True)
+    record = Bool(True, help="append each grading's evidence to the ladder record").tag(config=True)
+    ladder_url = Unicode("", help="SQLAlchemy URL of the ladder record (default: LADDERLAB_LADDER_URL or the "
+                                  "SQLite file in the cache)").tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
         from ladderlab.config import Settings
@@ -76,6 +79,11 @@ class LadderlabExecute(Execute):  # type: ignore[misc]
         for problem in report.problems:
             self.log.warning("ladderlab: %s", problem)
         resources.setdefault("ladderlab", {})["report"] = report.to_json()
+        if self.record:
+            from ladderlab.ladder.recording import record
+
+            seq = record(settings, course.id, report, self.ladder_url or None)
+            self.log.info("ladderlab: evidence entry %d recorded", seq)
         return graded, resources
 
 

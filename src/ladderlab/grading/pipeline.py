@@ -19,6 +19,7 @@ Trust rules (DESIGN.md, "Trust boundaries"):
 from __future__ import annotations
 
 import copy
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import docker
+import nbformat
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
 
@@ -73,6 +75,10 @@ class GradeReport:
     seed: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    threshold: float = 0.0
+    submission_hash: str = ""
+    image_digests: dict[str, str] = field(default_factory=dict)
+    check_suite_hash: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The documented, stable form (see README, "ladderlab grade")."""
@@ -81,6 +87,25 @@ class GradeReport:
 
     def failed(self) -> list[str]:
         return [c.id for c in self.checks if not c.passed]
+
+
+# --- what a grading was made of (for the evidence record) ----------------------------------------
+
+
+def submission_hash(nb: NotebookNode) -> str:
+    """sha256 of the submitted notebook as nbformat serialises it (stable key order)."""
+    return hashlib.sha256(nbformat.writes(nb).encode()).hexdigest()
+
+
+def image_digests(client: docker.DockerClient, env: runtime.Environment) -> dict[str, str]:
+    """The image id each host ran (content-addressed), by host name."""
+    out = {}
+    for name, info in env.record.hosts.items():
+        try:
+            out[name] = str(client.images.get(info.image).id)
+        except docker.errors.DockerException:
+            out[name] = info.image
+    return out
 
 
 # --- preparing the notebook -----------------------------------------------------------------------
@@ -256,6 +281,7 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
                          course_id=lab.course.id, reuse=False, lockout_roles=PROBE_ROLES,
                          on_networks=lambda record: box.create(record, sandbox_nb))
         timings["env_up"] = time.monotonic() - t0
+        images = image_digests(client, env)
         say(f"{lab.id}/{student}: running the notebook in the sandbox ({env.id})")
         box.go(connection_for(settings, env, lab.id))
         ctx = LiveContext(env, probe)
@@ -294,7 +320,9 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
     results = [outcome(c, v) for c, v in verdicts]
     score = round(sum(r.points for r in results), 3)
     report = GradeReport(lab.id, student, score, lab.max_score, score >= lab.threshold * lab.max_score - 1e-9,
-                         results, env.id, env.record.seed, timings, problems)
+                         results, env.id, env.record.seed, timings, problems, threshold=lab.threshold,
+                         submission_hash=submission_hash(submitted), image_digests=images,
+                         check_suite_hash=lab.suite_hash())
     timings["total"] = time.monotonic() - t0
     return report, nb
 

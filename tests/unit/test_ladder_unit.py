@@ -1,0 +1,158 @@
+"""The ladder rules and the evidence chain on SQLite (PostgreSQL: tests/integration/test_ladder_postgres.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from ladderlab.config import Settings
+from ladderlab.course import load_course
+from ladderlab.ladder.evidence import CheckResult, Entry, Evidence
+from ladderlab.ladder.rules import ladder_for, progress
+from ladderlab.ladder.store import Store
+
+
+@pytest.fixture(scope="module")
+def course(settings):
+    return load_course(settings.course_file)
+
+
+def ev(learner="ada", lab="sec-1-iptables-hardening", passed=True, score=None, submission="s1", at="2026-11-01"):
+    score = 10.0 if passed and score is None else (score or 0.0)
+    return Evidence(course="ladderlab-sre", learner=learner, lab=lab,
+                    checks=(CheckResult("default-deny", 2.0 if passed else 0.0, 2.0, passed),),
+                    score=score, max_score=10.0, passed=passed, threshold=1.0, seed="ab" * 32,
+                    submission_hash=submission, image_digests={"target": "sha256:1"}, check_suite_hash="c",
+                    grader_version="0.1.0", recorded_at=at)
+
+
+def entries(*items):
+    return [Entry(i + 1, e, "", "") for i, e in enumerate(items)]
+
+
+def test_levels_need_every_lower_cell_that_has_labs(course):
+    sec1, sec2 = "sec-1-iptables-hardening", "sec-2-tls-server"
+    only_l2 = progress(course, "ada", entries(ev(lab=sec2)))
+    assert only_l2.cells[("security", 2)].demonstrated and only_l2.levels["security"] == 0
+    both = progress(course, "ada", entries(ev(lab=sec1), ev(lab=sec2)))
+    assert both.levels["security"] == 2
+    # SRE: levels 1 and 3 have no labs and do not block; 2 and 4 and 5 do
+    sre = progress(course, "ada", entries(ev(lab="sre-2-golden-signal-alerts"), ev(lab="sre-5-strace-debugging")))
+    assert sre.levels["sre"] == 2 and sre.next_rung("sre").level == 4
+    assert sre.next_rung("sre").missing == ["sre-4-slo-burn-rate-alerts"]
+    assert progress(course, "ada", []).levels == {t.id: 0 for t in course.ladder.tracks}
+
+
+def test_failed_partial_reattempted_and_superseded(course):
+    lab = "sec-1-iptables-hardening"
+    partial = progress(course, "ada", entries(ev(passed=False, score=8.0)))
+    assert not partial.labs[lab].passed and partial.levels["security"] == 0
+    reattempt = progress(course, "ada", entries(ev(passed=False, submission="s1"), ev(passed=True, submission="s2")))
+    assert reattempt.labs[lab].passed and reattempt.labs[lab].best.seq == 2
+    later_fail = progress(course, "ada", entries(ev(passed=True, submission="s1"), ev(passed=False, submission="s2")))
+    assert later_fail.labs[lab].passed  # a demonstration is not taken back by a later attempt
+    regraded = progress(course, "ada", entries(ev(passed=True, submission="s1"), ev(passed=False, submission="s1")))
+    assert not regraded.labs[lab].passed  # the same submission regraded: the latest grading counts
+    assert [e.seq for e in regraded.labs[lab].attempts] == [2]
+    others = ladder_for(course, entries(ev(learner="bo"), ev(learner="ada", passed=False)))
+    assert others["bo"].levels["security"] == 1 and others["ada"].levels["security"] == 0
+
+
+@pytest.fixture
+def store(tmp_path):
+    settings = Settings(root=tmp_path, cache_dir=tmp_path / ".cache")
+    return Store.open(settings, f"sqlite:///{tmp_path / 'ladder.sqlite'}")
+
+
+def raw(tmp_path):
+    conn = sqlite3.connect(tmp_path / "ladder.sqlite")
+    conn.execute("DROP TRIGGER ladder_evidence_no_update")
+    conn.execute("DROP TRIGGER ladder_evidence_no_delete")
+    return conn
+
+
+def test_chain_appends_and_verifies(store):
+    for i in range(5):
+        store.append(ev(learner=f"l{i}"))
+    v = store.verify()
+    assert v.ok and v.entries == 5
+    got = store.entries()
+    assert [e.seq for e in got] == [1, 2, 3, 4, 5] and got[1].prev_hash == got[0].hash
+    assert [e.evidence.learner for e in store.entries(learner="l3")] == ["l3"]
+
+
+def test_the_table_refuses_updates_and_deletes(store, tmp_path):
+    store.append(ev())
+    conn = sqlite3.connect(tmp_path / "ladder.sqlite")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("UPDATE ladder_evidence SET learner = 'eve'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("DELETE FROM ladder_evidence")
+
+
+@pytest.mark.parametrize("where", [1, 3, 5])
+def test_one_changed_byte_is_found(store, tmp_path, where):
+    for i in range(5):
+        store.append(ev(learner=f"l{i}"))
+    conn = raw(tmp_path)
+    payload = conn.execute("SELECT payload FROM ladder_evidence WHERE seq = ?", (where,)).fetchone()[0]
+    conn.execute("UPDATE ladder_evidence SET payload = ? WHERE seq = ?",
+                 (payload.replace('"score":10.0', '"score":10.5'), where))
+    conn.commit()
+    v = store.verify()
+    assert not v.ok and v.first_broken == where and "was changed" in v.reason
+
+
+def test_rewriting_hashes_too_breaks_the_next_link_or_the_anchor(store, tmp_path):
+    from ladderlab.ladder.evidence import chain_hash
+
+    for i in range(3):
+        store.append(ev(learner=f"l{i}"))
+    conn = raw(tmp_path)
+    prev, payload = conn.execute("SELECT prev_hash, payload FROM ladder_evidence WHERE seq = 2").fetchone()
+    forged = payload.replace('"passed":true', '"passed":false')
+    conn.execute("UPDATE ladder_evidence SET payload = ?, hash = ? WHERE seq = 2", (forged, chain_hash(prev, forged)))
+    conn.commit()
+    v = store.verify()
+    assert not v.ok and v.first_broken == 3 and "does not follow" in v.reason
+    # rewrite the whole tail consistently: the signed anchor still catches it
+    h2 = chain_hash(prev, forged)
+    p3 = conn.execute("SELECT payload FROM ladder_evidence WHERE seq = 3").fetchone()[0]
+    conn.execute("UPDATE ladder_evidence SET prev_hash = ?, hash = ? WHERE seq = 3", (h2, chain_hash(h2, p3)))
+    conn.commit()
+    v = store.verify()
+    assert not v.ok and v.first_broken == 3 and "rewritten" in v.reason
+
+
+def test_deleted_entries_are_found(store, tmp_path):
+    for i in range(4):
+        store.append(ev(learner=f"l{i}"))
+    conn = raw(tmp_path)
+    conn.execute("DELETE FROM ladder_evidence WHERE seq = 2")
+    conn.commit()
+    v = store.verify()
+    assert not v.ok and v.first_broken == 2 and "missing" in v.reason
+    conn.execute("DELETE FROM ladder_evidence WHERE seq >= 3")
+    conn.commit()
+    v = store.verify()
+    assert not v.ok and v.first_broken == 4 and "deleted" in v.reason
+
+
+def test_a_forged_anchor_is_refused(store, tmp_path):
+    import json
+
+    store.append(ev())
+    data = json.loads(store.anchor.read_text())
+    data["seq"] = 7
+    store.anchor.write_text(json.dumps(data))
+    v = store.verify()
+    assert not v.ok and "not signed by the course key" in v.reason
+
+
+def test_the_course_key_is_private(store, tmp_path):
+    from ladderlab.ladder.keys import key_file
+
+    store.append(ev())
+    path = key_file(store.settings)
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
