@@ -339,6 +339,74 @@ def cmd_ladder_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_ladder_export(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from ladderlab.ladder import xapi
+
+    course, _, entries = _ladder_data(settings, args.learner, args.cohort)
+    path = Path(args.xapi)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(xapi.lines(course, entries))
+    tmp.replace(path)
+    say(f"wrote {len(entries)} xAPI statements to {path}")
+    return 0
+
+
+def cmd_badges_issue(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from ladderlab.ladder.badges import issue
+    from ladderlab.ladder.keys import load_or_create
+
+    course, ladder, _ = _ladder_data(settings, args.learner, args.cohort)
+    issued = issue(course, ladder, load_or_create(settings), Path(args.out))
+    for item in issued:
+        say(f"{item.learner}: {item.track} level {item.level} -> {item.path}")
+    say(f"{len(issued)} credentials issued" if issued else "no demonstrated levels: nothing to issue")
+    return 0
+
+
+def cmd_badges_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from ladderlab.errors import UsageError
+    from ladderlab.ladder.badges import BadgeError, verify
+    from ladderlab.ladder.keys import load_or_create, load_public
+
+    if args.issuer_key:
+        try:
+            key = load_public(Path(args.issuer_key).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--issuer-key {args.issuer_key}: {exc}") from None
+    else:
+        key = load_or_create(settings).public_key()
+    try:
+        token = Path(args.file).read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"{args.file}: {exc.strerror or exc}") from None
+    try:
+        credential = verify(token, key)
+    except BadgeError as exc:
+        out.print(f"[red]INVALID[/] {args.file}: {exc}", markup=True, highlight=False)
+        return 1
+    subject = credential["credentialSubject"]
+    out.print(f"[green]VALID[/] {args.file}: {credential['name']} for {subject['id']} "
+              f"(issued by {credential['issuer']['name']}, valid until {credential['validUntil']})",
+              markup=True, highlight=False)
+    return 0
+
+
+def cmd_badges_key(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.ladder.badges import did_key
+    from ladderlab.ladder.keys import load_or_create, public_pem
+
+    key = load_or_create(settings)
+    print(public_pem(key), end="")
+    say(f"issuer: {did_key(key.public_key())}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ladderlab", description="Hands-on SRE skills lab.")
     p.add_argument("--version", action="version", version=f"ladderlab {__version__}")
@@ -442,6 +510,25 @@ def parser() -> argparse.ArgumentParser:
     lr.add_argument("--db", metavar="URL", help="gradebook URL (default: DIR/gradebook.db)")
     lr.add_argument("--url", help="ladder store URL")
     lr.set_defaults(func=cmd_ladder_rebuild)
+    le = lds.add_parser("export", help="xAPI statements (JSON lines) for every graded attempt")
+    le.add_argument("--xapi", required=True, metavar="FILE")
+    le.add_argument("--learner", metavar="ID")
+    le.add_argument("--cohort", metavar="NAME")
+    le.set_defaults(func=cmd_ladder_export)
+
+    b = sub.add_parser("badges", help="Open Badges 3.0 credentials").add_subparsers(dest="sub", required=True,
+                                                                                  metavar="SUB")
+    bi = b.add_parser("issue", help="an OpenBadgeCredential (VC-JWT) per demonstrated ladder level")
+    bi.add_argument("--out", required=True, metavar="DIR")
+    bi.add_argument("--learner", metavar="ID")
+    bi.add_argument("--cohort", metavar="NAME")
+    bi.set_defaults(func=cmd_badges_issue)
+    bv = b.add_parser("verify", help="check a credential's signature, pinned issuer key, dates and structure")
+    bv.add_argument("file", metavar="FILE")
+    bv.add_argument("--issuer-key", metavar="KEY", help="the issuer's public key (PEM); default: this course's")
+    bv.set_defaults(func=cmd_badges_verify)
+    bk = b.add_parser("key", help="print the course's public key (PEM) and issuer did:key")
+    bk.set_defaults(func=cmd_badges_key)
     return p
 
 
