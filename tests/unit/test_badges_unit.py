@@ -102,7 +102,7 @@ def test_structure_is_checked(record, tmp_path):
     claims["@context"] = ["https://www.w3.org/2018/credentials/v1"]
     claims["type"] = ["VerifiableCredential"]
     bad = jwt.encode(claims, key, algorithm="EdDSA", headers={"jwk": jwk(key.public_key())})
-    with pytest.raises(BadgeError, match="structure: @context .*; type must include"):
+    with pytest.raises(BadgeError, match=r"structure: @context .*; type must include"):
         verify(bad, key.public_key(), NOW)
 
 
