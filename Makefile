@@ -39,11 +39,13 @@ integration: setup
 	$(BIN)/pytest tests/integration
 
 test: setup lint
+	$(BIN)/ladderlab setup --no-images --browser
 	$(BIN)/pytest tests
 
 bench: setup
 	$(BIN)/python benchmarks/env_startup.py
 	$(BIN)/python benchmarks/grade_one.py
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	-$(BIN)/ladderlab env reap

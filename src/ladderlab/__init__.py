@@ -21,3 +21,10 @@ def start(lab_id: str, **kwargs: Any) -> Lab:
     from ladderlab.lab import start as _start
 
     return _start(lab_id, **kwargs)
+
+
+def my_ladder(learner: str | None = None) -> Any:
+    """Your ladder (levels per track, demonstrated cells, the labs to your next level)."""
+    from ladderlab.lab.ladder_view import my_ladder as _my_ladder
+
+    return _my_ladder(learner)

@@ -63,6 +63,10 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     client = ensure_engine(settings, say=say)
     if not args.no_images:
         build(client, settings, args.envs or None, say)
+    if args.browser:
+        from ladderlab import browser
+
+        say(f"chromium: {browser.ensure(settings, say)}")
     say("ready")
     return 0
 
@@ -407,6 +411,22 @@ def cmd_badges_key(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from ladderlab.ladder.recording import now
+    from ladderlab.reports.data import build
+    from ladderlab.reports.site import write_site
+
+    course, _, entries = _ladder_data(settings, args.learner, args.cohort)
+    members = list(course.cohorts[args.cohort]) if args.cohort else ([args.learner] if args.learner else None)
+    started = time.monotonic()
+    pages = write_site(build(course, entries, members, now()), Path(args.out))
+    say(f"wrote {len(pages)} pages and CSV/JSON exports to {args.out} in {time.monotonic() - started:.2f}s "
+        f"(open {Path(args.out) / 'index.html'})")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ladderlab", description="Hands-on SRE skills lab.")
     p.add_argument("--version", action="version", version=f"ladderlab {__version__}")
@@ -419,6 +439,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("setup", help="start a Docker engine if none answers (root+apt) and build images")
     s.add_argument("envs", nargs="*", metavar="ENV")
     s.add_argument("--no-images", action="store_true", help="only make sure an engine answers")
+    s.add_argument("--browser", action="store_true", help="also make sure Debian's chromium is installed "
+                                                          "(for the report's browser tests)")
     s.set_defaults(func=cmd_setup)
 
     lb = sub.add_parser("lab", help="start JupyterLab with the course on 127.0.0.1")
@@ -529,6 +551,12 @@ def parser() -> argparse.ArgumentParser:
     bv.set_defaults(func=cmd_badges_verify)
     bk = b.add_parser("key", help="print the course's public key (PEM) and issuer did:key")
     bk.set_defaults(func=cmd_badges_key)
+
+    rp = sub.add_parser("report", help="the static site: cohort heatmap, engineer pages, CSV and JSON")
+    rp.add_argument("--out", required=True, metavar="DIR")
+    rp.add_argument("--learner", metavar="ID")
+    rp.add_argument("--cohort", metavar="NAME")
+    rp.set_defaults(func=cmd_report)
     return p
 
 

@@ -1,0 +1,61 @@
+"""What the "Start here" notebook shows a learner: their own ladder, and the labs to their next level."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape as e
+from typing import Any
+
+
+@dataclass
+class LadderView:
+    learner: str
+    course: Any
+    progress: Any
+
+    def next_labs(self) -> list[tuple[str, int, str, str]]:
+        """(track name, level, lab id, lab title) for every lab missing from each track's next rung."""
+        titles = {lab.id: lab.title for lab in self.course.labs}
+        out = []
+        for track in self.course.ladder.tracks:
+            rung = self.progress.next_rung(track.id)
+            if rung is not None:
+                out += [(track.name, rung.level, lab, titles.get(lab, lab)) for lab in rung.missing]
+        return out
+
+    def __repr__(self) -> str:
+        lines = [f"ladder of {self.learner}:"]
+        for t in self.course.ladder.tracks:
+            lines.append(f"  {t.name:<28} level {self.progress.levels[t.id]}")
+        for name, level, lab, title in self.next_labs():
+            lines.append(f"  next: {name} L{level} <- {lab} ({title}): labs/{lab}/{lab}.ipynb")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><td>{e(t.name)}</td><td><b>{self.progress.levels[t.id]}</b></td></tr>"
+                       for t in self.course.ladder.tracks)
+        shown = "".join(
+            f"<li><b>{e(self.course.track(t).name)} L{lvl}</b>: {e(self.course.cell(t, lvl).text)}</li>"
+            for (t, lvl), c in sorted(self.progress.cells.items())
+            if c.demonstrated and lvl <= self.progress.levels[t])
+        nxt = "".join(f'<li>{e(name)} L{level}: <a href="labs/{e(lab)}/{e(lab)}.ipynb">{e(title)}</a> '
+                      f"(<code>{e(lab)}</code>)</li>" for name, level, lab, title in self.next_labs())
+        return (f"<div><h3>Your ladder, {e(self.learner)}</h3><table><tr><th>track</th><th>level</th></tr>{rows}"
+                f"</table><h4>Demonstrated</h4><ul>{shown or '<li>nothing yet</li>'}</ul>"
+                f"<h4>Labs to your next level</h4><ul>{nxt or '<li>none: every rung with labs is done</li>'}</ul>"
+                f"</div>")
+
+
+def my_ladder(learner: str | None = None) -> LadderView:
+    """The learner's own ladder from the evidence record (levels, demonstrated cells, next labs)."""
+    from ladderlab.config import Settings
+    from ladderlab.course import load_course
+    from ladderlab.lab import learner_id
+    from ladderlab.ladder.rules import progress
+    from ladderlab.ladder.store import Store
+
+    settings = Settings.from_env()
+    course = load_course(settings.course_file, "course.yaml")
+    who = learner_id(learner)
+    entries = Store.open(settings).entries(learner=who)
+    return LadderView(who, course, progress(course, who, entries))

@@ -1,0 +1,178 @@
+"""The static site: ``index.html`` (cohort, for trainers), ``engineer/<id>.html`` (for managers),
+CSV and JSON exports. Plain HTML with inline SVG charts and one stylesheet: no server, no
+script, nothing fetched from the network at view time."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from html import escape as e
+from pathlib import Path
+from typing import Any
+
+from ladderlab.ladder.rules import Progress
+from ladderlab.reports.data import ReportData
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d2430;max-width:1200px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}.muted{color:#667}
+table{border-collapse:collapse}th,td{padding:3px 6px;border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:top}
+#heatmap td.c{width:34px;height:20px;padding:0;border:1px solid #fff}
+.demo{background:#2e9d5b}.tried{background:#f0b429}.none{background:#e8ebef}
+#heatmap th.c{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:normal;font-size:12px}
+.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
+.cell{border:1px solid #e3e6ea;border-radius:6px;padding:10px 12px;margin:8px 0}
+.cell h3{margin:0 0 4px;font-size:15px}.quote{color:#445;font-style:italic}
+a{color:#1f5fbf}nav a{margin-right:14px}
+"""
+
+
+def _page(title: str, body: str, css_href: str) -> str:
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
+            f'<link rel="stylesheet" href="{css_href}"></head><body>{body}</body></html>\n')
+
+
+def _bars(rows: list[tuple[str, float, str]], maximum: float, width: int = 420, unit: str = "") -> str:
+    """A horizontal bar chart (inline SVG): (label, value, tooltip) rows."""
+    bar_h, label_w = 20, 230
+    height = bar_h * len(rows) + 10
+    parts = [f'<svg class="chart" role="img" width="{label_w + width + 60}" height="{height}" '
+             f'xmlns="http://www.w3.org/2000/svg">']
+    for i, (label, value, tip) in enumerate(rows):
+        y = 5 + i * bar_h
+        w = 0 if maximum <= 0 else int(width * value / maximum)
+        parts.append(f'<text x="0" y="{y + 14}" font-size="12">{e(label)}</text>'
+                     f'<rect x="{label_w}" y="{y + 3}" width="{w}" height="{bar_h - 6}" fill="#3b7dd8">'
+                     f'<title>{e(tip)}</title></rect>'
+                     f'<text x="{label_w + w + 6}" y="{y + 14}" font-size="12">{value:g}{unit}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _cell_label(data: ReportData, cell: tuple[str, int]) -> str:
+    return f"{data.course.track(cell[0]).code} L{cell[1]}"
+
+
+def cohort_page(data: ReportData, title: str) -> str:
+    course = data.course
+    head = "".join(f'<th class="c" title="{e(course.track(t).name)} level {lvl}">{e(_cell_label(data, (t, lvl)))}</th>'
+                   for t, lvl in data.cells)
+    tracks = [t.id for t in course.ladder.tracks]
+    track_heads = "".join(f"<th>{e(course.track(t).code)}</th>" for t in tracks)
+    rows = []
+    for learner, p in data.ladder.items():
+        tds = []
+        for cell in data.cells:
+            status = p.cells[cell]
+            tried = any(lab in p.labs for lab in status.labs)
+            cls = "demo" if status.demonstrated else "tried" if tried else "none"
+            tip = f"{learner}: {_cell_label(data, cell)} " + ("demonstrated" if status.demonstrated else
+                                                              f"missing {', '.join(status.missing)}")
+            tds.append(f'<td class="c {cls}" title="{e(tip)}"></td>')
+        levels = "".join(f"<td>{p.levels[t]}</td>" for t in tracks)
+        rows.append(f'<tr><th><a href="engineer/{e(learner)}.html">{e(learner)}</a></th>{"".join(tds)}{levels}</tr>')
+    labs = sorted(data.labs.values(), key=lambda s: s.lab)
+    rates = _bars([(s.lab, round(100 * s.pass_rate, 1), f"{s.passed}/{s.learners} learners passed, "
+                    f"{s.attempts} attempts") for s in labs], 100, unit="%")
+    failed = "".join(f"<tr><td>{e(lab)}</td><td><code>{e(check)}</code></td><td>{n}</td></tr>"
+                     for lab, check, n in data.failed_checks) or '<tr><td colspan="3">none yet</td></tr>'
+    body = (f"<h1>{e(title)}</h1><p class=\"muted\">{len(data.ladder)} learners &middot; {data.entries} graded "
+            f"attempts &middot; generated {e(data.generated)}</p>"
+            f'<nav><a href="ladder.csv">ladder.csv</a><a href="evidence.csv">evidence.csv</a>'
+            f'<a href="labs.csv">labs.csv</a><a href="report.json">report.json</a></nav>'
+            f"<h2>Learners &times; ladder cells</h2>"
+            f'<p class="legend"><span class="demo"></span>demonstrated<span class="tried"></span>attempted, '
+            f'not yet<span class="none"></span>not attempted</p>'
+            f'<table id="heatmap"><thead><tr><th>learner</th>{head}{track_heads}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>"
+            f"<h2>Pass rate per lab</h2>{rates}"
+            f'<h2>Checks most often failed (what to teach next)</h2><table id="failed"><thead><tr><th>lab</th>'
+            f"<th>check</th><th>learners failing it</th></tr></thead><tbody>{failed}</tbody></table>")
+    return _page(title, body, "style.css")
+
+
+def engineer_page(data: ReportData, p: Progress, title: str) -> str:
+    course = data.course
+    tracks = course.ladder.tracks
+    chart = _bars([(t.name, p.levels[t.id], f"{t.name}: level {p.levels[t.id]}") for t in tracks], 6)
+    titles = {lab.id: lab.title for lab in course.labs}
+    shown = []
+    for (track_id, level), status in sorted(p.cells.items()):
+        if not status.demonstrated or level > p.levels[track_id]:
+            continue
+        evidence = []
+        for lab_id in status.labs:
+            best = p.labs[lab_id].best
+            if best is None:
+                continue
+            ev = best.evidence
+            checks = ", ".join(c.id for c in ev.checks if c.passed)
+            evidence.append(f"<li><b>{e(titles.get(lab_id, lab_id))}</b> ({e(lab_id)}): {ev.score:g}/{ev.max_score:g}"
+                            f" on {e(ev.recorded_at[:10])}; checks passed: {e(checks)} "
+                            f'<span class="muted">entry #{best.seq}, {e(best.hash[:12])}</span></li>')
+        track = course.track(track_id)
+        shown.append(f'<div class="cell"><h3>{e(track.name)} level {level}</h3>'
+                     f'<p class="quote">{e(course.cell(track_id, level).text)}</p><ul>{"".join(evidence)}</ul></div>')
+    nxt = []
+    for t in tracks:
+        rung = p.next_rung(t.id)
+        if rung is None:
+            continue
+        missing = ", ".join(f"{e(titles.get(lab, lab))} ({e(lab)})" for lab in rung.missing)
+        nxt.append(f"<li><b>{e(t.name)} level {rung.level}</b>: {missing}</li>")
+    body = (f'<nav><a href="../index.html">&larr; cohort</a></nav><h1>{e(p.learner)}</h1>'
+            f"<p class=\"muted\">{e(title)}</p><h2>Levels per track</h2>{chart}"
+            f"<h2>Demonstrated</h2>{''.join(shown) or '<p>Nothing demonstrated yet.</p>'}"
+            f"<h2>Next rung</h2><ul>{''.join(nxt) or '<li>every rung with labs is demonstrated</li>'}</ul>")
+    return _page(f"{p.learner} - {title}", body, "../style.css")
+
+
+def _csv(rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def exports(data: ReportData) -> dict[str, str]:
+    tracks = [t.id for t in data.course.ladder.tracks]
+    ladder_rows: list[list[Any]] = [["learner", "track", "level"]]
+    evidence_rows: list[list[Any]] = [
+        ["learner", "lab", "passed", "score", "max_score", "entry", "hash", "recorded_at"]]
+    learners = []
+    for learner, p in data.ladder.items():
+        ladder_rows += [[learner, t, p.levels[t]] for t in tracks]
+        for lab_id, status in sorted(p.labs.items()):
+            best = status.best
+            if best is not None:
+                ev = best.evidence
+                evidence_rows.append([learner, lab_id, status.passed, ev.score, ev.max_score, best.seq, best.hash,
+                                      ev.recorded_at])
+        learners.append({"learner": learner, "levels": p.levels,
+                         "demonstrated": [f"{t}:{lvl}" for (t, lvl), c in sorted(p.cells.items()) if c.demonstrated],
+                         "labs": {lab: s.passed for lab, s in sorted(p.labs.items())}})
+    labs_rows: list[list[Any]] = [["lab", "learners", "passed", "pass_rate", "attempts"]]
+    labs_rows += [[s.lab, s.learners, s.passed, round(s.pass_rate, 4), s.attempts] for s in data.labs.values()]
+    report = {"course": data.course.id, "generated": data.generated, "entries": data.entries, "learners": learners,
+              "labs": [{"lab": s.lab, "learners": s.learners, "passed": s.passed, "pass_rate": round(s.pass_rate, 4),
+                        "attempts": s.attempts} for s in data.labs.values()],
+              "failed_checks": [{"lab": lab, "check": c, "learners": n} for lab, c, n in data.failed_checks]}
+    return {"ladder.csv": _csv(ladder_rows), "evidence.csv": _csv(evidence_rows), "labs.csv": _csv(labs_rows),
+            "report.json": json.dumps(report, indent=1, sort_keys=True)}
+
+
+def write_site(data: ReportData, out: Path) -> list[Path]:
+    """Write the whole site under ``out`` (created); return the pages written."""
+    title = f"{data.course.title} - ladder"
+    (out / "engineer").mkdir(parents=True, exist_ok=True)
+    files = {"style.css": CSS, "index.html": cohort_page(data, title), **exports(data)}
+    for learner, p in data.ladder.items():
+        files[os.path.join("engineer", f"{learner}.html")] = engineer_page(data, p, title)
+    pages = []
+    for name, text in files.items():
+        path = out / name
+        path.write_text(text, encoding="utf-8")
+        if name.endswith(".html"):
+            pages.append(path)
+    return pages

@@ -1,0 +1,53 @@
+"""Report numbers and pages from a small record (the browser view: tests/integration/test_report_browser.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from ladderlab.course import load_course
+from ladderlab.lab.ladder_view import LadderView
+from ladderlab.ladder.evidence import Entry
+from ladderlab.ladder.rules import progress
+from ladderlab.reports.data import build
+from ladderlab.reports.site import write_site
+
+from .test_ladder_unit import ev
+
+
+def entries(*items):
+    return [Entry(i + 1, e, "", f"{i + 1:064x}") for i, e in enumerate(items)]
+
+
+def test_pass_rates_failed_checks_and_exports(settings, tmp_path):
+    course = load_course(settings.course_file)
+    record = entries(ev("ada", "sec-1-iptables-hardening"), ev("bo", "sec-1-iptables-hardening", passed=False),
+                     ev("bo", "sec-1-iptables-hardening", passed=False, submission="s2"),
+                     ev("chen", "sec-2-tls-server", passed=False))
+    data = build(course, record, None, "now")
+    sec1 = data.labs["sec-1-iptables-hardening"]
+    assert (sec1.learners, sec1.passed, sec1.attempts, sec1.pass_rate) == (2, 1, 3, 0.5)
+    assert data.failed_checks == [("sec-1-iptables-hardening", "default-deny", 1),
+                                  ("sec-2-tls-server", "default-deny", 1)]
+    pages = write_site(data, tmp_path)
+    assert len(pages) == 1 + 3
+    index = (tmp_path / "index.html").read_text()
+    assert index.count('<tr><th><a href="engineer/') == 3 and "<script" not in index and "http" not in \
+        index.replace("http://www.w3.org/2000/svg", "")
+    rows = list(csv.DictReader((tmp_path / "ladder.csv").open()))
+    assert {(r["learner"], r["track"], r["level"]) for r in rows if r["track"] == "security"} == \
+        {("ada", "security", "1"), ("bo", "security", "0"), ("chen", "security", "0")}
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["entries"] == 4 and len(report["learners"]) == 3
+    ada = (tmp_path / "engineer" / "ada.html").read_text()
+    assert "Security level 1" in ada and "Security level 2" in ada.split("Next rung")[1]
+
+
+def test_start_here_view_lists_next_labs_with_links(settings):
+    course = load_course(settings.course_file)
+    view = LadderView("ada", course, progress(course, "ada", entries(ev("ada", "sec-1-iptables-hardening"))))
+    nxt = view.next_labs()
+    assert ("Security", 2, "sec-2-tls-server", course.lab("sec-2-tls-server").title) in nxt
+    html = view._repr_html_()
+    assert 'href="labs/sec-2-tls-server/sec-2-tls-server.ipynb"' in html
+    assert "level 1" in repr(view).lower() or "level 1" in repr(view)
