@@ -415,13 +415,19 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from ladderlab.ladder.recording import now
+    from ladderlab.ladder.store import Store
     from ladderlab.reports.data import build
     from ladderlab.reports.site import write_site
 
     course, _, entries = _ladder_data(settings, args.learner, args.cohort)
     members = list(course.cohorts[args.cohort]) if args.cohort else ([args.learner] if args.learner else None)
     started = time.monotonic()
-    pages = write_site(build(course, entries, members, now()), Path(args.out))
+    data = build(course, entries, members, now())
+    check = Store.open(settings).verify()
+    data.extra["verification"] = {"ok": check.ok, "entries": check.entries, "reason": check.reason}
+    pages = write_site(data, Path(args.out))
+    if not check.ok:
+        say(f"warning: the record does not verify ({check.reason}); the report says so on every page")
     say(f"wrote {len(pages)} pages and CSV/JSON exports to {args.out} in {time.monotonic() - started:.2f}s "
         f"(open {Path(args.out) / 'index.html'})")
     return 0

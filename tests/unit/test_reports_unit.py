@@ -51,3 +51,13 @@ def test_start_here_view_lists_next_labs_with_links(settings):
     html = view._repr_html_()
     assert 'href="labs/sec-2-tls-server/sec-2-tls-server.ipynb"' in html
     assert "level 1" in repr(view).lower() or "level 1" in repr(view)
+
+
+def test_every_page_says_whether_the_record_verifies(settings, tmp_path):
+    course = load_course(settings.course_file)
+    data = build(course, entries(ev("ada")), None, "now")
+    data.extra["verification"] = {"ok": False, "entries": 1, "reason": "entry 1 was changed"}
+    write_site(data, tmp_path)
+    for page in (tmp_path / "index.html", tmp_path / "engineer" / "ada.html"):
+        assert "The record does not verify:</b> entry 1 was changed" in page.read_text()
+    assert json.loads((tmp_path / "report.json").read_text())["verification"]["ok"] is False

@@ -25,7 +25,7 @@ table{border-collapse:collapse}th,td{padding:3px 6px;border-bottom:1px solid #e3
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
 .cell{border:1px solid #e3e6ea;border-radius:6px;padding:10px 12px;margin:8px 0}
 .cell h3{margin:0 0 4px;font-size:15px}.quote{color:#445;font-style:italic}
-a{color:#1f5fbf}nav a{margin-right:14px}
+a{color:#1f5fbf}nav a{margin-right:14px}.verified{color:#2e7d4f}.broken{color:#b3261e}
 """
 
 
@@ -55,6 +55,16 @@ def _cell_label(data: ReportData, cell: tuple[str, int]) -> str:
     return f"{data.course.track(cell[0]).code} L{cell[1]}"
 
 
+def _verification(data: ReportData) -> str:
+    v = data.extra.get("verification")
+    if v is None:
+        return ""
+    if v["ok"]:
+        return (f'<p class="verified">Record verified: {v["entries"]} entries, hash chain and signed head '
+                f"intact.</p>")
+    return f'<p class="broken"><b>The record does not verify:</b> {e(v["reason"])}. Do not rely on this report.</p>'
+
+
 def cohort_page(data: ReportData, title: str) -> str:
     course = data.course
     head = "".join(f'<th class="c" title="{e(course.track(t).name)} level {lvl}">{e(_cell_label(data, (t, lvl)))}</th>'
@@ -80,6 +90,7 @@ def cohort_page(data: ReportData, title: str) -> str:
                      for lab, check, n in data.failed_checks) or '<tr><td colspan="3">none yet</td></tr>'
     body = (f"<h1>{e(title)}</h1><p class=\"muted\">{len(data.ladder)} learners &middot; {data.entries} graded "
             f"attempts &middot; generated {e(data.generated)}</p>"
+            f"{_verification(data)}"
             f'<nav><a href="ladder.csv">ladder.csv</a><a href="evidence.csv">evidence.csv</a>'
             f'<a href="labs.csv">labs.csv</a><a href="report.json">report.json</a></nav>'
             f"<h2>Learners &times; ladder cells</h2>"
@@ -123,7 +134,7 @@ def engineer_page(data: ReportData, p: Progress, title: str) -> str:
         missing = ", ".join(f"{e(titles.get(lab, lab))} ({e(lab)})" for lab in rung.missing)
         nxt.append(f"<li><b>{e(t.name)} level {rung.level}</b>: {missing}</li>")
     body = (f'<nav><a href="../index.html">&larr; cohort</a></nav><h1>{e(p.learner)}</h1>'
-            f"<p class=\"muted\">{e(title)}</p><h2>Levels per track</h2>{chart}"
+            f"<p class=\"muted\">{e(title)}</p>{_verification(data)}<h2>Levels per track</h2>{chart}"
             f"<h2>Demonstrated</h2>{''.join(shown) or '<p>Nothing demonstrated yet.</p>'}"
             f"<h2>Next rung</h2><ul>{''.join(nxt) or '<li>every rung with labs is demonstrated</li>'}</ul>")
     return _page(f"{p.learner} - {title}", body, "../style.css")
@@ -155,6 +166,7 @@ def exports(data: ReportData) -> dict[str, str]:
     labs_rows: list[list[Any]] = [["lab", "learners", "passed", "pass_rate", "attempts"]]
     labs_rows += [[s.lab, s.learners, s.passed, round(s.pass_rate, 4), s.attempts] for s in data.labs.values()]
     report = {"course": data.course.id, "generated": data.generated, "entries": data.entries, "learners": learners,
+              "verification": data.extra.get("verification"),
               "labs": [{"lab": s.lab, "learners": s.learners, "passed": s.passed, "pass_rate": round(s.pass_rate, 4),
                         "attempts": s.attempts} for s in data.labs.values()],
               "failed_checks": [{"lab": lab, "check": c, "learners": n} for lab, c, n in data.failed_checks]}
