@@ -156,3 +156,13 @@ def test_the_course_key_is_private(store, tmp_path):
     store.append(ev())
     path = key_file(store.settings)
     assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_concurrent_appends_keep_one_chain_and_one_anchor(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda i: store.append(ev(learner=f"w{i}")), range(40)))
+    v = store.verify()
+    assert v.ok and v.entries == 40
+    assert not list(store.anchor.parent.glob("*.tmp"))

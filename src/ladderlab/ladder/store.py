@@ -17,9 +17,11 @@ SQLite by default (``<cache>/ladder.sqlite``), any SQLAlchemy URL otherwise
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,19 +189,24 @@ class Store:
     def _sign_head(self, entry: Entry) -> None:
         if self.anchor is None or self.settings is None:
             return
-        current = self._read_anchor()
-        if current is not None and current[0] > entry.seq:
-            return  # another writer is ahead; its anchor stands
-        key = load_or_create(self.settings)
-        message = f"{entry.seq}:{entry.hash}".encode()
-        data = {"seq": entry.seq, "hash": entry.hash,
-                "signature": base64.b64encode(key.sign(message)).decode()}
         self.anchor.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.anchor.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh)
-        tmp.replace(self.anchor)
+        key = load_or_create(self.settings)
+        lock = os.open(self.anchor.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # writers in other threads and processes take turns
+            current = self._read_anchor()
+            if current is not None and current[0] > entry.seq:
+                return  # another writer is ahead; its anchor stands
+            message = f"{entry.seq}:{entry.hash}".encode()
+            data = {"seq": entry.seq, "hash": entry.hash,
+                    "signature": base64.b64encode(key.sign(message)).decode()}
+            tmp = self.anchor.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh)
+            tmp.replace(self.anchor)
+        finally:
+            os.close(lock)
 
     def _read_anchor(self) -> tuple[int, str] | None:
         if self.anchor is None or self.settings is None or not self.anchor.exists():
