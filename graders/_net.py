@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from ladderlab.grading.checks import Context, Runner
 
@@ -83,6 +84,14 @@ def _json(runner: Runner, script: str, *args: object, timeout: float) -> object:
         return json.loads(result.stdout)
     except ValueError:
         raise ObservationError(f"observer printed {result.stdout[:100]!r}, not JSON") from None
+
+
+def run_json(runner: Runner, script: str, *args: object, timeout: float = 20) -> dict[str, Any]:
+    """Run an observer script (its own python3) with ``args``; its printed JSON object."""
+    answer = _json(runner, script, *args, timeout=timeout)
+    if not isinstance(answer, dict):
+        raise ObservationError(f"unexpected observer answer {answer!r}")
+    return answer
 
 
 #: How long a connection attempt may go unanswered before the port counts as filtered. On a

@@ -4,10 +4,9 @@ host's *image* (not the host, whose binaries the learner controls)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from graders._net import ObservationError
+from graders._net import run_json
 from ladderlab.grading.checks import Context, Runner, Verdict, check, fail, ok
 
 QUERY_SCRIPT = r"""
@@ -36,17 +35,7 @@ def fqdn(name: str) -> str:
 
 
 def query(runner: Runner, server: str, name: str, rtype: str, *, recursion: bool = False) -> dict[str, Any]:
-    result = runner.run("python3 -c %s %s %s %s %s", QUERY_SCRIPT, server, name, rtype, "1" if recursion else "0",
-                        timeout=15)
-    if result.failed:
-        raise ObservationError(f"dns query script exited {result.rc}: {result.stderr.strip()[:200]}")
-    try:
-        answer = json.loads(result.stdout)
-    except ValueError:
-        raise ObservationError(f"dns query printed {result.stdout[:100]!r}") from None
-    if not isinstance(answer, dict):
-        raise ObservationError(f"unexpected dns answer {answer!r}")
-    return answer
+    return run_json(runner, QUERY_SCRIPT, server, name, rtype, "1" if recursion else "0", timeout=15)
 
 
 def _values(answer: dict[str, Any], name: str, rtype: str) -> list[str]:

@@ -4,10 +4,9 @@ key files' modes from the Docker API's archive headers."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from graders._net import ObservationError, http_get
+from graders._net import http_get, run_json
 from ladderlab.grading.checks import Context, Runner, Verdict, check, fail, ok
 
 HANDSHAKE_SCRIPT = r"""
@@ -38,17 +37,7 @@ except (ssl.SSLError, OSError) as exc:
 
 def handshake(runner: Runner, address: str, port: int, server_name: str, cafile: str = "",
               max_version: str = "") -> dict[str, Any]:
-    result = runner.run("python3 -c %s %s %s %s %s %s", HANDSHAKE_SCRIPT, address, port, server_name, cafile,
-                        max_version, timeout=20)
-    if result.failed:
-        raise ObservationError(f"handshake script exited {result.rc}: {result.stderr.strip()[:200]}")
-    try:
-        answer = json.loads(result.stdout)
-    except ValueError:
-        raise ObservationError(f"handshake printed {result.stdout[:100]!r}") from None
-    if not isinstance(answer, dict):
-        raise ObservationError(f"unexpected handshake answer {answer!r}")
-    return answer
+    return run_json(runner, HANDSHAKE_SCRIPT, address, port, server_name, cafile, max_version)
 
 
 @check
@@ -166,25 +155,12 @@ except (ssl.SSLError, OSError) as exc:
 """
 
 
-def _script(runner: Runner, script: str, *args: object) -> dict[str, Any]:
-    result = runner.run("python3 -c %s" + " %s" * len(args), script, *args, timeout=20)
-    if result.failed:
-        raise ObservationError(f"observer script exited {result.rc}: {result.stderr.strip()[:200]}")
-    try:
-        answer = json.loads(result.stdout)
-    except ValueError:
-        raise ObservationError(f"observer printed {result.stdout[:100]!r}") from None
-    if not isinstance(answer, dict):
-        raise ObservationError(f"unexpected answer {answer!r}")
-    return answer
-
-
 @check
 def certificate_sound(ctx: Context, *, host: str, server_name: str, port: int = 443,
                       source: str = "probe") -> Verdict:
     """The served certificate names ``server_name`` in its SAN, has an RSA >= 2048 or P-256/P-384 key, and
     is signed with SHA-256 or better."""
-    c = _script(ctx.observe(source), CERT_SCRIPT, ctx.address(host), port, server_name)
+    c = run_json(ctx.observe(source), CERT_SCRIPT, ctx.address(host), port, server_name)
     if "error" in c:
         return fail(f"from {source}: no certificate from {host}:{port} ({c['error']})")
     problems = []
@@ -210,7 +186,7 @@ def strong_ciphers(ctx: Context, *, host: str, server_name: str, port: int = 443
     modern = handshake(observer, ctx.address(host), port, server_name)
     if not modern.get("ok"):
         return fail(f"from {source}: no TLS handshake with {host}:{port} at all ({modern.get('error')})")
-    a = _script(observer, WEAK_SCRIPT, ctx.address(host), port, server_name, WEAK_SUITES)
+    a = run_json(observer, WEAK_SCRIPT, ctx.address(host), port, server_name, WEAK_SUITES)
     if a.get("ok"):
         return fail(f"from {source}: {host}:{port} accepts the weak suite {a.get('cipher')} - allow only ECDHE "
                     f"with AES-GCM or ChaCha20 (ssl_ciphers)")
@@ -220,7 +196,7 @@ def strong_ciphers(ctx: Context, *, host: str, server_name: str, port: int = 443
 @check
 def hsts(ctx: Context, *, host: str, server_name: str, min_age: int = 15552000, source: str = "probe") -> Verdict:
     """HTTPS answers carry Strict-Transport-Security with max-age of at least ``min_age`` seconds."""
-    a = _script(ctx.observe(source), HSTS_SCRIPT, ctx.address(host), server_name)
+    a = run_json(ctx.observe(source), HSTS_SCRIPT, ctx.address(host), server_name)
     if a.get("status", 0) == 0:
         return fail(f"from {source}: no HTTPS answer from {host} ({a.get('error')})")
     header = str(a.get("hsts", ""))
