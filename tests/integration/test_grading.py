@@ -7,6 +7,7 @@ and everything is torn down."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import socket
@@ -110,7 +111,11 @@ def test_the_sandbox_is_a_sandbox(images, client, settings, lab):
     server.bind(("127.0.0.1", 0))
     server.listen(4)
     port = server.getsockname()[1]
-    threading.Thread(target=lambda: server.accept(), daemon=True).start()
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # closed when the test ends
+            server.accept()
+
+    threading.Thread(target=serve, daemon=True).start()
     gateway = client.api.inspect_network("bridge")["IPAM"]["Config"][0]["Gateway"]
     probe = (
         "import json, os, socket, subprocess\n"

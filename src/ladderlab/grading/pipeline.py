@@ -247,23 +247,13 @@ def write_verdict(cell: NotebookNode, result: CheckOutcome) -> None:
                                       traceback=[f"CheckFailed: {result.feedback}"])]
 
 
-_TEARDOWNS: list[threading.Thread] = []
-
-
-def wait_for_teardowns() -> None:
-    """Block until every teardown started with ``detach_teardown`` has finished."""
-    while _TEARDOWNS:
-        _TEARDOWNS.pop().join()
-
-
 def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitted: NotebookNode, student: str,
           *, say: Say = _quiet, detach_teardown: bool = False) -> tuple[GradeReport, NotebookNode]:
     """Grade one submitted notebook against a fresh environment with the student's seed.
 
     The environment is torn down in ``finally`` whatever happened. With ``detach_teardown``
     (bulk grading: nbgrader) the teardown starts there but runs on a non-daemon thread, so the
-    next notebook's work overlaps it; the process cannot exit before it is done, and
-    :func:`wait_for_teardowns` waits for it explicitly.
+    next notebook's work overlaps it; the process cannot exit before it is done.
     """
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -303,9 +293,7 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
         if env is not None:
             # env.down removes the sandbox and observers too: they carry the environment's labels.
             if detach_teardown:
-                thread = threading.Thread(target=env.down, name=f"teardown-{env.id}", daemon=False)
-                thread.start()
-                _TEARDOWNS.append(thread)
+                threading.Thread(target=env.down, name=f"teardown-{env.id}", daemon=False).start()
             else:
                 env.down()
         else:

@@ -222,19 +222,6 @@ class Sandbox:
         self.outcome.seconds = time.monotonic() - self.started
 
 
-def run_in_sandbox(settings: Settings, client: docker.DockerClient, env: Environment, lab_id: str,
-                   nb: NotebookNode, limits: SandboxSpec) -> SandboxOutcome:
-    """Execute ``nb`` in a fresh runner container on ``env``'s network (create, go, finish)."""
-    box = Sandbox(settings, client, limits)
-    try:
-        box.create(env.record, nb)
-        box.go(connection_for(settings, env, lab_id))
-    except BaseException:
-        box.remove()
-        raise
-    return box.finish()
-
-
 def _take_notebook(client: docker.DockerClient, name: str, limit: int, outcome: SandboxOutcome) -> NotebookNode | None:
     try:
         raw = read_limited(client, name, "/work/out.ipynb", limit)

@@ -21,7 +21,9 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, create_engine, event, select, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from ladderlab.config import Settings
 from ladderlab.errors import LadderlabError
@@ -112,10 +114,13 @@ class Store:
             raise LedgerError(f"ladder store {self.engine.url!r}: {str(exc).splitlines()[0]}") from None
 
     # --- writing ---------------------------------------------------------------------------------
-    def append(self, evidence: Evidence, attempts: int = 20) -> Entry:
-        """Add one entry at the head of the chain (retrying when a concurrent writer took the slot)."""
+    def append(self, evidence: Evidence, attempts: int = 50) -> Entry:
+        """Add one entry at the head of the chain (retrying, with a growing random pause, when a
+        concurrent writer took the slot or holds the database)."""
         payload = evidence.payload()
-        for _ in range(attempts):
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(random.uniform(0, 0.005 * min(attempt, 20)))  # noqa: S311 - jitter, not secrecy
             try:
                 with self.engine.begin() as conn:
                     head = conn.execute(select(EVIDENCE.c.seq, EVIDENCE.c.hash)
@@ -126,6 +131,10 @@ class Store:
                                                           recorded_at=evidence.recorded_at, payload=payload,
                                                           prev_hash=prev, hash=digest))
             except IntegrityError:
+                continue
+            except OperationalError as exc:
+                if "locked" not in str(exc).lower() and "busy" not in str(exc).lower():
+                    raise LedgerError(f"ladder store: {str(exc).splitlines()[0]}") from None
                 continue
             entry = Entry(seq, evidence, prev, digest)
             self._sign_head(entry)
