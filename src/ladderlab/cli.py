@@ -433,6 +433,13 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _who(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The learner/cohort filter every ladder-reading command takes."""
+    p.add_argument("--learner", metavar="ID")
+    p.add_argument("--cohort", metavar="NAME", help="a cohort from course.yaml")
+    return p
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ladderlab", description="Hands-on SRE skills lab.")
     p.add_argument("--version", action="version", version=f"ladderlab {__version__}")
@@ -523,9 +530,7 @@ def parser() -> argparse.ArgumentParser:
     ni.add_argument("--force", action="store_true", help="overwrite an existing nbgrader_config.py")
     ni.set_defaults(func=cmd_nbgrader_init)
 
-    ld = sub.add_parser("ladder", help="levels per track per learner, from the evidence record")
-    ld.add_argument("--learner", metavar="ID")
-    ld.add_argument("--cohort", metavar="NAME", help="a cohort from course.yaml")
+    ld = _who(sub.add_parser("ladder", help="levels per track per learner, from the evidence record"))
     ld.add_argument("--json", action="store_true")
     ld.set_defaults(func=cmd_ladder)
     lds = ld.add_subparsers(dest="sub", metavar="SUB")
@@ -538,18 +543,14 @@ def parser() -> argparse.ArgumentParser:
     lr.add_argument("--db", metavar="URL", help="gradebook URL (default: DIR/gradebook.db)")
     lr.add_argument("--url", help="ladder store URL")
     lr.set_defaults(func=cmd_ladder_rebuild)
-    le = lds.add_parser("export", help="xAPI statements (JSON lines) for every graded attempt")
+    le = _who(lds.add_parser("export", help="xAPI statements (JSON lines) for every graded attempt"))
     le.add_argument("--xapi", required=True, metavar="FILE")
-    le.add_argument("--learner", metavar="ID")
-    le.add_argument("--cohort", metavar="NAME")
     le.set_defaults(func=cmd_ladder_export)
 
     b = sub.add_parser("badges", help="Open Badges 3.0 credentials").add_subparsers(dest="sub", required=True,
                                                                                   metavar="SUB")
-    bi = b.add_parser("issue", help="an OpenBadgeCredential (VC-JWT) per demonstrated ladder level")
+    bi = _who(b.add_parser("issue", help="an OpenBadgeCredential (VC-JWT) per demonstrated ladder level"))
     bi.add_argument("--out", required=True, metavar="DIR")
-    bi.add_argument("--learner", metavar="ID")
-    bi.add_argument("--cohort", metavar="NAME")
     bi.set_defaults(func=cmd_badges_issue)
     bv = b.add_parser("verify", help="check a credential's signature, pinned issuer key, dates and structure")
     bv.add_argument("file", metavar="FILE")
@@ -558,10 +559,8 @@ def parser() -> argparse.ArgumentParser:
     bk = b.add_parser("key", help="print the course's public key (PEM) and issuer did:key")
     bk.set_defaults(func=cmd_badges_key)
 
-    rp = sub.add_parser("report", help="the static site: cohort heatmap, engineer pages, CSV and JSON")
+    rp = _who(sub.add_parser("report", help="the static site: cohort heatmap, engineer pages, CSV and JSON"))
     rp.add_argument("--out", required=True, metavar="DIR")
-    rp.add_argument("--learner", metavar="ID")
-    rp.add_argument("--cohort", metavar="NAME")
     rp.set_defaults(func=cmd_report)
     return p
 

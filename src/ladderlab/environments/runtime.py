@@ -233,13 +233,15 @@ def _render_setup(command: str, params: dict[str, str | int]) -> str:
     return command.format_map({k: shlex.quote(str(v)) for k, v in params.items()})
 
 
-def _authorized_keys_tar(public: str) -> bytes:
+def tar_files(files: Iterable[tuple[str, bytes, int, int]]) -> bytes:
+    """A tar of ``(name, data, mode, uid)`` files for ``put_archive`` (directories on the way are implied)."""
     buf = io.BytesIO()
-    data = public.encode()
+    now = int(time.time())
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("authorized_keys")
-        info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
-        tar.addfile(info, io.BytesIO(data))
+        for name, data, mode, uid in files:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime, info.uid, info.gid = len(data), mode, now, uid, uid
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
@@ -326,7 +328,7 @@ class _Bringup:
             api.connect_container_to_network(container, self.record.networks[net], aliases=[name])
         key = self.lockout_key if spec.role in self.lockout_roles else self.public_key
         if spec.ssh and key:
-            api.put_archive(container, "/root/.ssh", _authorized_keys_tar(key))
+            api.put_archive(container, "/root/.ssh", tar_files([("authorized_keys", key.encode(), 0o600, 0)]))
         api.start(container)
         inspect = api.inspect_container(container)
         addresses = {net: inspect["NetworkSettings"]["Networks"][self.record.networks[net]]["IPAddress"]

@@ -10,10 +10,8 @@ labels, so tearing the environment down removes them too.
 
 from __future__ import annotations
 
-import io
 import tarfile
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,20 +19,10 @@ import docker
 from docker.errors import APIError, NotFound
 
 from ladderlab.environments import labels as L
-from ladderlab.environments.runtime import LOG_CONFIG, Environment, read_file
+from ladderlab.environments.runtime import LOG_CONFIG, Environment, read_file, tar_files
 from ladderlab.environments.transports import CommandResult, DockerTransport
 from ladderlab.errors import EnvError, UsageError
 from ladderlab.grading.checks import FileStat, Process, T
-
-
-def tar_one(name: str, data: bytes, mode: int = 0o644, uid: int = 0) -> bytes:
-    """A tar holding one file at ``name`` (relative; directories on the way are implied)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime, info.uid, info.gid = len(data), mode, int(time.time()), uid, uid
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 class Sidecar:
@@ -50,7 +38,7 @@ class Sidecar:
 
     def put_file(self, path: str, data: bytes) -> None:
         """Write ``path`` (absolute; missing parent directories are created by the archive)."""
-        self.client.api.put_archive(self.container, "/", tar_one(path.lstrip("/"), data))
+        self.client.api.put_archive(self.container, "/", tar_files([(path.lstrip("/"), data, 0o644, 0)]))
 
     def __repr__(self) -> str:
         return f"<sidecar {self.container}>"

@@ -38,12 +38,12 @@ from ladderlab.environments.images import tool_image
 from ladderlab.grading.checks import Verdict, evaluate, render_args
 from ladderlab.grading.context import LiveContext
 from ladderlab.grading.sandbox import PROBE_ROLES, Sandbox, SandboxOutcome, connection_for
+from ladderlab.lab import FAIL, PASS
 from ladderlab.labs import AnswerSpec, Check, LabDef, is_check_cell, load_lab, nbg
 
 Say = Callable[[str], None]
 KEEP_MIME = ("text/plain", "image/png", "image/jpeg")
 OUTPUT_TEXT_LIMIT = 64 * 1024
-PASS, FAIL = "\u2713", "\u2717"
 
 
 def _quiet(_: str) -> None:

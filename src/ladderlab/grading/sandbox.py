@@ -30,7 +30,14 @@ from nbformat import NotebookNode
 from ladderlab.config import Settings
 from ladderlab.environments import labels as L
 from ladderlab.environments.images import tool_image
-from ladderlab.environments.runtime import LOG_CONFIG, Environment, EnvRecord, key_path, remove_containers
+from ladderlab.environments.runtime import (
+    LOG_CONFIG,
+    Environment,
+    EnvRecord,
+    key_path,
+    remove_containers,
+    tar_files,
+)
 from ladderlab.errors import EnvError
 from ladderlab.lab.connect import Connection, HostEntry
 from ladderlab.labs import SandboxSpec
@@ -59,32 +66,13 @@ def _parse_size(text: str) -> int:
 def package_tar(work: dict[str, bytes] | None = None) -> bytes:
     """One archive for ``/``: the ``ladderlab`` package's Python sources under ``opt/ladderlab`` (root's,
     read-only to the learner) and ``work`` files (the learner's, 0600)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path in sorted(PACKAGE_DIR.rglob("*.py")):
-            if "__pycache__" in path.parts:
-                continue
-            data = path.read_bytes()
-            info = tarfile.TarInfo("opt/ladderlab/ladderlab/" + path.relative_to(PACKAGE_DIR).as_posix())
-            info.size, info.mode, info.mtime = len(data), 0o644, int(path.stat().st_mtime)
-            tar.addfile(info, io.BytesIO(data))
-        for name, data in (work or {}).items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
-            info.uid = info.gid = LEARNER_UID
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    sources = [("opt/ladderlab/ladderlab/" + path.relative_to(PACKAGE_DIR).as_posix(), path.read_bytes(), 0o644, 0)
+               for path in sorted(PACKAGE_DIR.rglob("*.py")) if "__pycache__" not in path.parts]
+    return tar_files(sources + _work(work or {}))
 
 
-def _work_tar(files: dict[str, tuple[bytes, int]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, (data, mode) in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-            info.uid = info.gid = LEARNER_UID
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+def _work(files: dict[str, bytes]) -> list[tuple[str, bytes, int, int]]:
+    return [(name, data, 0o600, LEARNER_UID) for name, data in files.items()]
 
 
 def read_limited(client: docker.DockerClient, container: str, path: str, limit: int) -> bytes | None:
@@ -165,8 +153,8 @@ class Sandbox:
         """Hand over the connection file, then the go signal (two archives: the file is whole first)."""
         api = self.client.api
         try:
-            api.put_archive(self.name, "/work", _work_tar({"connect.json": (conn.to_json().encode(), 0o600)}))
-            api.put_archive(self.name, "/work", _work_tar({"go": (b"", 0o600)}))
+            api.put_archive(self.name, "/work", tar_files(_work({"connect.json": conn.to_json().encode()})))
+            api.put_archive(self.name, "/work", tar_files(_work({"go": b""})))
         except APIError as exc:
             raise EnvError(f"sandbox {self.name}: {exc.explanation or exc}") from None
 
