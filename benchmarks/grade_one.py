@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ladderlab.config import Settings
 from ladderlab.course import load_course
+from ladderlab.grading.checks import load_graders
 from ladderlab.grading.nbgrader_ext import init_course_root
 from ladderlab.labs import load_lab
 
@@ -65,7 +66,7 @@ def main() -> None:
     p.add_argument("--lab", default="sec-1-iptables-hardening")
     args = p.parse_args()
     settings = Settings.from_env()
-    lab = load_lab(settings, load_course(settings.course_file), args.lab)
+    lab = load_lab(settings, load_course(settings.course_file), args.lab, registry=load_graders(settings.root))
     with tempfile.TemporaryDirectory(prefix="ll-bench-") as tmp:
         ours = Path(tmp) / "ladderlab"
         plain = Path(tmp) / "plain"

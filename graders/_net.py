@@ -7,19 +7,22 @@ network namespace of the host being observed from; they print JSON only.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ladderlab.grading.checks import Context, Runner
+from ladderlab.errors import LearnerState
+from ladderlab.grading.checks import CannotJudge, Context, Runner
 
-#: Connect to many (host, port) pairs at once; say open / refused / filtered / unreachable for each.
+#: Connect to many (host, port) pairs at once, the way a real client does: each attempt is one kernel
+#: connect() with its normal SYN retransmits (at 1 s, then 3 s) for as long as its timeout, and a port that
+#: does not connect is tried again with a fresh connection; the first attempt that connects makes it open.
+#: Says open / refused / filtered / unreachable for each (the last attempt's state when none connected).
 TCP_SCRIPT = r"""
-import json, socket, sys, concurrent.futures as cf
-timeout = float(sys.argv[1])
+import json, socket, sys, time, concurrent.futures as cf
+attempts = [float(t) for t in json.loads(sys.argv[1])]
 targets = json.loads(sys.argv[2])
-def probe(t):
-    host, port = t
+def once(host, port, timeout):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
@@ -33,6 +36,15 @@ def probe(t):
         return "unreachable" if exc.errno in (101, 113) else "error:%d" % (exc.errno or 0)
     finally:
         s.close()
+def probe(t):
+    state = "filtered"
+    for i, timeout in enumerate(attempts):
+        if i:
+            time.sleep(0.2)
+        state = once(t[0], t[1], timeout)
+        if state == "open":
+            break
+    return state
 with cf.ThreadPoolExecutor(max_workers=16) as pool:
     print(json.dumps(list(pool.map(probe, targets))))
 """
@@ -72,8 +84,21 @@ except Exception as exc:
 """
 
 
-class ObservationError(RuntimeError):
-    """A trusted observer produced output that is not what its script prints."""
+class ObservationError(CannotJudge, RuntimeError):
+    """A trusted observer produced output that is not what its script prints: the grader cannot judge
+    (an ``error`` verdict, never the learner's failure)."""
+
+
+def control_free(text: str, what: str, allow: str = "") -> str:
+    """``text`` unchanged if it holds no control character (newline, NUL, escape sequence...) other than
+    those in ``allow``; otherwise :class:`~ladderlab.errors.LearnerState` (the check fails with one line).
+
+    Every parser of text that may carry learner-chosen strings calls this first: a control character is
+    how such a string forges the structure around it (a newline that starts a fake line)."""
+    bad = next((ch for ch in text if not ch.isprintable() and ch not in allow), None)
+    if bad is not None:
+        raise LearnerState(f"{what} contains a control character ({bad!r}), so it cannot be judged - remove it")
+    return text
 
 
 def _json(runner: Runner, script: str, *args: object, timeout: float) -> object:
@@ -94,26 +119,32 @@ def run_json(runner: Runner, script: str, *args: object, timeout: float = 20) ->
     return answer
 
 
-#: How long a connection attempt may go unanswered before the port counts as filtered. On a
-#: local bridge an open port answers within milliseconds, even under load; checks that call a
-#: port closed also make sure no traffic shaping (netem delays) stretches that (``shaping``).
-FILTERED_AFTER = 0.35
+#: How a real client tries: one connect with the kernel's retransmits over 3.2 s (SYNs at 0, 1 and 3 s),
+#: then a fresh connection for 1.2 s more. An open port answers the first SYN within milliseconds, so
+#: "open" costs nothing; "closed" is judged only after every attempt went unanswered or was refused, so
+#: a rule that drops the first SYN(s) of a source does not pass for closed. Checks that call a port
+#: closed also make sure no traffic shaping (netem delays) or history-dependent rule stretches that.
+REAL_CLIENT: tuple[float, ...] = (3.2, 1.2)
 
 
-def tcp_states(runner: Runner, targets: Iterable[tuple[str, int]], timeout: float = FILTERED_AFTER) -> list[str]:
+def tcp_states(runner: Runner, targets: Iterable[tuple[str, int]],
+               attempts: Sequence[float] = REAL_CLIENT) -> list[str]:
     """``open``/``refused``/``filtered``/``unreachable`` for each (host, port), seen from ``runner``."""
     pairs = [[h, int(p)] for h, p in targets]
-    states = _json(runner, TCP_SCRIPT, timeout, json.dumps(pairs), timeout=timeout + 15)
+    if not attempts or any(not 0 < t <= 30 for t in attempts):
+        raise ValueError(f"bad connection attempts {attempts!r}")
+    states = _json(runner, TCP_SCRIPT, json.dumps(list(attempts)), json.dumps(pairs),
+                   timeout=sum(attempts) + 0.2 * len(attempts) + 15)
     if not isinstance(states, list) or len(states) != len(pairs) or not all(isinstance(s, str) for s in states):
         raise ObservationError(f"unexpected probe answer {states!r}")
     return states
 
 
 def states_from(ctx: Context, sources: list[str], address: str, port: int,
-                timeout: float = FILTERED_AFTER) -> dict[str, str]:
+                attempts: Sequence[float] = REAL_CLIENT) -> dict[str, str]:
     """The state of ``address:port`` seen from each of ``sources``, probed at the same time."""
     with ThreadPoolExecutor(max_workers=max(1, len(sources))) as pool:
-        found = pool.map(lambda s: tcp_states(ctx.observe(s), [(address, port)], timeout)[0], sources)
+        found = pool.map(lambda s: tcp_states(ctx.observe(s), [(address, port)], attempts)[0], sources)
         return dict(zip(sources, found, strict=True))
 
 

@@ -1,18 +1,46 @@
 """Firewall checks (iptables): reachability seen from other hosts, the ruleset
 read with the observer's own iptables inside the target's network namespace,
-and the saved rules replayed in an empty scratch namespace."""
+and the saved rules replayed in an empty scratch namespace.
+
+Learner-chosen text reaches the ruleset's text form: a rule comment may hold
+quotes, newlines and escape sequences (iptables accepts them and
+``iptables-save`` prints them raw inside a quoted string), and a newline there
+once forged a whole ``:INPUT DROP`` line. So the parser splits lines only
+outside quoted strings and refuses (the learner's failure, one line of
+feedback) any control character anywhere, any quoted string that spans lines,
+and any table or chain declared twice.
+
+Reachability is judged the way real clients connect (``_net.REAL_CLIENT``: SYN
+retransmits and a second attempt), and a port whose rules depend on timing,
+history or chance (``-m recent``, ``limit``, ``statistic``... or a userspace
+queue) is refused rather than judged closed: such a rule can drop exactly the
+probes a grader sends while real clients get through.
+
+UDP: the firewall lab's services are all TCP (ssh, http, the metrics endpoint,
+the internal line-protocol service), so reachability is probed over TCP only;
+the default-deny check covers everything else inbound.
+"""
 
 from __future__ import annotations
 
-import re
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from graders._net import describe, listen, shaping, states_from, tcp_states
+from graders._net import ObservationError, control_free, describe, listen, shaping, states_from, tcp_states
+from ladderlab.errors import LearnerState
 from ladderlab.grading.checks import Context, Verdict, check, fail, ok
 
 BUILTIN = ("INPUT", "FORWARD", "OUTPUT")
-_COUNTERS = re.compile(r"^\[\d+:\d+\]\s*")
+
+#: Matches whose verdict depends on timing, history or chance, and arbitrary packet matchers that can tell
+#: one client's packets from another's: a port behind them cannot be judged closed from a few probes.
+HISTORY_MATCHES = frozenset({"recent", "limit", "hashlimit", "connlimit", "statistic", "time", "quota", "connbytes",
+                             "rateest", "u32", "bpf", "osf", "nfacct", "nth", "random"})
+#: Targets that hand the verdict to something else (a userspace queue, a dynamically filled ipset).
+HISTORY_TARGETS = frozenset({"NFQUEUE", "QUEUE", "SET", "TARPIT"})
+_PORT_OPTIONS = ("--dport", "--destination-port", "--dports", "--destination-ports", "--ports")
+_LEGACY_WARNING = "iptables-legacy tables present"
 
 
 @dataclass
@@ -21,31 +49,76 @@ class Chain:
     rules: list[str] = field(default_factory=list)
 
 
-def parse_save(text: str, table: str = "filter") -> dict[str, Chain]:
-    """The chains of one table in ``iptables-save`` output (counters dropped)."""
-    chains: dict[str, Chain] = {}
-    current = None
-    for raw in text.splitlines():
+def _lines(text: str) -> list[str]:
+    """Lines of ``iptables-save`` output; :class:`LearnerState` when learner text could forge one."""
+    control_free(text, "the ruleset (a rule comment or name)", allow="\n")
+    lines = text.split("\n")
+    for line in lines:
+        quoted = escaped = False
+        for ch in line:
+            if escaped:
+                escaped = False
+            elif quoted and ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = not quoted
+        if quoted:
+            raise LearnerState("a rule's quoted text (a comment) spans several lines, so the ruleset cannot be "
+                               "judged - remove newlines from rule comments")
+    return lines
+
+
+def parse_tables(text: str) -> dict[str, dict[str, Chain]]:
+    """Every table in ``iptables-save`` output: table -> chain -> policy and rules (counters dropped)."""
+    tables: dict[str, dict[str, Chain]] = {}
+    current: dict[str, Chain] | None = None
+    name = ""
+    ruled = False
+    for raw in _lines(text):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         if line.startswith("*"):
-            current = line[1:]
-            continue
-        if current != table:
-            continue
-        if line.startswith(":"):
-            name, _, policy = line[1:].partition(" ")
-            chains[name] = Chain(policy.split()[0] if policy else "-")
-        elif line.startswith("-A "):
-            line = _COUNTERS.sub("", line)
-            name, _, rest = line[3:].partition(" ")
-            chains.setdefault(name, Chain("-")).rules.append(rest.strip())
-        elif line.startswith("[") and "-A " in line:
-            rest = _COUNTERS.sub("", line)
-            name, _, spec = rest[3:].partition(" ")
-            chains.setdefault(name, Chain("-")).rules.append(spec.strip())
-    return chains
+            if current is not None or line[1:] in tables:
+                raise LearnerState(f"table {line[1:]!r} appears twice in the ruleset, so it cannot be judged")
+            name, current, ruled = line[1:], {}, False
+            tables[name] = current
+        elif line == "COMMIT":
+            if current is None:
+                raise ObservationError("iptables-save printed COMMIT outside a table")
+            current = None
+        elif current is None:
+            raise ObservationError(f"iptables-save printed {line[:60]!r} outside a table")
+        elif line.startswith(":"):
+            chain, _, policy = line[1:].partition(" ")
+            if ruled or chain in current:
+                raise LearnerState(f"chain {chain!r} of table {name} is declared twice or after a rule, "
+                                   f"so the ruleset cannot be judged")
+            current[chain] = Chain(policy.split()[0] if policy else "-")
+        else:
+            if line.startswith("[") and "] " in line:  # iptables-save -c: "[packets:bytes] -A ..."
+                line = line.split("] ", 1)[1].lstrip()
+            if not line.startswith("-A "):
+                raise ObservationError(f"iptables-save printed an unexpected line {line[:60]!r}")
+            ruled = True
+            chain, _, rest = line[3:].partition(" ")
+            current.setdefault(chain, Chain("-")).rules.append(rest.strip())
+    if current is not None:
+        raise LearnerState(f"table {name} is not committed in the ruleset")
+    return tables
+
+
+def parse_save(text: str, table: str = "filter") -> dict[str, Chain]:
+    """The chains of one table in ``iptables-save`` output (counters dropped)."""
+    return parse_tables(text).get(table, {})
+
+
+def tokens(rule: str) -> list[str]:
+    """A rule's words as iptables meant them (quoted comments kept whole)."""
+    try:
+        return shlex.split(rule)
+    except ValueError:
+        raise LearnerState(f"a rule cannot be read ({rule[:60]!r})") from None
 
 
 def drops_by_default(chain: Chain) -> bool:
@@ -53,7 +126,7 @@ def drops_by_default(chain: Chain) -> bool:
     if chain.policy == "DROP":
         return True
     if chain.rules:
-        last = chain.rules[-1].split()
+        last = tokens(chain.rules[-1])
         return len(last) >= 2 and last[0] == "-j" and last[1] in ("DROP", "REJECT")
     return False
 
@@ -69,17 +142,91 @@ def canonical(chains: dict[str, Chain]) -> dict[str, tuple[str, tuple[str, ...]]
     return out
 
 
-def live_ruleset(ctx: Context, host: str) -> dict[str, Chain]:
-    """The live filter table of ``host``, read once per grading with the observer's own iptables-save."""
+def live_tables(ctx: Context, host: str) -> dict[str, dict[str, Chain]]:
+    """Every live iptables table of ``host``, read once per grading with the observer's own iptables-save.
+
+    The observer's tool failing is ours to fix (:class:`CannotJudge` via ObservationError), except when it
+    says the learner's nft rules are beyond what iptables can show (their state: a failure)."""
 
     def read() -> str:
-        result = ctx.observe(host, admin=True).run("iptables-save -t filter", timeout=20)
+        result = ctx.observe(host, admin=True).run("iptables-save", timeout=20)
         if result.failed:
-            raise RuntimeError(f"iptables-save in {host}'s namespace exited {result.rc}: "
-                               f"{result.stderr.strip()[:200]}")
+            said = (result.stderr + result.stdout).strip()
+            if "incompatible" in said:
+                raise LearnerState(f"{host} holds nftables rules iptables cannot show; the grader reads iptables "
+                                   f"- use iptables for this lab")
+            raise ObservationError(f"iptables-save in {host}'s namespace exited {result.rc}: {said[:200]}")
         return result.stdout
 
-    return parse_save(ctx.cached(f"iptables-save:{host}", read))
+    text = ctx.cached(f"iptables-save:{host}", read)
+    if _LEGACY_WARNING in text:
+        raise LearnerState(f"{host} has rules in the legacy iptables backend (iptables-legacy), which the live "
+                           f"nftables-based ruleset does not show - use iptables (nft) only")
+    return parse_tables(text)
+
+
+def live_ruleset(ctx: Context, host: str) -> dict[str, Chain]:
+    """The live filter table of ``host``."""
+    return live_tables(ctx, host).get("filter", {})
+
+
+def _port_sets(words: list[str]) -> list[tuple[bool, list[tuple[int, int]] | None]]:
+    """(negated, ranges) for each destination-port option of a rule (ranges None: unreadable)."""
+    out: list[tuple[bool, list[tuple[int, int]] | None]] = []
+    for i, word in enumerate(words):
+        if word not in _PORT_OPTIONS or i + 1 >= len(words):
+            continue
+        ranges: list[tuple[int, int]] | None = []
+        for part in words[i + 1].split(","):
+            low, _, high = part.partition(":")
+            if not low.isdigit() or (high and not high.isdigit()):
+                ranges = None
+                break
+            assert ranges is not None
+            ranges.append((int(low), int(high or low)))
+        out.append((i > 0 and words[i - 1] == "!", ranges))
+    return out
+
+
+def applies_to(rule: str, port: int, proto: str = "tcp") -> bool:
+    """Whether ``rule`` may match packets to ``proto`` port ``port`` (when unsure: yes)."""
+    words = tokens(rule)
+    if "-p" in words:
+        i = words.index("-p")
+        negated = i > 0 and words[i - 1] == "!"
+        if i + 1 < len(words) and not negated and words[i + 1].lower() not in (proto, "all", "0"):
+            return False
+    for negated, ranges in _port_sets(words):
+        if negated or ranges is None:
+            continue
+        if not any(low <= port <= high for low, high in ranges):
+            return False
+    return True
+
+
+def history_dependent(rule: str) -> str | None:
+    """What makes ``rule``'s verdict depend on timing, history or chance (``-m recent``), or None."""
+    words = tokens(rule)
+    for i, word in enumerate(words[:-1]):
+        if word in ("-m", "--match") and words[i + 1] in HISTORY_MATCHES:
+            return f"-m {words[i + 1]}"
+        if word in ("-j", "--jump", "-g", "--goto") and words[i + 1] in HISTORY_TARGETS:
+            return f"-j {words[i + 1]}"
+    return None
+
+
+def untestable(ctx: Context, host: str, port: int) -> Verdict | None:
+    """A failed verdict when a rule of any table on ``host`` that may apply to ``port`` depends on timing,
+    history or chance: the port could drop a grader's probes and let real clients in."""
+    for table, chains in live_tables(ctx, host).items():
+        for name, chain in chains.items():
+            for rule in chain.rules:
+                why = history_dependent(rule)
+                if why is not None and applies_to(rule, port):
+                    return fail(f"{host}: a rule in {table}/{name} uses {why}, so whether port {port} answers "
+                                f"depends on timing, history or chance and cannot be judged closed - use plain "
+                                f"ACCEPT/DROP rules for it")
+    return None
 
 
 def shaped(ctx: Context, host: str) -> Verdict | None:
@@ -89,6 +236,11 @@ def shaped(ctx: Context, host: str) -> Verdict | None:
         return None
     return fail(f"{host} has traffic control configured ({', '.join(found)}): delayed answers look like "
                 f"closed ports, so closed ports cannot be judged - remove it (tc qdisc del)")
+
+
+def guarded(ctx: Context, host: str, port: int) -> Verdict | None:
+    """The first reason ``host:port`` cannot be judged closed (traffic control, history-dependent rules)."""
+    return shaped(ctx, host) or untestable(ctx, host, port)
 
 
 def unfiltered(ctx: Context, host: str) -> Verdict | None:
@@ -139,7 +291,7 @@ def established_allowed(ctx: Context, *, host: str, peer: str, port: int = 18080
     if (verdict := unfiltered(ctx, host)) is not None:
         return verdict
     listen(ctx.observe(peer), port, 20)
-    state = tcp_states(ctx.observe(host), [(ctx.address(peer), port)], timeout=2.0)[0]
+    state = tcp_states(ctx.observe(host), [(ctx.address(peer), port)])[0]
     if state == "open":
         return ok(f"{host} can open connections to {peer}: replies are let back in")
     return fail(f"from {host}: a connection to {peer}:{port} {describe(state)} - replies to traffic {host} "
@@ -149,8 +301,8 @@ def established_allowed(ctx: Context, *, host: str, peer: str, port: int = 18080
 @check
 def only_from(ctx: Context, *, target: str, port: int, allowed: list[str], denied: list[str]) -> Verdict:
     """``target:port`` accepts connections from ``allowed`` hosts and from none of ``denied``."""
-    with ThreadPoolExecutor(max_workers=1) as pool:  # the shaping guard and the probes at the same time
-        guard = pool.submit(shaped, ctx, target)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the guards and the probes at the same time
+        guard = pool.submit(guarded, ctx, target, port)
         states = states_from(ctx, [*allowed, *denied], ctx.address(target), port)
         if (verdict := guard.result()) is not None:
             return verdict
@@ -163,9 +315,9 @@ def only_from(ctx: Context, *, target: str, port: int, allowed: list[str], denie
 
 @check
 def closed(ctx: Context, *, target: str, port: int, sources: list[str]) -> Verdict:
-    """``target:port`` accepts connections from none of ``sources``."""
+    """``target:port`` accepts connections from none of ``sources``, tried the way real clients try."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        guard = pool.submit(shaped, ctx, target)
+        guard = pool.submit(guarded, ctx, target, port)
         states = states_from(ctx, sources, ctx.address(target), port)
         if (verdict := guard.result()) is not None:
             return verdict

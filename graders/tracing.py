@@ -1,14 +1,22 @@
-"""Debugging checks (strace labs): the service's behaviour seen from the probe, its
-processes as the engine lists them, and the learner's named answers compared
-with the fault the seed injected."""
+"""Debugging checks (strace labs): the service's behaviour seen from the probe, the process behind its
+port identified by trusted means, and the learner's named answers compared with the fault the seed
+injected.
+
+Which process serves a port is never judged from argv or process names (a learner can start anything
+under any name): :meth:`~ladderlab.grading.checks.Context.listener` names the socket's owner, read from
+/proc by an observer in the host's namespaces, with the sha256 of the executable the kernel runs for it;
+that digest is compared with the image's own copy of the binary (``ctx.tools``), and the uid comes from
+the process's status, not from ``ps``.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 
 from graders._net import http_get
-from ladderlab.grading.checks import Context, Verdict, check, fail, ok
+from ladderlab.grading.checks import CannotJudge, Context, Listener, Verdict, check, fail, ok
 
 #: What a trace shows for each fault the debug environment injects (``ll-fault``): the syscall that
 #: fails, what it fails on, and how. A slow syscall does not fail: it never returns.
@@ -24,32 +32,78 @@ FAULTS: dict[str, dict[str, Callable[[dict[str, str | int]], set[str]]]] = {
 }
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def image_digest(ctx: Context, host: str, path: str) -> str:
+    """sha256 of ``path`` as ``host``'s image ships it (hashed in a container of the image, not the host)."""
+
+    def compute() -> str:
+        result = ctx.tools(host).run("sha256sum -- %s", path, timeout=20)
+        digest = result.stdout.split()[0] if result.stdout.split() else ""
+        if result.failed or not _SHA256.fullmatch(digest):
+            raise CannotJudge(f"cannot hash {path} in the image of {host}: {result.stderr.strip()[:200]}")
+        return digest
+
+    return ctx.cached(f"image-sha256:{host}:{path}", compute)
+
+
+def image_uid(ctx: Context, host: str, user: str) -> int:
+    """``user``'s uid in ``host``'s image (the learner may have edited the host's /etc/passwd)."""
+
+    def compute() -> int:
+        result = ctx.tools(host).run("id -u %s", user, timeout=20)
+        if result.failed or not result.stdout.strip().isdigit():
+            raise CannotJudge(f"the image of {host} has no user {user}")
+        return int(result.stdout.strip())
+
+    return ctx.cached(f"image-uid:{host}:{user}", compute)
+
+
+def serving(ctx: Context, host: str, port: int, binary: str) -> Listener | Verdict:
+    """The process behind ``host:port`` if it runs the image's ``binary``, else a failed verdict."""
+    found = ctx.cached(f"listener:{host}:{port}", lambda: ctx.listener(host, port))
+    if found is None:
+        return fail(f"{host}: nothing listens on port {port} for other hosts")
+    if found.uid < 0 or not found.exe_sha256:
+        return fail(f"{host}:{port}: {found.exe} - only the shipped {binary} may serve it")
+    if found.exe_sha256 != image_digest(ctx, host, binary):
+        return fail(f"{host}:{port} is served by {found.exe!r}, not by the {binary} the image ships - "
+                    f"fix what the service needs, do not replace it")
+    return found
+
+
 @check
 def http_ok(ctx: Context, *, host: str, port: int, path: str = "/", source: str = "probe",
-            status: int = 200) -> Verdict:
-    """``http://host:port/path`` answers ``status`` seen from ``source``."""
+            status: int = 200, binary: str | None = None) -> Verdict:
+    """``http://host:port/path`` answers ``status`` seen from ``source``; with ``binary``, the answer comes
+    from the image's ``binary`` (the process behind the port runs it), not from a stand-in."""
     answer = http_get(ctx.observe(source), f"http://{ctx.address(host)}:{port}{path}")
     if answer.get("status") != status:
         return fail(f"from {source}: {host}:{port}{path} answers {answer.get('status') or answer.get('error')}, "
                     f"not {status} - the service is not healthy yet")
-    return ok(f"{host}:{port}{path} answers {status}")
+    if binary is not None and isinstance(found := serving(ctx, host, port, binary), Verdict):
+        return found
+    return ok(f"{host}:{port}{path} answers {status}" + (f" (from {binary})" if binary else ""))
 
 
 @check
-def runs_as(ctx: Context, *, host: str, command: str, uid: int) -> Verdict:
-    """Processes running ``command`` (their argv[0]: a path, or a bare name) on ``host`` all run as ``uid``."""
-
-    def runs(args: str) -> bool:
-        argv0 = args.split(" ", 1)[0]
-        return argv0 == command or ("/" not in command and argv0.rsplit("/", 1)[-1] == command)
-
-    procs = [p for p in ctx.processes(host) if runs(p.args)]
-    if not procs:
-        return fail(f"{host}: no {command} process is running")
-    wrong = sorted({p.uid for p in procs if p.uid != uid})
-    if wrong:
-        return fail(f"{host}: {command} runs as uid {', '.join(map(str, wrong))}, not {uid} - do not run it as root")
-    return ok(f"{host}: {command} runs as uid {uid}")
+def runs_as(ctx: Context, *, host: str, port: int, uid: int, binary: str | None = None) -> Verdict:
+    """The process serving ``host:port`` runs as ``uid`` (and, with ``binary``, runs the image's ``binary``)."""
+    if binary is not None:
+        found: Listener | Verdict | None = serving(ctx, host, port, binary)
+    else:
+        found = ctx.cached(f"listener:{host}:{port}", lambda: ctx.listener(host, port))
+    if found is None:
+        return fail(f"{host}: nothing listens on port {port} for other hosts")
+    if isinstance(found, Verdict):
+        return found
+    if found.uid < 0:
+        return fail(f"{host}:{port}: {found.exe}")
+    if found.uid != uid:
+        return fail(f"{host}: the process serving port {port} runs as uid {found.uid}, not {uid} - "
+                    f"do not run it as root")
+    return ok(f"{host}: the process serving port {port} runs as uid {uid}")
 
 
 def _norm(value: object) -> str:
@@ -99,31 +153,28 @@ def not_serving(ctx: Context, host: str, port: int | None, path: str, what: str)
 
 
 @check
-def runs_as_user(ctx: Context, *, host: str, command: str, user: str, serving_port: int | None = None,
+def runs_as_user(ctx: Context, *, host: str, command: str, user: str, serving_port: int,
                  serving_path: str = "/") -> Verdict:
-    """A ``command`` process runs on ``host`` as ``user`` (whose uid is read from the host's image);
-    with ``serving_port``, only once the service answers there."""
+    """The image's ``command`` (a path in the image) serves ``serving_port`` on ``host`` as ``user`` (whose
+    uid is read from the image), once the service answers there."""
     if (verdict := not_serving(ctx, host, serving_port, serving_path, f"who runs {command}")) is not None:
         return verdict
-    result = ctx.tools(host).run("id -u %s", user, timeout=20)
-    if result.failed or not result.stdout.strip().isdigit():
-        raise RuntimeError(f"the image of {host} has no user {user}")
-    return runs_as(ctx, host=host, command=command, uid=int(result.stdout.strip()))
+    return runs_as(ctx, host=host, port=serving_port, uid=image_uid(ctx, host, user), binary=command)
 
 
 @check
 def binary_unchanged(ctx: Context, *, host: str, path: str, serving_port: int | None = None,
                      serving_path: str = "/") -> Verdict:
     """``path`` on ``host`` is byte for byte the file the image shipped (fix the environment, not the
-    program); with ``serving_port``, only once the service answers there."""
+    program); with ``serving_port``, only once the service answers there, and the process serving it
+    runs exactly that binary."""
     if (verdict := not_serving(ctx, host, serving_port, serving_path, f"an unchanged {path}")) is not None:
         return verdict
     live = ctx.read_file(host, path)
     if live is None:
         return fail(f"{host}: {path} is gone")
-    result = ctx.tools(host).run("sha256sum -- %s", path, timeout=20)
-    if result.failed:
-        raise RuntimeError(f"cannot hash {path} in the image of {host}: {result.stderr.strip()[:200]}")
-    if hashlib.sha256(live).hexdigest() != result.stdout.split()[0]:
+    if hashlib.sha256(live).hexdigest() != image_digest(ctx, host, path):
         return fail(f"{host}: {path} differs from the shipped binary - fix what it needs, not the program")
-    return ok(f"{host}: {path} is the shipped binary")
+    if serving_port is not None and isinstance(found := serving(ctx, host, serving_port, path), Verdict):
+        return found
+    return ok(f"{host}: {path} is the shipped binary" + (f" and serves port {serving_port}" if serving_port else ""))

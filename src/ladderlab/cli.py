@@ -57,10 +57,15 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.environments import hostguard
     from ladderlab.environments.engine import ensure_engine
     from ladderlab.environments.images import build
 
+    if args.remove_host_firewall:
+        say("host firewall for lab networks: " + ("removed" if hostguard.remove() else "was not installed"))
+        return 0
     client = ensure_engine(settings, say=say)
+    hostguard.prepare(client, say)
     if not args.no_images:
         build(client, settings, args.envs or None, say)
     if args.browser:
@@ -227,11 +232,17 @@ def cmd_grade(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
-        for c in report.checks:
-            mark = "[green]PASS[/]" if c.passed else "[red]FAIL[/]"
-            out.print(f"{mark} {c.id} {c.points:g}/{c.max_points:g}  {c.feedback}", markup=True, highlight=False)
+        from rich.text import Text
+
+        marks = {"passed": ("PASS", "green"), "failed": ("FAIL", "red"), "error": ("ERROR", "yellow")}
+        for c in report.checks:  # feedback quotes learner state: a Text, never markup or emoji codes
+            out.print(Text.assemble(marks[c.status], f" {c.id} {c.points:g}/{c.max_points:g}  {c.feedback}"),
+                      highlight=False)
         out.print(f"{report.lab} {report.student}: {report.score:g}/{report.max_score:g} "
-                  f"({'passed' if report.passed else 'not passed'})")
+                  f"({'passed' if report.passed else 'not passed'})", markup=False, highlight=False)
+    if not report.complete:
+        say(f"grading incomplete (nothing was recorded; grade it again): {report.error}")
+        return 4  # a grading error: the grader could not judge (2 is bad input, 3 no engine)
     return 0
 
 
@@ -452,6 +463,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("setup", help="start a Docker engine if none answers (root+apt) and build images")
     s.add_argument("envs", nargs="*", metavar="ENV")
     s.add_argument("--no-images", action="store_true", help="only make sure an engine answers")
+    s.add_argument("--remove-host-firewall", action="store_true",
+                   help="remove the rules that keep lab networks off this host's addresses, then stop")
     s.add_argument("--browser", action="store_true", help="also make sure Debian's chromium is installed "
                                                           "(for the report's browser tests)")
     s.set_defaults(func=cmd_setup)

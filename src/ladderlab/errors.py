@@ -74,3 +74,18 @@ class TransportError(LadderlabError, RuntimeError):
 
 class CommandTimeout(TransportError, TimeoutError):
     """A command ran past its timeout and was killed."""
+
+
+class LearnerState(LadderlabError):
+    """What the learner left (or their code made) cannot be judged as it stands: a file past the reader's
+    limit, a special file where a config belongs, control characters in text a check parses.
+
+    A check that meets it fails with this message as its feedback; it is never a grading error.
+    """
+
+
+class GradingIncomplete(LadderlabError, RuntimeError):
+    """The grader could not judge a submission (infrastructure, our own tools). Nothing is recorded;
+    grading it again later gives the learner's honest score."""
+
+    exit_code = 4

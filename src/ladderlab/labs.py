@@ -7,7 +7,13 @@ A *check cell* is an nbgrader test cell (``grade: true``, not a solution) whose
 code is exactly one ``lab.check("<check-id>")`` call, optionally inside
 ``### BEGIN/END HIDDEN TESTS`` markers. Its points must equal the check's.
 
->>> lab = load_lab(settings, course, "sec-1-iptables-hardening")      # doctest: +SKIP
+The checks a lab names are looked up in a *check registry* that the caller
+passes in (the grading package's, from ``graders/``): loading a lab never
+imports grading (DESIGN.md: data flows from the course downstream).
+
+>>> from ladderlab.grading.checks import load_graders                  # doctest: +SKIP
+>>> lab = load_lab(settings, course, "sec-1-iptables-hardening",
+...                registry=load_graders(settings.root))                # doctest: +SKIP
 >>> [c.id for c in lab.checks]                                          # doctest: +SKIP
 """
 
@@ -15,7 +21,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,9 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ladderlab.config import Settings
 from ladderlab.course import Course
 from ladderlab.course import Lab as CourseLab
-from ladderlab.errors import ConfigError
-from ladderlab.grading.checks import REGISTRY, CheckFn, load_graders, signature_problems
+from ladderlab.errors import ConfigError, UsageError
 from ladderlab.loading import load_model
+
+#: A check: called as ``fn(ctx, **args)``, returns a verdict (``ladderlab.grading.checks`` says what both are).
+CheckFn = Callable[..., Any]
+#: The checks a lab may name, ``"<domain>.<function>"`` -> check (``ladderlab.grading.checks.load_graders``).
+CheckRegistry = Mapping[str, CheckFn]
 
 CHECK_ID = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 CheckId = Annotated[str, StringConstraints(pattern=CHECK_ID, max_length=64)]
@@ -194,9 +206,17 @@ def read_notebook(path: Path, display: str) -> NotebookNode:
     return nb
 
 
-def _checks_from_cells(lab_id: str, spec: LabSpec, nb: NotebookNode, display: str,
+def signature_problems(fn: CheckFn, args: Mapping[str, Any]) -> str | None:
+    """Why ``args`` cannot call ``fn`` (missing or unknown keyword), or None."""
+    try:
+        inspect.signature(fn).bind(None, **args)
+    except TypeError as exc:
+        return str(exc)
+    return None
+
+
+def _checks_from_cells(spec: LabSpec, nb: NotebookNode, registry: CheckRegistry,
                        problems: list[tuple[str, str]]) -> list[Check]:
-    registry = REGISTRY
     seen: dict[str, str] = {}
     hidden_cells: set[str] = set()
     grade_ids: set[str] = set()
@@ -249,10 +269,12 @@ def _checks_from_cells(lab_id: str, spec: LabSpec, nb: NotebookNode, display: st
     return out
 
 
-def load_lab(settings: Settings, course: Course, lab_id: str) -> LabDef:
-    """Load and cross-check one lab; ConfigError lists every problem with its file and field."""
+def load_lab(settings: Settings, course: Course, lab_id: str, *, registry: CheckRegistry) -> LabDef:
+    """Load and cross-check one lab; ConfigError lists every problem with its file and field.
+
+    ``registry`` holds the checks the lab may name (the grading side loads it from ``graders/``).
+    """
     entry = course.lab(lab_id)
-    load_graders(settings.root)
     directory = settings.root / "labs" / lab_id
     rel = f"labs/{lab_id}"
     spec = load_model(directory / "lab.yaml", LabSpec, f"{rel}/lab.yaml")
@@ -260,7 +282,7 @@ def load_lab(settings: Settings, course: Course, lab_id: str) -> LabDef:
     nb_display = f"{rel}/{nb_name}"
     source = read_notebook(directory / nb_name, nb_display)
     problems: list[tuple[str, str]] = []
-    checks = _checks_from_cells(lab_id, spec, source, nb_display, problems)
+    checks = _checks_from_cells(spec, source, registry, problems)
     total = sum(c.points for c in spec.checks.values())
     if abs(total - entry.points) > 1e-9:
         problems.append(("checks", f"points add up to {total:g}, but course.yaml gives lab {lab_id} {entry.points:g}"))
@@ -291,3 +313,23 @@ def load_decoys(lab: LabDef) -> list[Decoy]:
             raise ConfigError(display, problems)
         out.append(Decoy(path.stem, spec, path))
     return out
+
+
+def chosen_labs(course: Course, ids: Sequence[str] | None = None) -> list[str]:
+    """The labs a command works on: the ``ids`` given, each checked to exist and be published, or else every
+    published lab of the course. UsageError names what is wrong and what there is."""
+    if not ids:
+        return [lab.id for lab in course.labs if lab.status == "published"]
+    for lab_id in ids:
+        entry = next((lab for lab in course.labs if lab.id == lab_id), None)
+        if entry is None:
+            raise UsageError(f"unknown lab {lab_id!r} (labs: {', '.join(lab.id for lab in course.labs)})")
+        if entry.status != "published":
+            raise UsageError(f"lab {lab_id!r} is {entry.status}, not published: it has no notebook to grade yet")
+    return list(ids)
+
+
+def load_labs(settings: Settings, course: Course, ids: Sequence[str] | None, *,
+              registry: CheckRegistry) -> list[LabDef]:
+    """:func:`load_lab` for each of :func:`chosen_labs`."""
+    return [load_lab(settings, course, lab_id, registry=registry) for lab_id in chosen_labs(course, ids)]

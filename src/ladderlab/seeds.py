@@ -1,21 +1,48 @@
 """Per-learner variants: a seed from (course, learner, lab), parameters from the seed.
 
 The same inputs always give the same seed and the same parameters, so grading
-reproduces the learner's variant; each parameter is drawn from its own stream
-(``sha256(seed, name)``), so adding a parameter never changes the others.
+reproduces the learner's variant; each parameter is drawn from its own stream,
+so adding a parameter never changes the others.
 
->>> derive_seed("ladderlab-sre", "ada", "sec-1-iptables-hardening")[:12]
-'1ac77bb1bfea'
+Seeds are *keyed*: ``derive_seed`` is HMAC-SHA256 under the course secret, a
+random key that :func:`course_secret` creates on first use beside the course
+signing key (``<cache>/keys/course-seed.key``, 0600 in a 0700 directory, on the
+grading host only: never in a container, the sandbox or a learner's workspace).
+This module ships into the sandbox with the rest of the package, but without
+the key it computes nothing useful.
+
+Parameters an env.yaml marks ``secret: true`` (which fault was injected) are
+drawn from ``HMAC(course secret, seed, name)``, not from the seed alone: the seed
+is no secret (it is in the evidence, and ``--seed`` takes one on the command
+line), so a learner who knows it still cannot compute their secret parameters.
+Public parameters (a port, a zone name) are drawn from ``sha256(seed, name)``;
+the learner sees them anyway.
+
+>>> key = bytes(32)
+>>> derive_seed("ladderlab-sre", "ada", "sec-1-iptables-hardening", secret=key)[:12]
+'b3532485df67'
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
+import os
 import random
 import re
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ladderlab.environments.spec import ChoiceParam, HexParam, IntParam, Param
-from ladderlab.errors import UsageError
+from ladderlab.errors import LadderlabError, UsageError
+
+if TYPE_CHECKING:
+    from ladderlab.config import Settings
+
+#: Bytes of a course secret.
+SECRET_BYTES = 32
 
 LEARNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 SEED = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -36,19 +63,65 @@ def check_seed(seed: str) -> str:
     return seed
 
 
-def derive_seed(course_id: str, learner: str, lab: str) -> str:
-    """The learner's seed for a lab in a course (64 hex digits)."""
-    material = "\0".join(("ladderlab-seed-v1", course_id, check_learner(learner), lab)).encode()
-    return hashlib.sha256(material).hexdigest()
+def secret_file(settings: Settings) -> Path:
+    """Where the course secret lives: beside the course signing key (``ladder/keys.py``)."""
+    return settings.cache_dir / "keys" / "course-seed.key"
 
 
-def _stream(seed: str, name: str) -> random.Random:
-    digest = hashlib.sha256(f"{seed}\0{name}".encode()).digest()
-    return random.Random(int.from_bytes(digest, "big"))  # noqa: S311 - variety, not secrecy
+def course_secret(settings: Settings) -> bytes:
+    """The course secret that keys seeds and secret parameters; created (random, owner-only) on first use.
+
+    Refused when others may read it, or when it is not the size it was written with.
+    """
+    path = secret_file(settings)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path.parent, 0o700)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(SECRET_BYTES).hex().encode() + b"\n")
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)  # atomic: two first users agree on one key
+        finally:
+            tmp.unlink(missing_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise LadderlabError(f"{path} is readable by others (mode {mode:04o}): chmod 600 it")
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        key = b""
+    if len(key) != SECRET_BYTES:
+        raise LadderlabError(f"{path} is not a course secret ({2 * SECRET_BYTES} hex digits)")
+    return key
 
 
-def draw(name: str, param: Param, seed: str) -> str | int:
-    rng = _stream(seed, name)
+def _check_secret(secret: bytes) -> bytes:
+    if not isinstance(secret, bytes) or len(secret) < 16:
+        raise LadderlabError("a course secret (at least 16 bytes) is needed: see seeds.course_secret")
+    return secret
+
+
+def derive_seed(course_id: str, learner: str, lab: str, *, secret: bytes) -> str:
+    """The learner's seed for a lab in a course (64 hex digits), keyed with the course ``secret``."""
+    material = "\0".join(("ladderlab-seed-v2", course_id, check_learner(learner), lab)).encode()
+    return hmac.new(_check_secret(secret), material, hashlib.sha256).hexdigest()
+
+
+def _stream(seed: str, name: str, secret: bytes | None) -> random.Random:
+    if secret is None:
+        digest = hashlib.sha256(f"{seed}\0{name}".encode()).digest()
+    else:
+        material = f"ladderlab-secret-param-v1\0{seed}\0{name}".encode()
+        digest = hmac.new(_check_secret(secret), material, hashlib.sha256).digest()
+    return random.Random(int.from_bytes(digest, "big"))  # noqa: S311 - variety; the key gives the secrecy
+
+
+def draw(name: str, param: Param, seed: str, secret: bytes) -> str | int:
+    """One parameter's value; a secret parameter's stream is keyed with the course ``secret``."""
+    rng = _stream(seed, name, secret if param.secret else None)
     if isinstance(param, IntParam):
         return rng.randint(param.min, param.max)
     if isinstance(param, ChoiceParam):
@@ -58,9 +131,10 @@ def draw(name: str, param: Param, seed: str) -> str | int:
     raise TypeError(f"unknown parameter type {type(param).__name__}")
 
 
-def render_params(params: dict[str, Param], seed: str) -> dict[str, str | int]:
-    """All parameters of an environment for ``seed``, in declaration order."""
-    return {name: draw(name, spec, check_seed(seed)) for name, spec in params.items()}
+def render_params(params: dict[str, Param], seed: str, *, secret: bytes) -> dict[str, str | int]:
+    """All parameters of an environment for ``seed``, in declaration order (secret ones keyed with ``secret``)."""
+    _check_secret(secret)
+    return {name: draw(name, spec, check_seed(seed), secret) for name, spec in params.items()}
 
 
 def apply_overrides(params: dict[str, Param], values: dict[str, str | int],

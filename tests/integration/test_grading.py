@@ -19,6 +19,8 @@ from nbformat.v4 import new_code_cell
 from ladderlab.course import load_course
 from ladderlab.environments import labels as L
 from ladderlab.environments import runtime
+from ladderlab.environments.hostguard import host_addresses
+from ladderlab.grading.checks import load_graders
 from ladderlab.grading.pipeline import grade
 from ladderlab.grading.selftest import released
 from ladderlab.labs import load_lab, nbg
@@ -36,7 +38,7 @@ netfilter-persistent save
 
 @pytest.fixture(scope="module")
 def lab(settings):
-    return load_lab(settings, load_course(settings.course_file), LAB)
+    return load_lab(settings, load_course(settings.course_file), LAB, registry=load_graders(settings.root))
 
 
 def no_leftovers(client, student):
@@ -116,7 +118,7 @@ def test_the_sandbox_is_a_sandbox(images, client, settings, lab):
             server.accept()
 
     threading.Thread(target=serve, daemon=True).start()
-    gateway = client.api.inspect_network("bridge")["IPAM"]["Config"][0]["Gateway"]
+    addresses = [a for a in host_addresses(client) if ":" not in a]  # every IPv4 address of the grading host
     probe = (
         "import json, os, socket, subprocess\n"
         "def reach(host, port):\n"
@@ -137,7 +139,7 @@ def test_the_sandbox_is_a_sandbox(images, client, settings, lab):
         "status = open('/proc/self/status').read()\n"
         "cap = [l.split()[1] for l in status.splitlines() if l.startswith('CapEff')][0]\n"
         f"facts = dict(uid=os.getuid(), cap=cap, docker_sock=os.path.exists('/var/run/docker.sock'),\n"
-        f"  host_service=reach('{gateway}', {port}), internet=reach('1.1.1.1', 443),\n"
+        f"  host_service=any(reach(a, {port}) for a in {addresses!r}), internet=reach('1.1.1.1', 443),\n"
         "  ssh_target=ssh('target'), ssh_monitor=ssh('monitor'), ssh_outsider=ssh('outsider'),\n"
         "  checks=os.path.exists('/work/lab.yaml') or os.path.isdir('/opt/ladderlab/graders'))\n"
         "print('FACTS ' + json.dumps(facts))\n")

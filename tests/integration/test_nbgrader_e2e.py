@@ -14,6 +14,7 @@ import pytest
 
 from ladderlab.course import load_course
 from ladderlab.environments import labels as L
+from ladderlab.grading.checks import load_graders
 from ladderlab.labs import load_lab
 
 LAB = "sec-1-iptables-hardening"
@@ -51,7 +52,7 @@ def test_generate_submit_autograde_gradebook(images, client, settings, course):
     assert not any("BEGIN SOLUTION" in c.source or "HIDDEN TESTS" in c.source for c in release.cells)
     assert not any("iptables -P INPUT DROP" in c.source for c in release.cells)
 
-    lab = load_lab(settings, load_course(settings.course_file), LAB)
+    lab = load_lab(settings, load_course(settings.course_file), LAB, registry=load_graders(settings.root))
     solved = nbformat.read(course / "source" / LAB / f"{LAB}.ipynb", as_version=4)
     submit(course, "solver", solved)
     submit(course, "idler", course / "release" / LAB / f"{LAB}.ipynb")

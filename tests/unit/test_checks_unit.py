@@ -112,7 +112,7 @@ def test_default_deny_reads_the_ruleset_with_the_observers_iptables():
     fn = REGISTRY["firewall.default_deny"]
     admin = FakeRunner([save(DENY)])
     assert evaluate(FakeContext({("target", True): admin}), fn, {"host": "target"}).passed
-    assert admin.ran == ["iptables-save -t filter"]
+    assert admin.ran == ["iptables-save"]
     v = evaluate(FakeContext({("target", True): FakeRunner([save(OPEN)])}), fn, {"host": "target"})
     assert not v.passed and "INPUT policy is ACCEPT" in v.feedback and v.fraction == 0
 
@@ -190,9 +190,18 @@ def test_persisted_replays_the_file_in_a_scratch_namespace():
     assert not v.passed and "does not restore" in v.feedback
 
 
-def test_a_check_that_breaks_or_returns_nothing_fails():
+def test_a_check_that_breaks_or_returns_nothing_is_an_error_never_a_pass():
+    from ladderlab.errors import LearnerState
+    from ladderlab.grading.checks import CannotJudge
+
     def raises(ctx):
         raise RuntimeError("observer gone")
+
+    def cannot(ctx):
+        raise CannotJudge("promtool timed out\non our side")
+
+    def learners(ctx):
+        raise LearnerState("/etc/x is 4294967296 bytes, over the limit of 1048576")
 
     def nothing(ctx):
         return None
@@ -200,10 +209,17 @@ def test_a_check_that_breaks_or_returns_nothing_fails():
     def cheeky(ctx):
         return "passed"
 
-    assert evaluate(None, raises, {}) == Verdict(False, "the check could not observe the environment: "
-                                                        "RuntimeError: observer gone", 0.0)
-    assert not evaluate(None, nothing, {}).passed
-    assert not evaluate(None, cheeky, {}).passed
+    assert evaluate(None, raises, {}) == Verdict(False, "the grader could not judge: RuntimeError: observer gone",
+                                                 0.0, "error")
+    assert evaluate(None, cannot, {}).feedback == "the grader could not judge: promtool timed out on our side"
+    assert evaluate(None, cannot, {}).status == "error"
+    assert evaluate(None, learners, {}).status == "failed"  # the learner's state, judged: a failure
+    for broken in (nothing, cheeky):
+        verdict = evaluate(None, broken, {})
+        assert verdict.status == "error" and not verdict.passed and verdict.fraction == 0
+    with pytest.raises(ValueError):
+        Verdict(True, "x", 1.0, "error")  # an error never passes
+    assert evaluate(None, lambda ctx: fail("a\x1b[2Jb\x00c"), {}).feedback == "a [2Jb c"
     # a failed all-or-nothing verdict never keeps points
     assert evaluate(None, lambda ctx: Verdict(False, "x"), {}).fraction == 0
     assert evaluate(None, lambda ctx: ok("fine"), {}).passed

@@ -14,6 +14,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 
 from ladderlab.course import load_course
+from ladderlab.grading.checks import load_graders
 from ladderlab.grading.pipeline import (
     CheckOutcome,
     clean_answers,
@@ -30,7 +31,7 @@ LAB = "sec-1-iptables-hardening"
 
 @pytest.fixture(scope="module")
 def lab(settings):
-    return load_lab(settings, load_course(settings.course_file), LAB)
+    return load_lab(settings, load_course(settings.course_file), LAB, registry=load_graders(settings.root))
 
 
 def trusted_checks(nb):

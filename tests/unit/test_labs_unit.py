@@ -12,8 +12,9 @@ import yaml
 
 from ladderlab.config import Settings
 from ladderlab.course import load_course
-from ladderlab.errors import ConfigError
-from ladderlab.labs import check_ids_in, load_lab
+from ladderlab.errors import ConfigError, UsageError
+from ladderlab.grading.checks import load_graders
+from ladderlab.labs import check_ids_in, chosen_labs, load_lab, load_labs
 
 LAB = "sec-1-iptables-hardening"
 
@@ -31,7 +32,7 @@ def course_copy(tmp_path, root):
 
 def load(tmp):
     settings = Settings(root=tmp, cache_dir=tmp / ".cache")
-    return load_lab(settings, load_course(tmp / "course.yaml"), LAB)
+    return load_lab(settings, load_course(tmp / "course.yaml"), LAB, registry=load_graders(tmp))
 
 
 def edit_yaml(path, fn):
@@ -48,10 +49,11 @@ def edit_nb(path, fn):
 
 def test_published_labs_load_with_decoys(settings):
     course = load_course(settings.course_file)
+    registry = load_graders(settings.root)
     for entry in course.labs:
         if entry.status != "published":
             continue
-        lab = load_lab(settings, course, entry.id)
+        lab = load_lab(settings, course, entry.id, registry=registry)
         assert lab.max_score == entry.points
         assert len(lab.decoys) >= 3
         assert {c.id for c in lab.checks} == set(lab.spec.checks)
@@ -104,6 +106,60 @@ def test_autograded_answer_cells_are_refused(course_copy):
     edit_nb(course_copy / "labs" / LAB / f"{LAB}.ipynb", make)
     with pytest.raises(ConfigError, match="autograded answer cells"):
         load(course_copy)
+
+
+def test_a_lab_loads_with_the_registry_it_is_given_and_never_imports_grading(root):
+    """The course layer names checks; the caller supplies them. Here a registry of plain functions, in a
+    fresh interpreter, so that nothing else could have imported the grading package."""
+    code = f"""
+import sys
+from ladderlab.config import Settings
+from ladderlab.course import load_course
+from ladderlab.labs import load_lab
+from ladderlab.errors import ConfigError
+import inspect
+import yaml
+
+settings = Settings.from_env()
+course = load_course(settings.course_file)
+spec = yaml.safe_load((settings.root / "labs" / {LAB!r} / "lab.yaml").read_text())
+
+def fake(names):  # a check that takes exactly the keyword arguments lab.yaml passes it
+    def fn(ctx, **kwargs):
+        return None
+    P = inspect.Parameter
+    fn.__signature__ = inspect.Signature([P("ctx", P.POSITIONAL_OR_KEYWORD)] + [P(n, P.KEYWORD_ONLY) for n in names])
+    return fn
+
+registry = {{c["grader"]: fake(c.get("args", {{}})) for c in spec["checks"].values()}}
+lab = load_lab(settings, course, {LAB!r}, registry=registry)
+assert lab.checks and all(chk.fn is registry[chk.spec.grader] for chk in lab.checks)
+try:
+    load_lab(settings, course, {LAB!r}, registry={{}})
+except ConfigError as exc:
+    assert "(known: none)" in str(exc), exc
+else:
+    raise AssertionError("an empty registry loaded")
+grading = sorted(m for m in sys.modules if m.startswith("ladderlab.grading"))
+assert not grading, grading
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_chosen_labs_are_published_and_known(settings):
+    course = load_course(settings.course_file)
+    published = [lab.id for lab in course.labs if lab.status == "published"]
+    assert chosen_labs(course) == published and chosen_labs(course, []) == published
+    assert chosen_labs(course, [LAB]) == [LAB]
+    with pytest.raises(UsageError, match="unknown lab 'x-1-nope'"):
+        chosen_labs(course, [LAB, "x-1-nope"])
+    planned = next((lab.id for lab in course.labs if lab.status != "published"), None)
+    if planned:
+        with pytest.raises(UsageError, match="not published"):
+            chosen_labs(course, [planned])
+    assert [lab.id for lab in load_labs(settings, course, [LAB], registry=load_graders(settings.root))] == [LAB]
 
 
 def test_check_cell_source_grammar():

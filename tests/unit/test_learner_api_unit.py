@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
 import ladderlab
-from ladderlab.lab import Lab, LabError, ShellResult, _Backend, learner_id, sh_magic
+from ladderlab.environments.transports.base import CommandResult
+from ladderlab.lab import Lab, LabError, _Backend, learner_id, sh_magic
 from ladderlab.lab.connect import Connection, HostEntry, from_environment
 
 
@@ -19,7 +22,7 @@ class Recorder(_Backend):
 
     def run(self, host, command, timeout):
         self.ran.append((host, command))
-        return ShellResult(host, command, 0, "out\n", "")
+        return CommandResult(command, 0, "out\n", "", host=host)
 
 
 def conn(tmp_path, grading=False):
@@ -106,7 +109,77 @@ def test_errors_show_as_one_line_and_status_panel_renders(tmp_path):
     assert "metrics_port=9137" in repr(lab) and "10.0.0.2" in repr(lab)
     html = lab._repr_html_()
     assert "<table>" in html and "9137" in html
-    assert repr(ShellResult("t", "c", 3, "", "boom\n")) == "boom\n[exit 3]"
+
+
+def test_sh_returns_the_transports_result_shown_like_a_terminal(tmp_path):
+    lab = Lab("l", conn(tmp_path), Recorder())
+    result = lab.sh("target", "id")
+    assert type(result) is CommandResult and result.host == "target" and result.ok and result.succeeded
+    assert str(result) == "out\n" and repr(result) == "out"
+    assert repr(CommandResult("c", 3, "", "boom\n", host="t")) == "boom\n[exit 3]"
+    assert repr(CommandResult("c", 0, "", "", host="t")) == "[t: exit 0, no output]"
+    assert repr(CommandResult("c", 2, "a\n", "b\n")) == "a\nb\n[exit 2]"
+    assert not CommandResult("c", 2, "", "").ok
+
+
+def test_live_check_prints_one_marked_line_per_check(tmp_path, capsys, monkeypatch):
+    """``lab.check`` in a live session: the grading side's feedback, with the grading side's marks."""
+    import ladderlab.grading.feedback as feedback
+
+    seen = {}
+
+    def fake_feedback(settings, env, lab_id, only, answers):
+        seen.update(lab=lab_id, only=only, answers=answers)
+        return [(True, "default-deny", "INPUT drops by default"), (False, "persisted", "no rules file")]
+
+    monkeypatch.setattr(feedback, "live_feedback", fake_feedback)
+    lab = Lab("sec-1-iptables-hardening", conn(tmp_path), Recorder(), live=("settings", "env"))
+    lab.answer("errno", "EACCES")
+    capsys.readouterr()
+    assert lab.check("default-deny", "persisted") is False
+    assert capsys.readouterr().out == "\u2713 default-deny: INPUT drops by default\n\u2717 persisted: no rules file\n"
+    assert seen == {"lab": "sec-1-iptables-hardening", "only": ["default-deny", "persisted"],
+                    "answers": {"errno": "EACCES"}}
+
+    def broken(*args):
+        raise ValueError("no visible check nope in this lab\nsecond line")
+
+    monkeypatch.setattr(feedback, "live_feedback", broken)
+    assert lab.check("nope") is False
+    assert capsys.readouterr().out == "\u2717 could not run the checks: no visible check nope in this lab\n"
+
+
+#: What the runner image gives the learner API: the standard library (paramiko is there too, but the API's
+#: module level must not need it). Any other top-level import fails, as it would in the sandbox.
+SANDBOX_IMPORTS = """
+import sys
+
+class OnlyTheStandardLibrary:
+    def find_spec(self, name, path=None, target=None):
+        top = name.partition(".")[0]
+        if top in sys.stdlib_module_names or top == "ladderlab":
+            return None
+        raise ImportError(f"{name} is not in the sandbox")
+
+sys.meta_path.insert(0, OnlyTheStandardLibrary())
+import ladderlab
+from ladderlab.lab import Lab, LabError, learner_id, sh_magic, start
+from ladderlab.lab.connect import Connection
+loaded = sorted(m for m in sys.modules if m.startswith("ladderlab"))
+assert not [m for m in loaded if m.startswith("ladderlab.grading")], loaded
+print(" ".join(loaded))
+"""
+
+
+def test_the_learner_api_imports_with_the_standard_library_only(root):
+    r = subprocess.run([sys.executable, "-I", "-c", SANDBOX_IMPORTS], capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["ladderlab", "ladderlab.lab", "ladderlab.lab.connect"]
+    # the guard is real: the transports package (which needs the docker library) does not import there
+    r = subprocess.run([sys.executable, "-I", "-c", SANDBOX_IMPORTS.replace(
+        "import ladderlab\n", "import ladderlab\nimport ladderlab.environments.transports\n")],
+        capture_output=True, text=True, cwd=root)
+    assert r.returncode == 1 and "docker is not in the sandbox" in r.stderr
 
 
 def test_sh_magic_needs_a_started_lab_and_a_host(monkeypatch):

@@ -24,6 +24,7 @@ OWNER = PREFIX + "owner"
 HOST = PREFIX + "host"
 ROLE = PREFIX + "role"
 KIND = PREFIX + "kind"
+BOUND = PREFIX + "bound"  # "1": reaped as soon as its owner process is gone (grading environments)
 
 
 def _start_ticks(pid: int) -> str:
@@ -59,6 +60,7 @@ class Stamp:
     expires: float
     created: float
     owner: str
+    bound: bool = False
 
     def labels(self, *, host: str | None = None, role: str | None = None,
                user: dict[str, str] | None = None) -> dict[str, str]:
@@ -74,12 +76,14 @@ class Stamp:
             OWNER: self.owner,
             KIND: "host" if host else "network",
         })
+        if self.bound:
+            out[BOUND] = "1"
         if host:
             out[HOST] = host
             out[ROLE] = role or ""
         return out
 
     @classmethod
-    def new(cls, env_id: str, env: str, lab: str, learner: str, ttl_minutes: float) -> Stamp:
+    def new(cls, env_id: str, env: str, lab: str, learner: str, ttl_minutes: float, bound: bool = False) -> Stamp:
         now = time.time()
-        return cls(env_id, env, lab, learner, now + ttl_minutes * 60, now, owner_token())
+        return cls(env_id, env, lab, learner, now + ttl_minutes * 60, now, owner_token(), bound)

@@ -5,7 +5,8 @@ An environment is reaped when it is **expired** (its expiry label is past), or
 a ``down`` was cut short) and the process that was bringing it up is gone
 (checked by PID and process start time, so a reused PID does not fool it). An
 environment owned by a process on another machine is orphaned only once it is
-older than ``grace`` seconds. State records whose environment no longer exists
+older than ``grace`` seconds. A *bound* (grading) environment is reaped
+as soon as its owner process is gone, record or not. State records whose environment no longer exists
 on the engine are dropped too. Not-found is success; transient daemon errors
 are retried.
 """
@@ -33,9 +34,12 @@ class ReapReport:
     stale_records: list[str] = field(default_factory=list)
 
 
-def _why(summary_status: str, owner: str, created: float, grace: float, now: float) -> str | None:
+def _why(summary_status: str, owner: str, created: float, grace: float, now: float,
+         bound: bool = False) -> str | None:
     if summary_status == "expired":
         return "expired"
+    if bound and L.owner_alive(owner) is False:
+        return "its grader is gone"
     if summary_status == "orphaned":
         if L.owner_alive(owner) is None and now - created < grace:
             return None  # owned by another machine and still young: it may be starting there
@@ -50,7 +54,7 @@ def reap(settings: Settings, client: docker.DockerClient, *, dry_run: bool = Fal
     live = set()
     for s in list_envs(settings, client):
         live.add(s.id)
-        why = _why(s.status, s.owner, s.created, grace, now)
+        why = _why(s.status, s.owner, s.created, grace, now, s.bound)
         if why is None:
             report.kept.append(s.id)
             continue

@@ -32,19 +32,19 @@ from typing import Any
 
 import docker
 from docker.errors import APIError, NotFound
-from docker.types import LogConfig
 
 from ladderlab.config import Settings
+from ladderlab.environments import files, guardian, hardening, hostguard
 from ladderlab.environments import labels as L
 from ladderlab.environments.images import exists, image_tags
 from ladderlab.environments.readiness import CommandSucceeds, LogContains, PortOpen, Strategy, wait_ready
 from ladderlab.environments.spec import CommandReady, EnvSpec, HostSpec, LogReady, discover, load_env_spec
 from ladderlab.environments.transports import CommandResult, DockerTransport, SSHTransport, Transport, generate_key
 from ladderlab.errors import EnvError, ImageError, UsageError
-from ladderlab.seeds import apply_overrides, check_learner, check_seed, derive_seed, render_params
+from ladderlab.seeds import apply_overrides, check_learner, check_seed, course_secret, derive_seed, render_params
 
 Say = Callable[[str], None]
-LOG_CONFIG = {"max-size": "1m", "max-file": "2"}
+LOG_CONFIG = hardening.LOG_CONFIG
 SETUP_DONE = "/run/ladderlab/setup.done"
 DEFAULT_COURSE = "ladderlab"
 
@@ -85,6 +85,12 @@ class EnvRecord:
     hosts: dict[str, HostInfo]
     docker_host: str = ""
     secret_params: list[str] = field(default_factory=list)
+    bound: bool = False  # a grading environment: removed as soon as the process that made it is gone
+
+    def stamp(self) -> L.Stamp:
+        """The labels' stamp for another container of this environment (owned by the calling process)."""
+        return L.Stamp(self.id, self.env, self.lab, self.learner, self.expires, self.created, L.owner_token(),
+                       self.bound)
 
     def learner_params(self) -> dict[str, str | int]:
         """The parameters a learner may see (secret ones, like an injected fault, left out)."""
@@ -246,16 +252,11 @@ def tar_files(files: Iterable[tuple[str, bytes, int, int]]) -> bytes:
 
 
 def read_file(client: docker.DockerClient, container: str, path: str, limit: int = 1 << 20) -> bytes:
-    """Read one file from a container through the Docker API (no binary inside it runs)."""
-    stream, _ = client.api.get_archive(container, path)
-    raw = b"".join(stream)
-    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-        member = tar.next()
-        if member is None or not member.isfile() or member.size > limit:
-            raise EnvError(f"{path} in {container} is not a regular file under {limit} bytes")
-        fh = tar.extractfile(member)
-        assert fh is not None
-        return fh.read()
+    """Read one regular file from a container through the Docker API (bounded: see ``files.read_path``)."""
+    data = files.read_bytes(client, container, path, limit=limit, follow=False)
+    if data is None:
+        raise EnvError(f"{path} in {container} is not a regular file")
+    return data
 
 
 class _HostProbe:
@@ -297,8 +298,8 @@ class _Bringup:
     def create_networks(self) -> None:
         for net in self.spec.networks:
             name = f"ll-{self.record.id}-{net.name}"
-            self.client.api.create_network(name, driver="bridge", internal=True, check_duplicate=True,
-                                           labels=self.stamp.labels())
+            # Internal, on an llbr-* bridge the host firewall covers (hostguard: no route to the host's addresses).
+            hostguard.create_lab_network(self.client, name, self.stamp.labels(), self.say)
             self.record.networks[net.name] = name
 
     def start_host(self, name: str) -> HostInfo:
@@ -310,26 +311,17 @@ class _Bringup:
         nets = self.spec.host_networks(name)
         env = {k: v.format_map(params) for k, v in spec.environment.items()}
         env["LADDERLAB_AWAIT_SETUP"] = "1" if spec.setup else "0"
-        host_config = api.create_host_config(
-            cap_drop=["ALL"], cap_add=sorted(spec.capabilities), security_opt=["no-new-privileges:true"],
-            privileged=False, init=True, pids_limit=spec.resources.pids,
-            mem_limit=spec.resources.memory_bytes, memswap_limit=spec.resources.memory_bytes,
-            nano_cpus=int(spec.resources.cpus * 1e9), ipc_mode="private",
-            log_config=LogConfig(type="json-file", config=LOG_CONFIG),
-            network_mode=self.record.networks[nets[0]],
-        )
-        networking = api.create_networking_config(
-            {self.record.networks[nets[0]]: api.create_endpoint_config(aliases=[name])})
-        api.create_container(
-            image, command=spec.command, hostname=name, name=container, environment=env,
-            labels=self.stamp.labels(host=name, role=spec.role, user=spec.labels),
-            host_config=host_config, networking_config=networking, detach=True)
+        hardening.create(self.client, hardening.Plan(
+            kind="host", name=container, image=image, stamp=self.stamp, host=name, role=spec.role,
+            network=self.record.networks[nets[0]], aliases=[name], capabilities=sorted(spec.capabilities),
+            pids=spec.resources.pids, memory=spec.resources.memory_bytes, cpus=spec.resources.cpus,
+            command=spec.command, hostname=name, environment=env, user_labels=spec.labels))
         for net in nets[1:]:
             api.connect_container_to_network(container, self.record.networks[net], aliases=[name])
         key = self.lockout_key if spec.role in self.lockout_roles else self.public_key
         if spec.ssh and key:
             api.put_archive(container, "/root/.ssh", tar_files([("authorized_keys", key.encode(), 0o600, 0)]))
-        api.start(container)
+        hardening.start(self.client, container)
         inspect = api.inspect_container(container)
         addresses = {net: inspect["NetworkSettings"]["Networks"][self.record.networks[net]]["IPAddress"]
                      for net in nets}
@@ -385,7 +377,7 @@ def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: st
        lab: str = "", seed: str | None = None, course_id: str = DEFAULT_COURSE,
        ttl_minutes: float | None = None, overrides: dict[str, str] | None = None, reuse: bool = False,
        lockout_roles: frozenset[str] = frozenset(), on_networks: Callable[[EnvRecord], None] | None = None,
-       say: Say = _quiet) -> Environment:
+       bound: bool = False, say: Say = _quiet) -> Environment:
     """Bring up environment ``env`` for ``learner``; tear it down again if anything fails.
 
     With ``reuse``, an existing healthy environment with the same env, lab, learner,
@@ -395,11 +387,14 @@ def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: st
     sandbox holds) does not open the hosts checks observe from.
     ``on_networks(record)`` is called once the networks exist, before any
     host starts (grading starts its sandbox there, to overlap start-up).
+    With ``bound`` (grading) the environment lives only as long as this
+    process: its guardian removes it the moment the process is gone.
     """
     spec = load_spec(settings, env)
     check_learner(learner)
-    seed = check_seed(seed) if seed else derive_seed(course_id, learner, lab or env)
-    params = apply_overrides(spec.params, render_params(spec.params, seed), overrides or {})
+    key = course_secret(settings)  # seeds and secret parameters are keyed: see ladderlab.seeds
+    seed = check_seed(seed) if seed else derive_seed(course_id, learner, lab or env, secret=key)
+    params = apply_overrides(spec.params, render_params(spec.params, seed, secret=key), overrides or {})
     if reuse:
         existing = find_reusable(settings, client, env=env, lab=lab, learner=learner, seed=seed, params=params)
         if existing is not None:
@@ -407,12 +402,14 @@ def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: st
             return existing
     tags = _check_images(settings, client, spec)
     env_id = f"{env}-{secrets.token_hex(4)}"
-    stamp = L.Stamp.new(env_id, env, lab, learner, ttl_minutes or settings.ttl_minutes)
+    stamp = L.Stamp.new(env_id, env, lab, learner, ttl_minutes or settings.ttl_minutes, bound)
     record = EnvRecord(id=env_id, env=env, lab=lab, learner=learner, seed=seed, params=params,
                        created=stamp.created, expires=stamp.expires, networks={}, hosts={},
                        docker_host=str(client.api.base_url),
-                       secret_params=[n for n, p in spec.params.items() if p.secret])
+                       secret_params=[n for n, p in spec.params.items() if p.secret], bound=bound)
     public = None
+    if bound:
+        guardian.get(settings.state_dir, settings.cache_dir / "guardian.log").bind(env_id)
     try:
         if any(h.ssh for h in spec.hosts.values()):
             private, public = generate_key()
@@ -423,6 +420,7 @@ def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: st
     except BaseException:
         teardown(client, env_id)
         shutil.rmtree(env_dir(settings, env_id), ignore_errors=True)
+        guardian.release(env_id)
         raise
     return Environment(record, client, settings)
 
@@ -495,16 +493,21 @@ def labelled(client: docker.DockerClient, **match: str) -> tuple[list[dict[str, 
 
 
 def teardown(client: docker.DockerClient, env_id: str) -> int:
-    """Remove every container and network labelled with ``env_id``. Idempotent."""
+    """Remove every container, network and volume labelled with ``env_id``. Idempotent."""
     containers, networks = labelled(client, env_id=env_id)
     n = remove_containers(client, [c["Id"] for c in containers])
-    return n + remove_networks(client, [net["Id"] for net in networks])
+    n += remove_networks(client, [net["Id"] for net in networks])
+    volumes = client.api.volumes(filters={"label": [f"{L.MANAGED}=1", f"{L.ENV_ID}={env_id}"]}).get("Volumes") or []
+    for volume in volumes:
+        _retry(partial(client.api.remove_volume, volume["Name"], force=True))
+    return n + len(volumes)
 
 
 def down(settings: Settings, env_id: str, client: docker.DockerClient) -> int:
     """Tear down ``env_id`` and forget it; returns how many resources were removed."""
     removed = teardown(client, env_id)
     shutil.rmtree(env_dir(settings, env_id), ignore_errors=True)
+    guardian.release(env_id)
     return removed
 
 
@@ -523,6 +526,7 @@ class EnvSummary:
     expires: float
     owner: str
     recorded: bool
+    bound: bool = False
 
     @property
     def status(self) -> str:
@@ -551,6 +555,7 @@ def list_envs(settings: Settings, client: docker.DockerClient) -> list[EnvSummar
     for c in containers:
         lbl = c.get("Labels") or {}
         entry = summary(lbl)
+        entry.bound = entry.bound or lbl.get(L.BOUND) == "1"
         if lbl.get(L.KIND, "host") == "host":
             entry.hosts.append(lbl.get(L.HOST, "?"))
     for n in networks:

@@ -112,6 +112,19 @@ class Resources(_Model):
     memory: Annotated[str, StringConstraints(max_length=16)] = "256m"
     cpus: float = Field(default=0.5, gt=0, le=2)
     pids: int = Field(default=256, ge=16, le=2048)
+    #: Bytes the host may write to its own filesystem (its writable layer); a watchdog stops it past that.
+    disk: Annotated[str, StringConstraints(max_length=16)] = "1024m"
+
+    @field_validator("disk")
+    @classmethod
+    def _disk_cap(cls, v: str) -> str:
+        if not 16 * 1024 * 1024 <= _size(v) <= 16 * 1024**3:
+            raise ValueError("disk must be between 16m and 16384m")
+        return v
+
+    @property
+    def disk_bytes(self) -> int:
+        return _size(self.disk)
 
     @field_validator("memory")
     @classmethod

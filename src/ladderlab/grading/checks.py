@@ -14,15 +14,23 @@ isolated scratch container (``scratch``), a container of a host's *image* (not
 the host: ``tools``, for its daemon's own validators such as promtool or
 named-checkzone), and files read through the Docker API (``read_file``,
 ``read_dir``). It never runs a binary inside a learner's host and never
-reads what the learner's code printed. Whatever goes wrong inside a check
-(an exception, no verdict at all) is a failed verdict, never a pass.
+reads what the learner's code printed.
+
+A verdict has a status (DESIGN.md, "Verdicts and faults"): ``passed``,
+``failed`` (the learner's work is wrong) or ``error`` (the grader could not
+judge: infrastructure, our own tools). A check raises :class:`CannotJudge`
+(or lets a Docker/engine error escape) when it cannot observe; any other
+exception inside a check is a defect of the check, also an ``error``;
+:class:`~ladderlab.errors.LearnerState` (an oversized file, control
+characters where a check parses text) is the learner's state: ``failed``. An
+error never passes; the pipeline decides whether the learner caused it (a
+host the learner's code crashed is a failure) before anything is recorded.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import inspect
 import math
 import pkgutil
 import sys
@@ -32,7 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ladderlab.environments.transports.base import CommandResult
-from ladderlab.errors import LadderlabError
+from ladderlab.errors import LadderlabError, LearnerState
 
 T = TypeVar("T")
 
@@ -40,17 +48,38 @@ T = TypeVar("T")
 FEEDBACK_LIMIT = 300
 
 
+PASSED, FAILED, ERROR = "passed", "failed", "error"
+STATUSES = (PASSED, FAILED, ERROR)
+
+
+class CannotJudge(Exception):
+    """Raised by a check when the grader cannot judge (our tool broke, an observer died, a timeout of ours).
+
+    Never the learner's failure: the grading is incomplete and records nothing.
+    """
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of one check: passed or not, the fraction of its points earned, one line of feedback."""
+    """The outcome of one check: passed or not, the fraction of its points earned, one line of feedback,
+    and its status (``passed``, ``failed`` or ``error``; see the module's docstring)."""
 
     passed: bool
     feedback: str
     fraction: float = 1.0
+    status: str = ""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction <= 1.0 or math.isnan(self.fraction):
             raise ValueError(f"fraction must be within [0, 1], got {self.fraction}")
+        if not self.status:
+            object.__setattr__(self, "status", PASSED if self.passed else FAILED)
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
+        if self.status == ERROR and (self.passed or self.fraction):
+            raise ValueError("an error verdict never passes and earns nothing")
+        if self.passed != (self.status == PASSED):
+            raise ValueError(f"passed={self.passed} contradicts status {self.status!r}")
 
 
 def ok(feedback: str) -> Verdict:
@@ -59,6 +88,11 @@ def ok(feedback: str) -> Verdict:
 
 def fail(feedback: str) -> Verdict:
     return Verdict(False, feedback, 0.0)
+
+
+def error(feedback: str) -> Verdict:
+    """The grader could not judge (never a learner's failure)."""
+    return Verdict(False, feedback, 0.0, ERROR)
 
 
 @dataclass(frozen=True)
@@ -78,6 +112,17 @@ class Process:
     uid: int
     pid: int
     args: str
+
+
+@dataclass(frozen=True)
+class Listener:
+    """The process behind a listening socket, identified by trusted means (the socket's owner and the
+    executable the kernel runs for it, read by an observer in the host's namespaces), never by argv."""
+
+    pid: int  # in the host's own pid namespace
+    uid: int
+    exe: str  # where /proc/<pid>/exe points
+    exe_sha256: str  # digest of the running executable's bytes
 
 
 class Runner(Protocol):
@@ -112,6 +157,10 @@ class Context(Protocol):
     def stat(self, host: str, path: str) -> FileStat | None: ...
 
     def processes(self, host: str) -> list[Process]: ...
+
+    def listener(self, host: str, port: int, proto: str = "tcp") -> Listener | None:
+        """The process listening on ``port`` inside ``host`` (None: nothing listens)."""
+        ...
 
     def cached(self, key: str, compute: Callable[[], T]) -> T:
         """``compute()`` once per context (checks of one grading share observations, e.g. a ruleset)."""
@@ -148,15 +197,6 @@ def load_graders(root: Path) -> dict[str, CheckFn]:
     return REGISTRY
 
 
-def signature_problems(fn: CheckFn, args: Mapping[str, Any]) -> str | None:
-    """Why ``args`` cannot call ``fn`` (missing or unknown keyword), or None."""
-    try:
-        inspect.signature(fn).bind(None, **args)
-    except TypeError as exc:
-        return str(exc)
-    return None
-
-
 def render_args(args: Mapping[str, Any], params: Mapping[str, str | int]) -> dict[str, Any]:
     """Fill ``"{param}"`` placeholders in check arguments from the learner's parameters.
 
@@ -178,13 +218,26 @@ def render_args(args: Mapping[str, Any], params: Mapping[str, str | int]) -> dic
     return {k: one(v) for k, v in args.items()}
 
 
+def one_line(text: str) -> str:
+    """Feedback as one printable line: control characters (newlines, NULs, escapes) become spaces."""
+    printable = "".join(ch if ch.isprintable() else " " for ch in str(text))
+    return " ".join(printable.split())[:FEEDBACK_LIMIT]
+
+
 def evaluate(ctx: Context, fn: CheckFn, args: Mapping[str, Any]) -> Verdict:
-    """Run one check; anything but a verdict (an exception, None) is a failed verdict."""
+    """Run one check. A verdict stands as returned; :class:`CannotJudge`, an engine error or any other
+    exception (a defect of the check) is an ``error`` verdict; no verdict at all is an ``error`` too."""
     try:
         verdict = fn(ctx, **args)
+    except CannotJudge as exc:
+        return error(one_line(f"the grader could not judge: {exc}"))
+    except LearnerState as exc:
+        return fail(one_line(str(exc)))
     except Exception as exc:
-        return fail(f"the check could not observe the environment: {type(exc).__name__}: {exc}"[:FEEDBACK_LIMIT])
+        return error(one_line(f"the grader could not judge: {type(exc).__name__}: {exc}"))
     if not isinstance(verdict, Verdict):
-        return fail("the check produced no verdict")
-    line = " ".join(verdict.feedback.split())[:FEEDBACK_LIMIT]
+        return error(f"the check {getattr(fn, '__name__', fn)!s} produced no verdict")
+    line = one_line(verdict.feedback)
+    if verdict.status == ERROR:
+        return error(line)
     return Verdict(verdict.passed, line, verdict.fraction if verdict.passed or verdict.fraction < 1 else 0.0)

@@ -10,7 +10,7 @@ labels, so tearing the environment down removes them too.
 
 from __future__ import annotations
 
-import tarfile
+import json
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,11 +18,76 @@ from typing import Any
 import docker
 from docker.errors import APIError, NotFound
 
+from ladderlab.environments import files, hardening
 from ladderlab.environments import labels as L
-from ladderlab.environments.runtime import LOG_CONFIG, Environment, read_file, tar_files
+from ladderlab.environments.runtime import Environment, tar_files
 from ladderlab.environments.transports import CommandResult, DockerTransport
 from ladderlab.errors import EnvError, UsageError
-from ladderlab.grading.checks import FileStat, Process, T
+from ladderlab.grading.checks import CannotJudge, FileStat, Listener, Process, T
+
+#: Runs in an observer that shares a host's network and pid namespaces: the sockets listening on a port
+#: (from /proc/net/{tcp,udp}{,6}: kernel text, hex fields only), the processes holding them (their
+#: /proc/<pid>/fd links), each holder's uids (/proc/<pid>/status) and the sha256 of the executable the
+#: kernel runs for it (/proc/<pid>/exe, bounded). Prints JSON; pids it may not inspect are listed as denied.
+_LISTENER_SCRIPT = r"""
+import hashlib, ipaddress, json, os, sys
+port, proto, cap = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+def address(hexaddr):
+    raw = bytes.fromhex(hexaddr)
+    if len(raw) == 4:
+        return ipaddress.IPv4Address(raw[::-1])
+    ip = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+    return ip.ipv4_mapped or ip
+sockets = {}
+for family in ("", "6"):
+    try:
+        with open("/proc/net/%s%s" % (proto, family), "rb") as fh:
+            lines = fh.read(1 << 24).decode("ascii").splitlines()[1:]
+    except FileNotFoundError:
+        continue
+    for line in lines:
+        f = line.split()
+        if len(f) < 10 or ":" not in f[1]:
+            continue
+        hexaddr, hexport = f[1].split(":")
+        if int(hexport, 16) != port or f[3] != ("0A" if proto == "tcp" else "07") or f[9] == "0":
+            continue
+        ip = address(hexaddr)
+        sockets[f[9]] = {"address": str(ip), "loopback": ip.is_loopback, "holders": []}
+denied, me = [], str(os.getpid())
+for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
+    if pid == me:
+        continue
+    try:
+        fds = [os.readlink("/proc/%s/fd/%s" % (pid, fd)) for fd in os.listdir("/proc/%s/fd" % pid)]
+    except (FileNotFoundError, ProcessLookupError):
+        continue
+    except PermissionError:
+        denied.append(int(pid)); continue
+    held = [s for s in sockets if "socket:[%s]" % s in fds]
+    if not held:
+        continue
+    try:
+        with open("/proc/%s/status" % pid) as fh:
+            uids = next(l.split()[1:5] for l in fh if l.startswith("Uid:"))
+        exe = os.readlink("/proc/%s/exe" % pid)
+        digest, size = hashlib.sha256(), 0
+        with open("/proc/%s/exe" % pid, "rb") as fh:
+            while size <= cap:
+                chunk = fh.read(1 << 20)
+                if not chunk:
+                    break
+                digest.update(chunk); size += len(chunk)
+    except (FileNotFoundError, ProcessLookupError):
+        continue
+    except PermissionError:
+        denied.append(int(pid)); continue
+    holder = {"pid": int(pid), "uids": [int(u) for u in uids], "exe": exe,
+              "sha256": digest.hexdigest() if size <= cap else ""}
+    for s in held:
+        sockets[s]["holders"].append(holder)
+print(json.dumps({"sockets": list(sockets.values()), "denied": denied}))
+"""
 
 
 class Sidecar:
@@ -88,26 +153,20 @@ class LiveContext:
     def address(self, host: str) -> str:
         return str(self._info(host).address)
 
-    def _labels(self, name: str) -> dict[str, str]:
-        r = self.env.record
-        stamp = L.Stamp(r.id, r.env, r.lab, r.learner, r.expires, r.created, L.owner_token())
-        labels = stamp.labels(host=name, role="observer")
-        labels[L.KIND] = "sidecar"
-        return labels
+    def _stamp(self) -> L.Stamp:
+        return self.env.record.stamp()
 
-    def _start(self, name: str, network_mode: str, caps: list[str]) -> Sidecar:
-        api = self.client.api
+    def _start(self, name: str, network_mode: str, caps: list[str], pid_mode: str | None = None,
+               kind: str = "observer", image: str | None = None, memory: int = 256 * hardening.MiB,
+               read_only: bool = False) -> Sidecar:
+        """Create and start a trusted container (through the one hardening policy)."""
         container = f"ll-{self.env.id}-{name}"
-        host_config = api.create_host_config(
-            cap_drop=["ALL"], cap_add=caps, security_opt=["no-new-privileges:true"], init=True,
-            pids_limit=128, mem_limit=256 * 1024 * 1024, memswap_limit=256 * 1024 * 1024,
-            network_mode=network_mode, log_config=docker.types.LogConfig(type="json-file", config=LOG_CONFIG))
-        try:
-            api.create_container(self.probe_image, command=["sleep", "infinity"], name=container,
-                                 labels=self._labels(name), host_config=host_config, detach=True)
-            api.start(container)
-        except (APIError, NotFound) as exc:
-            raise EnvError(f"cannot start observer {container}: {getattr(exc, 'explanation', None) or exc}") from None
+        pid_of = pid_mode.removeprefix("container:") if pid_mode else None
+        hardening.create(self.client, hardening.Plan(
+            kind=kind, name=container, image=image or self.probe_image, stamp=self._stamp(), host=name,
+            role=kind, network=network_mode, pid_namespace_of=pid_of, capabilities=caps, memory=memory,
+            command=["sleep", "infinity"], entrypoint=[] if image else None, read_only=read_only))
+        hardening.start(self.client, container)
         return Sidecar(self.client, container)
 
     def observe(self, host: str, *, admin: bool = False) -> Sidecar:
@@ -127,7 +186,7 @@ class LiveContext:
         """An isolated trusted container with its own empty network namespace and NET_ADMIN."""
         with self._key_locks.setdefault(("", True), threading.Lock()):
             if self._scratch is None:
-                self._scratch = self._start("scratch", "none", ["NET_ADMIN"])
+                self._scratch = self._start("scratch", "none", ["NET_ADMIN"], kind="scratch")
             return self._scratch
 
     def warm(self, admin_roles: frozenset[str] = frozenset({"target"})) -> None:
@@ -157,66 +216,78 @@ class LiveContext:
             lock = self._key_locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self._sidecars:
-                api = self.client.api
-                container = f"ll-{self.env.id}-tools-{host}"
-                host_config = api.create_host_config(
-                    cap_drop=["ALL"], security_opt=["no-new-privileges:true"], init=True, pids_limit=128,
-                    mem_limit=512 * 1024 * 1024, memswap_limit=512 * 1024 * 1024, network_mode="none",
-                    log_config=docker.types.LogConfig(type="json-file", config=LOG_CONFIG))
-                try:
-                    api.create_container(info.image, command=["sleep", "infinity"], name=container,
-                                         entrypoint=[], labels=self._labels(f"tools-{host}"),
-                                         host_config=host_config, detach=True)
-                    api.start(container)
-                except (APIError, NotFound) as exc:
-                    raise EnvError(f"cannot start {container}: {getattr(exc, 'explanation', None) or exc}") from None
-                self._sidecars[key] = Sidecar(self.client, container)
+                self._sidecars[key] = self._start(f"tools-{host}", "none", [], kind="tools", image=info.image,
+                                                  memory=512 * hardening.MiB)
             return self._sidecars[key]
 
-    def read_dir(self, host: str, path: str, limit: int = 1 << 20) -> dict[str, bytes]:
-        """Regular files directly inside directory ``path`` of ``host`` (name -> bytes), via the Docker API."""
-        import io as _io
+    def _pid_observer(self, host: str) -> Sidecar:
+        """An observer in ``host``'s network *and* pid namespaces, to read /proc for :meth:`listener`.
 
+        SYS_PTRACE and DAC_READ_SEARCH are the least that reads another user's /proc/<pid>/fd and
+        /proc/<pid>/exe (measured: without either, a process of the host's service user is refused).
+        Its root file system is read-only: the host's root (who may hold SYS_PTRACE) can see this
+        container's processes and reach their files through /proc/<pid>/root.
+        """
+        info = self._info(host)
+        key = (f"pid:{host}", True)
+        with self._lock:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._sidecars:
+                target = f"container:{info.container}"
+                self._sidecars[key] = self._start(f"obsp-{host}", target, ["SYS_PTRACE", "DAC_READ_SEARCH"],
+                                                  pid_mode=target, read_only=True)
+            return self._sidecars[key]
+
+    def listener(self, host: str, port: int, proto: str = "tcp") -> Listener | None:
+        """The process behind ``port`` on ``host``, identified by the socket's owner and the executable the
+        kernel runs for it (read by an observer in the host's namespaces), never by argv or process names.
+
+        Only sockets other hosts can reach count (not those bound to loopback). None when no such socket
+        listens. When several processes hold them and they differ in uid or executable, or no process of
+        the host holds one, the answer says so: ``uid`` -1, ``exe_sha256`` empty and ``exe`` naming what
+        differs. ``uid`` is the least of the process's real, effective, saved and file-system uids (a
+        process that can become root again counts as root). :class:`CannotJudge` when the observer fails.
+        """
+        if proto not in ("tcp", "udp") or not 0 < int(port) < 65536:
+            raise UsageError(f"listener: bad port {proto}/{port}")
+        result = self._pid_observer(host).run("python3 -c %s %s %s %s", _LISTENER_SCRIPT, int(port), proto,
+                                              1 << 28, timeout=30)
+        if result.failed:
+            raise CannotJudge(f"the process observer of {host} exited {result.rc}: {result.stderr.strip()[-200:]}")
         try:
-            stream, _ = self.client.api.get_archive(self._info(host).container, path)
-        except NotFound:
-            return {}
-        raw = bytearray()
-        for chunk in stream:
-            raw += chunk
-            if len(raw) > limit:
-                raise EnvError(f"{path} on {host} holds more than {limit} bytes")
-        out = {}
-        with tarfile.open(fileobj=_io.BytesIO(bytes(raw))) as tar:
-            for member in tar.getmembers():
-                parts = member.name.split("/")
-                if member.isfile() and len(parts) == 2:
-                    fh = tar.extractfile(member)
-                    if fh is not None:
-                        out[parts[1]] = fh.read()
-        return out
+            found = json.loads(result.stdout)
+            sockets = [s for s in found["sockets"] if not s["loopback"]]
+            denied = list(found["denied"])
+            holders = {int(h["pid"]): (min(int(u) for u in h["uids"]), str(h["exe"]), str(h["sha256"]))
+                       for s in sockets for h in s["holders"]}
+            unheld = sum(1 for s in sockets if not s["holders"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CannotJudge(f"the process observer of {host} answered {result.stdout[:80]!r}: {exc}") from None
+        if denied:
+            raise CannotJudge(f"the process observer of {host} may not inspect pids {denied[:5]}")
+        if not sockets:
+            return None
+        if not holders or unheld:
+            return Listener(0, -1, f"no process of {host} holds the {proto}/{port} socket", "")
+        kinds = sorted(set(holders.values()))
+        pid = min(holders)
+        if len(kinds) > 1:
+            what = ", ".join(f"{exe} as uid {uid}" for uid, exe, _ in kinds)
+            return Listener(pid, -1, f"several different processes hold {proto}/{port}: {what}", "")
+        uid, exe, digest = kinds[0]
+        return Listener(pid, uid, exe, digest)
+
+    def read_dir(self, host: str, path: str, limit: int = files.DEFAULT_LIMIT) -> dict[str, bytes]:
+        """Regular files directly inside directory ``path`` of ``host`` (name -> bytes), via the Docker API.
+
+        Bounded (``files.TooLarge`` past ``limit`` bytes in all); symlinks and special files are skipped."""
+        return files.list_files(self.client, self._info(host).container, path, limit=limit)
 
     def stat(self, host: str, path: str) -> FileStat | None:
         """Mode and owner of ``path`` from the archive the Docker API builds (no binary in the host runs)."""
-        try:
-            stream, _ = self.client.api.get_archive(self._info(host).container, path)
-        except NotFound:
-            return None
-        raw = bytearray()
-        for chunk in stream:
-            raw += chunk
-            if len(raw) > 1024 or len(raw) >= 512:  # the first header is all we need
-                break
-        import io as _io
-
-        try:
-            with tarfile.open(fileobj=_io.BytesIO(bytes(raw) + b"\0" * 1024), mode="r|") as tar:
-                member = tar.next()
-        except tarfile.TarError:
-            return None
-        if member is None:
-            return None
-        return FileStat(member.mode & 0o7777, member.uid, member.gid, member.size)
+        found = files.owner(self.client, self._info(host).container, path)
+        return FileStat(*found) if found is not None else None
 
     def processes(self, host: str) -> list[Process]:
         """The host's processes as the engine sees them (``docker top``: the host's /proc, not the container's ps)."""
@@ -234,14 +305,10 @@ class LiveContext:
                 continue
         return out
 
-    def read_file(self, host: str, path: str) -> bytes | None:
-        """The file's bytes through the Docker API (no binary in the host runs), or None if absent."""
-        try:
-            return read_file(self.client, self._info(host).container, path)
-        except NotFound:
-            return None
-        except EnvError:
-            return None
+    def read_file(self, host: str, path: str, limit: int = files.DEFAULT_LIMIT) -> bytes | None:
+        """The file's bytes through the Docker API (no binary in the host runs), following symlinks;
+        None if absent or not a regular file; ``files.TooLarge`` (the learner's state) past ``limit``."""
+        return files.read_bytes(self.client, self._info(host).container, path, limit=limit)
 
     def close(self) -> None:
         """Remove the sidecars now (tearing the environment down would, too)."""

@@ -16,9 +16,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from nbconvert.preprocessors import Preprocessor
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Unicode
+
+# nbgrader's own sanitising steps, after ladderlab has rebuilt the submission (LadderlabSanitize):
+# they then only ever see the instructor's nbgrader metadata.
+SANITIZE_PREPROCESSORS = [
+    "ladderlab.grading.nbgrader_ext.LadderlabSanitize",
+    "nbgrader.preprocessors.ClearOutput",
+    "nbgrader.preprocessors.DeduplicateIds",
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "nbgrader.preprocessors.OverwriteCells",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
 
 AUTOGRADE_PREPROCESSORS = [
     "ladderlab.grading.nbgrader_ext.LadderlabExecute",
@@ -26,6 +38,7 @@ AUTOGRADE_PREPROCESSORS = [
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
     "nbgrader.preprocessors.SaveAutoGrades",
+    "ladderlab.grading.nbgrader_ext.RecordEvidence",
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
@@ -43,13 +56,78 @@ c.CourseDirectory.course_id = {course_id!r}
 c.CourseDirectory.root = {root!r}
 c.Exchange.root = {exchange!r}
 
+c.Autograde.sanitize_preprocessors = {sanitize!r}
 c.Autograde.autograde_preprocessors = {preprocessors!r}
 c.OverwriteCells.add_missing_cells = True
+c.LadderlabSanitize.ladderlab_root = {ladderlab_root!r}
 c.LadderlabExecute.ladderlab_root = {ladderlab_root!r}
 '''
 
 
-class LadderlabExecute(Execute):  # type: ignore[misc]
+class SubmissionFailed(RuntimeError):
+    """One submission could not be autograded; nbgrader records the failure and goes on with the next."""
+
+
+class Contained:
+    """A preprocessor whose failure ends one submission's autograde, never the run.
+
+    nbgrader's ``convert_notebooks`` catches an exception per submission and goes on, except for
+    a few types it takes as fatal for the whole course (an nbgrader metadata schema mismatch, a
+    database ``OperationalError``) and ``KeyboardInterrupt``: it then stops, and every submission
+    after this one stays ungraded. Those types are turned into :class:`SubmissionFailed` here (the
+    ladder record is an SQLAlchemy database too: a locked SQLite file is one learner's failure to
+    record, not the end of the cohort's grading). ``KeyboardInterrupt`` still stops the run.
+    """
+
+    def __call__(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
+        import sqlalchemy.exc
+        from nbgrader.nbgraderformat import SchemaMismatchError
+
+        try:
+            done: tuple[NotebookNode, dict[str, Any]] = super().__call__(nb, resources)  # type: ignore[misc]
+        except (SchemaMismatchError, sqlalchemy.exc.DatabaseError) as exc:
+            info = resources.get("nbgrader") or {}
+            raise SubmissionFailed(f"{type(self).__name__}: {info.get('assignment')}/{info.get('student')}: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+        return done
+
+
+def lab_for(ladderlab_root: str, resources: dict[str, Any]) -> Any:
+    """The lab definition an nbgrader step works on, from the configured course checkout."""
+    from ladderlab.config import Settings
+    from ladderlab.course import load_course
+    from ladderlab.errors import UsageError
+    from ladderlab.grading.checks import load_graders
+    from ladderlab.labs import load_lab
+
+    info = resources["nbgrader"]
+    lab_id, notebook = info["assignment"], info["notebook"]
+    if notebook != lab_id:
+        raise UsageError(f"assignment {lab_id}: notebook {notebook!r} is not the lab's notebook {lab_id}.ipynb")
+    settings = Settings.from_env(Path(ladderlab_root) if ladderlab_root else None)
+    course = load_course(settings.course_file, "course.yaml")
+    return load_lab(settings, course, lab_id, registry=load_graders(settings.root))
+
+
+class LadderlabSanitize(Contained, Preprocessor):
+    """The first of autograde's sanitising steps: the submission rebuilt by ``pipeline.prepare``.
+
+    Before any nbgrader step reads the submitted notebook: learner cells lose every nbgrader claim
+    (an old ``schema_version``, wrong types, a check's ``grade_id``, grade/locked/solution flags),
+    instructor cells are the instructor's, learner markdown is sanitised. The notebook nbgrader
+    then saves as autograded, and renders in the formgrader and as feedback, is built from it.
+    """
+
+    ladderlab_root = Unicode("", help="the ladderlab course checkout (holds course.yaml, labs/, graders/)").tag(
+        config=True)
+
+    def preprocess(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
+        from ladderlab.grading.pipeline import prepare
+
+        return prepare(lab_for(self.ladderlab_root, resources), nb), resources
+
+
+class LadderlabExecute(Contained, Execute):  # type: ignore[misc]
     """nbgrader's Execute step, done by ladderlab's grading pipeline."""
 
     ladderlab_root = Unicode("", help="the ladderlab course checkout (holds course.yaml, labs/, graders/)").tag(
@@ -62,7 +140,8 @@ class LadderlabExecute(Execute):  # type: ignore[misc]
         from ladderlab.config import Settings
         from ladderlab.course import load_course
         from ladderlab.environments.engine import connect
-        from ladderlab.errors import UsageError
+        from ladderlab.errors import GradingIncomplete, UsageError
+        from ladderlab.grading.checks import load_graders
         from ladderlab.grading.pipeline import grade
         from ladderlab.labs import load_lab
 
@@ -72,19 +151,41 @@ class LadderlabExecute(Execute):  # type: ignore[misc]
             raise UsageError(f"assignment {lab_id}: notebook {notebook!r} is not the lab's notebook {lab_id}.ipynb")
         settings = Settings.from_env(Path(self.ladderlab_root) if self.ladderlab_root else None)
         course = load_course(settings.course_file, "course.yaml")
-        lab = load_lab(settings, course, lab_id)
+        lab = load_lab(settings, course, lab_id, registry=load_graders(settings.root))
         report, graded = grade(settings, connect(), lab, nb, student, say=self.log.info, detach_teardown=True)
-        self.log.info("ladderlab: %s/%s scored %g/%g (%s)", lab_id, student, report.score, report.max_score,
-                      ", ".join(f"{c.id}={'pass' if c.passed else 'fail'}" for c in report.checks))
         for problem in report.problems:
             self.log.warning("ladderlab: %s", problem)
-        resources.setdefault("ladderlab", {})["report"] = report.to_json()
-        if self.record:
-            from ladderlab.ladder.recording import record
-
-            seq = record(settings, course.id, report, self.ladder_url or None)
-            self.log.info("ladderlab: evidence entry %d recorded", seq)
+        if not report.complete:
+            # Raising here fails this submission's autograde: nbgrader saves no score for it, and no
+            # evidence is appended. Grading it again later gives the learner's honest score.
+            raise GradingIncomplete(f"ladderlab: {lab_id}/{student}: grading incomplete, nothing recorded: "
+                                    f"{report.error}")
+        self.log.info("ladderlab: %s/%s scored %g/%g (%s)", lab_id, student, report.score, report.max_score,
+                      ", ".join(f"{c.id}={c.status}" for c in report.checks))
+        # Evidence is appended by RecordEvidence, after SaveAutoGrades: gradebook first, then the ladder.
+        resources.setdefault("ladderlab", {}).update(
+            report=report.to_json(), grade_report=report, course_id=course.id, settings=settings,
+            record=self.record, ladder_url=self.ladder_url or None)
         return graded, resources
+
+
+class RecordEvidence(Contained, Preprocessor):
+    """After nbgrader's SaveAutoGrades: append the grading's evidence to the ladder record.
+
+    Runs only when LadderlabExecute graded the notebook completely and nbgrader saved its scores
+    (an earlier step that raised stops the chain, so nothing is recorded for it).
+    """
+
+    def preprocess(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
+        info = resources.get("ladderlab") or {}
+        report = info.get("grade_report")
+        if report is None or not info.get("record"):
+            return nb, resources
+        from ladderlab.ladder.recording import record
+
+        seq = record(info["settings"], info["course_id"], report, info.get("ladder_url"))
+        self.log.info("ladderlab: evidence entry %d recorded for %s/%s", seq, report.lab, report.student)
+        return nb, resources
 
 
 def init_course_root(settings: Any, directory: Path, labs: list[Any], *, force: bool = False) -> Path:
@@ -107,7 +208,7 @@ def init_course_root(settings: Any, directory: Path, labs: list[Any], *, force: 
             shutil.copyfile(readme, dest / "README.md")
     text = CONFIG_TEMPLATE.format(
         example=labs[0].id, course_id=labs[0].course.id, root=str(root), exchange=str(root / "exchange"),
-        preprocessors=AUTOGRADE_PREPROCESSORS, ladderlab_root=str(settings.root))
+        sanitize=SANITIZE_PREPROCESSORS, preprocessors=AUTOGRADE_PREPROCESSORS, ladderlab_root=str(settings.root))
     tmp = config.with_name(config.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(config)

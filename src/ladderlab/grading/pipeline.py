@@ -18,8 +18,10 @@ Trust rules (DESIGN.md, "Trust boundaries"):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -28,18 +30,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import docker
-import nbformat
 from nbformat import NotebookNode
-from nbformat.v4 import new_output
+from nbformat.v4 import new_notebook, new_output
 
 from ladderlab.config import Settings
 from ladderlab.environments import runtime
 from ladderlab.environments.images import tool_image
-from ladderlab.grading.checks import Verdict, evaluate, render_args
+from ladderlab.errors import LadderlabError
+from ladderlab.grading import sanitize
+from ladderlab.grading.checks import ERROR as ERROR_VERDICT
+from ladderlab.grading.checks import FAILED, PASSED, Verdict, evaluate, fail, one_line, render_args
 from ladderlab.grading.context import LiveContext
 from ladderlab.grading.sandbox import PROBE_ROLES, Sandbox, SandboxOutcome, connection_for
-from ladderlab.lab import FAIL, PASS
-from ladderlab.labs import AnswerSpec, Check, LabDef, is_check_cell, load_lab, nbg
+from ladderlab.grading.marks import FAIL, PASS
+from ladderlab.labs import AnswerSpec, Check, LabDef, is_check_cell, nbg
 
 Say = Callable[[str], None]
 KEEP_MIME = ("text/plain", "image/png", "image/jpeg")
@@ -50,6 +54,9 @@ def _quiet(_: str) -> None:
     return None
 
 
+GRADED, ERROR = "graded", "error"
+
+
 @dataclass
 class CheckOutcome:
     id: str
@@ -57,10 +64,14 @@ class CheckOutcome:
     max_points: float
     passed: bool
     feedback: str
+    status: str = ""  # passed | failed | error
+
+    def __post_init__(self) -> None:
+        self.status = self.status or (PASSED if self.passed else FAILED)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "points": self.points, "max_points": self.max_points, "passed": self.passed,
-                "feedback": self.feedback}
+        return {"id": self.id, "status": self.status, "points": self.points, "max_points": self.max_points,
+                "passed": self.passed, "feedback": self.feedback}
 
 
 @dataclass
@@ -79,11 +90,18 @@ class GradeReport:
     submission_hash: str = ""
     image_digests: dict[str, str] = field(default_factory=dict)
     check_suite_hash: str = ""
+    status: str = GRADED  # graded | error (the grader could not judge: nothing may be recorded)
+    error: str = ""  # one line: why the grading is incomplete
 
     def to_json(self) -> dict[str, Any]:
         """The documented, stable form (see README, "ladderlab grade")."""
-        return {"lab": self.lab, "student": self.student, "score": self.score, "max_score": self.max_score,
-                "passed": self.passed, "checks": [c.to_json() for c in self.checks]}
+        return {"lab": self.lab, "student": self.student, "status": self.status, "error": self.error,
+                "score": self.score, "max_score": self.max_score, "passed": self.passed,
+                "checks": [c.to_json() for c in self.checks]}
+
+    @property
+    def complete(self) -> bool:
+        return self.status == GRADED
 
     def failed(self) -> list[str]:
         return [c.id for c in self.checks if not c.passed]
@@ -92,9 +110,26 @@ class GradeReport:
 # --- what a grading was made of (for the evidence record) ----------------------------------------
 
 
-def submission_hash(nb: NotebookNode) -> str:
-    """sha256 of the submitted notebook as nbformat serialises it (stable key order)."""
-    return hashlib.sha256(nbformat.writes(nb).encode()).hexdigest()
+def submission_hash(lab: LabDef, nb: NotebookNode) -> str:
+    """The identity of a submission: sha256 over the cells the learner authored, in order.
+
+    Computed from the notebook as ``prepare`` makes it (check cells are the instructor's, learner
+    cells keep their source) and only over cells that are not the instructor's (check cells and
+    locked instructor cells left out), each as (cell type, source). The same submission gives the
+    same digest whether it is read from nbgrader's ``submitted/`` file (``ladder rebuild``) or
+    handed to the Execute step after nbgrader's own preprocessors (outputs cleared, locked cells
+    restored): evidence is appended once per submission.
+    """
+    prepared = prepare(lab, nb)
+    h = hashlib.sha256(b"ladderlab-submission-v2\0")
+    for cell in prepared.cells:
+        meta = nbg(cell)
+        if is_check_cell(cell) or (meta.get("locked") and not meta.get("solution")):
+            continue
+        source = cell.get("source", "")
+        text = "".join(source) if isinstance(source, list) else str(source)
+        h.update(f"{cell.get('cell_type', '')}\0{len(text)}\0".encode() + text.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 def image_digests(client: docker.DockerClient, env: runtime.Environment) -> dict[str, str]:
@@ -112,39 +147,58 @@ def image_digests(client: docker.DockerClient, env: runtime.Environment) -> dict
 
 
 def prepare(lab: LabDef, submitted: NotebookNode) -> NotebookNode:
-    """The notebook as it will be graded: trusted check cells, learner cells as the learner left them."""
-    nb = copy.deepcopy(submitted)
+    """The notebook as it will be graded, saved and shown: rebuilt from the submission, never copied.
+
+    * every cell the instructor wrote that is not an answer cell (checks, locked instructions and
+      code) is the instructor's own cell from ``lab.source``, whatever the submission holds there;
+      check cells the learner deleted come back at the end;
+    * an answer cell (the instructor's ``solution`` cells, matched by ``grade_id``, first match
+      only) keeps the learner's source, with the instructor's cell type and nbgrader metadata;
+    * every other cell is the learner's, rebuilt from its source alone: no nbgrader metadata (so no
+      claim to a grade, a lock or an old schema reaches nbgrader), no other metadata, no outputs;
+      markdown sanitised and raw cells turned into text (``sanitize``), so nothing a learner wrote
+      can run in the browser of whoever opens the result;
+    * the notebook's metadata is the instructor's.
+
+    Idempotent: nbgrader's autograde runs it first on the submitted file (``LadderlabSanitize``)
+    and the Execute step runs it again.
+    """
     checks = lab.check_by_grade_id()
-    source_meta = {str(nbg(c)["grade_id"]): c for c in lab.source.cells if nbg(c).get("grade_id")}
+    instructor = {str(nbg(c)["grade_id"]): c for c in lab.source.cells if isinstance(nbg(c).get("grade_id"), str)}
     placed: set[str] = set()
-    cells = []
-    for cell in nb.cells:
-        gid = nbg(cell).get("grade_id")
-        if isinstance(gid, str) and gid in checks and gid not in placed:
-            trusted = lab.source_cell(gid)
-            checksum = nbg(cell).get("checksum")  # nbgrader's own (restored from its gradebook), kept as is
-            if isinstance(checksum, str):
-                trusted["metadata"]["nbgrader"]["checksum"] = checksum
-            cells.append(trusted)
-            placed.add(gid)
-            continue
-        cell.setdefault("metadata", {})
-        if isinstance(gid, str) and gid in source_meta and gid not in checks and gid not in placed:
-            # A learner's answer cell: keep its code, restore what the instructor set about it.
-            cell["metadata"]["nbgrader"] = copy.deepcopy(source_meta[gid]["metadata"]["nbgrader"])
-            placed.add(gid)
+    cells: list[NotebookNode] = []
+    for raw in sanitize.cells_of(submitted):
+        meta = raw.get("metadata")
+        claimed = meta.get("nbgrader") if isinstance(meta, Mapping) else None
+        claim = claimed if isinstance(claimed, Mapping) else {}
+        gid = claim.get("grade_id")
+        own = instructor.get(gid) if isinstance(gid, str) and gid not in placed else None
+        cell: NotebookNode | None
+        if own is None or not isinstance(gid, str):
+            cell = sanitize.learner_cell(raw)
+        elif nbg(own).get("solution") and gid not in checks:
+            cell = sanitize.learner_cell(raw, own["cell_type"])
+            if cell is not None:
+                cell["metadata"]["nbgrader"] = copy.deepcopy(nbg(own))
+                placed.add(gid)
         else:
-            cell["metadata"].pop("nbgrader", None)
-        cells.append(cell)
+            cell = lab.source_cell(gid)
+            checksum = claim.get("checksum")
+            if isinstance(checksum, str) and re.fullmatch(r"[0-9a-f]{1,128}", checksum):
+                cell["metadata"]["nbgrader"]["checksum"] = checksum  # nbgrader's own, from its gradebook
+            placed.add(gid)
+        if cell is not None:
+            cells.append(cell)
     for check in lab.checks:  # deleted (or renamed) check cells come back, at the end
         if check.grade_id not in placed:
             cells.append(lab.source_cell(check.grade_id))
-    nb.cells = cells
-    for cell in nb.cells:
+    for cell in cells:
         if cell.get("cell_type") == "code":
             cell["outputs"] = []
             cell["execution_count"] = None
-    return nb
+    sanitize.unique_ids(cells)
+    prepared: NotebookNode = new_notebook(cells=cells, metadata=copy.deepcopy(lab.source.metadata))
+    return prepared
 
 
 def learner_part(nb: NotebookNode) -> tuple[NotebookNode, list[int]]:
@@ -156,12 +210,18 @@ def learner_part(nb: NotebookNode) -> tuple[NotebookNode, list[int]]:
 
 
 def _text(value: Any) -> str:
-    text = "".join(value) if isinstance(value, list) else str(value)
+    """Output text as one bounded string (a string, or a list of strings as nbformat allows; else empty)."""
+    text = "".join(v for v in value if isinstance(v, str)) if isinstance(value, list) else \
+        value if isinstance(value, str) else ""
     return text if len(text) <= OUTPUT_TEXT_LIMIT else text[:OUTPUT_TEXT_LIMIT] + "\n[output truncated]\n"
 
 
 def sanitize_outputs(outputs: Any) -> list[NotebookNode]:
-    """Only inert output kinds, size-limited; anything malformed is dropped."""
+    """Only inert output kinds, size-limited; anything malformed is dropped.
+
+    Text stays text (nbconvert escapes it); an image is kept only when its data decodes to an image
+    of its type (``sanitize.image_data``), never as a string that would land in an HTML attribute.
+    """
     clean: list[NotebookNode] = []
     if not isinstance(outputs, list):
         return clean
@@ -172,7 +232,11 @@ def sanitize_outputs(outputs: Any) -> list[NotebookNode]:
         if kind == "stream" and out.get("name") in ("stdout", "stderr"):
             clean.append(new_output("stream", name=out["name"], text=_text(out.get("text", ""))))
         elif kind in ("execute_result", "display_data") and isinstance(out.get("data"), dict):
-            data = {k: _text(v) for k, v in out["data"].items() if k in KEEP_MIME and isinstance(v, str | list)}
+            bundle = out["data"]
+            text = bundle.get("text/plain")
+            data = {"text/plain": _text(text)} if isinstance(text, list | str) else {}
+            data.update({k: image for k in KEEP_MIME if k != "text/plain"
+                         and (image := sanitize.image_data(k, bundle.get(k))) is not None})
             if data:
                 extra = {"execution_count": None} if kind == "execute_result" else {}
                 clean.append(new_output(kind, data=data, **extra))
@@ -231,7 +295,75 @@ def judge(ctx: Any, lab: LabDef, params: Mapping[str, str | int], only: list[str
 def outcome(check: Check, verdict: Verdict) -> CheckOutcome:
     """Points from a verdict (``evaluate`` already gave failed all-or-nothing verdicts a fraction of 0)."""
     return CheckOutcome(check.id, round(check.spec.points * verdict.fraction, 3), check.spec.points,
-                        verdict.passed, verdict.feedback)
+                        verdict.passed, verdict.feedback, verdict.status)
+
+
+# --- faults: the grader's, or the learner's -------------------------------------------------------
+
+
+@dataclass
+class HostState:
+    """What happened to the lab hosts while a submission was graded."""
+
+    broken_by_learner: dict[str, str] = field(default_factory=dict)  # host -> what the engine saw
+    disturbed: dict[str, str] = field(default_factory=dict)  # host -> what was done to it from outside
+
+
+EXTERNAL_ACTIONS = ("kill", "stop", "pause", "restart", "destroy")
+
+
+def host_state(client: docker.DockerClient, env: runtime.Environment, since: float,
+               learner_kills: Mapping[str, str] | None = None) -> HostState:
+    """Tell a host the learner's code broke from one something else stopped.
+
+    The learner is root inside their hosts, but nothing inside a container can call the engine:
+    an engine-level kill, stop, pause or restart of a host during grading came from outside
+    (an operator, another program, a crash of ours) and is a grading fault. A host that exited on
+    its own (its main process killed from inside, out of memory under the learner's load) is the
+    learner's doing. ``learner_kills`` names hosts ladderlab itself stopped because of the
+    learner's state (a disk quota), with the reason.
+    """
+    state = HostState()
+    names = {info.container: name for name, info in env.record.hosts.items()}
+    external: dict[str, str] = {}
+    events = client.api.events(since=int(since) - 1, until=int(time.time()) + 1, decode=True,
+                               filters={"type": "container", "container": list(names)})
+    for event in events:
+        action = str(event.get("Action") or event.get("status") or "")
+        who = names.get(str((event.get("Actor") or {}).get("Attributes", {}).get("name", "")))
+        if who and action.split(":")[0] in EXTERNAL_ACTIONS:
+            external.setdefault(who, action.split(":")[0])
+    for container, name in names.items():
+        if learner_kills and name in learner_kills:
+            state.broken_by_learner[name] = learner_kills[name]
+            continue
+        if name in external:
+            state.disturbed[name] = f"host {name} received an engine-level {external[name]} during grading"
+            continue
+        info = client.api.inspect_container(container)["State"]
+        if info.get("Paused"):
+            state.disturbed[name] = f"host {name} was paused during grading"
+        elif not info.get("Running"):
+            why = "ran out of memory" if info.get("OOMKilled") else f"exited with code {info.get('ExitCode')}"
+            state.broken_by_learner[name] = f"host {name} stopped during grading: it {why}"
+    return state
+
+
+def settle(verdicts: list[tuple[Check, Verdict]], hosts: HostState) -> tuple[list[tuple[Check, Verdict]], str]:
+    """Final verdicts and the grading's fault line ('' when it is complete).
+
+    Checks that could not observe because the learner broke a host fail, naming the host; a host
+    disturbed from outside, or any check the grader could not judge, leaves the grading incomplete.
+    """
+    if hosts.disturbed:
+        return verdicts, "; ".join(sorted(hosts.disturbed.values()))
+    out = []
+    for check, verdict in verdicts:
+        if verdict.status == ERROR_VERDICT and hosts.broken_by_learner:
+            verdict = fail(one_line("; ".join(sorted(hosts.broken_by_learner.values()))))
+        out.append((check, verdict))
+    errors = [f"check {c.id}: {v.feedback}" for c, v in out if v.status == ERROR_VERDICT]
+    return out, errors[0] if errors else ""
 
 
 def write_verdict(cell: NotebookNode, result: CheckOutcome) -> None:
@@ -258,18 +390,25 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     nb = prepare(lab, submitted)
+    digest = submission_hash(lab, submitted)
     sandbox_nb, positions = learner_part(nb)
-    probe = tool_image(settings, client, "probe")
-    box = Sandbox(settings, client, lab.spec.sandbox)
-    say(f"{lab.id}/{student}: starting a fresh {lab.environment} environment and the sandbox")
     problems: list[str] = []
     env = None
+    verdicts: list[tuple[Check, Verdict]] = []
+    images: dict[str, str] = {}
+    fault = ""
+    say(f"{lab.id}/{student}: starting a fresh {lab.environment} environment and the sandbox")
+    box: Sandbox | None = None
     try:
+        probe = tool_image(settings, client, "probe")
+        box = Sandbox(settings, client, lab.spec.sandbox)
         # The sandbox starts first, once the networks exist: its kernel start-up is the critical path
         # and overlaps the hosts' (container starts serialise in the engine).
+        sandbox = box
         env = runtime.up(settings, lab.environment, client=client, learner=student, lab=lab.id,
                          course_id=lab.course.id, reuse=False, lockout_roles=PROBE_ROLES,
-                         on_networks=lambda record: box.create(record, sandbox_nb))
+                         on_networks=lambda record: sandbox.create(record, sandbox_nb), bound=True)
+        started = env.record.created
         timings["env_up"] = time.monotonic() - t0
         images = image_digests(client, env)
         say(f"{lab.id}/{student}: running the notebook in the sandbox ({env.id})")
@@ -281,23 +420,30 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
             warming.result()
         timings["sandbox"] = time.monotonic() - t0 - timings["env_up"]
         problems += run.problems
-        merge_outputs(nb, positions, run.notebook)
+        try:
+            merge_outputs(nb, positions, run.notebook)
+        except Exception as exc:  # hostile data that got past the checks of its shape: the learner's
+            problems.append(one_line(f"the executed notebook's outputs were dropped: {type(exc).__name__}"))
         answers = clean_answers(run.answers, lab.spec.answers)
         say(f"{lab.id}/{student}: checking the environment")
         t1 = time.monotonic()
         ctx.set_answers(answers)
         verdicts = judge(ctx, lab, env.params)
+        verdicts, fault = settle(verdicts, host_state(client, env, started))
         timings["checks"] = time.monotonic() - t1
+    except Exception as exc:  # infrastructure or our own tools: the grading is incomplete, never a verdict
+        fault = one_line(f"{type(exc).__name__}: {exc}") if not isinstance(exc, LadderlabError) else one_line(str(exc))
     finally:
         t2 = time.monotonic()
         if env is not None:
             # env.down removes the sandbox and observers too: they carry the environment's labels.
             if detach_teardown:
-                threading.Thread(target=env.down, name=f"teardown-{env.id}", daemon=False).start()
+                threading.Thread(target=_down_quietly, args=(env,), name=f"teardown-{env.id}",
+                                 daemon=False).start()
             else:
-                env.down()
-        else:
-            box.remove()
+                _down_quietly(env)
+        elif box is not None:
+            _quietly(box.remove)
         timings["env_down"] = time.monotonic() - t2
     by_grade_id = {c.grade_id: (c, v) for c, v in verdicts}
     for cell in nb.cells:
@@ -307,28 +453,22 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
             write_verdict(cell, result)
     results = [outcome(c, v) for c, v in verdicts]
     score = round(sum(r.points for r in results), 3)
-    report = GradeReport(lab.id, student, score, lab.max_score, score >= lab.threshold * lab.max_score - 1e-9,
-                         results, env.id, env.record.seed, timings, problems, threshold=lab.threshold,
-                         submission_hash=submission_hash(submitted), image_digests=images,
-                         check_suite_hash=lab.suite_hash())
+    passed = not fault and score >= lab.threshold * lab.max_score - 1e-9
+    report = GradeReport(lab.id, student, score, lab.max_score, passed, results, env.id if env else "",
+                         env.record.seed if env else "", timings, problems, threshold=lab.threshold,
+                         submission_hash=digest, image_digests=images, check_suite_hash=lab.suite_hash(),
+                         status=ERROR if fault else GRADED, error=fault)
+    if fault:
+        say(f"{lab.id}/{student}: grading incomplete: {fault}")
     timings["total"] = time.monotonic() - t0
     return report, nb
 
 
-def live_feedback(settings: Settings, env: runtime.Environment, lab_id: str, only: list[str],
-                  answers: Mapping[str, Any]) -> list[tuple[bool, str, str]]:
-    """Formative feedback in the learner's own environment (``lab.check``): (passed, id, line) per check."""
-    from ladderlab.course import load_course
+def _quietly(action: Callable[[], object]) -> None:
+    with contextlib.suppress(Exception):  # best effort: the guardian and the reaper remove what is left
+        action()
 
-    course = load_course(settings.course_file, "course.yaml")
-    lab = load_lab(settings, course, lab_id)
-    visible = [c.id for c in lab.checks if not c.hidden]
-    unknown = [c for c in only if c not in visible]
-    if unknown:
-        raise ValueError(f"no visible check {', '.join(unknown)} in this lab (checks you can run: "
-                         f"{', '.join(visible)}; the others are run by the grader)")
-    ctx = LiveContext(env, tool_image(settings, env.client, "probe"), clean_answers(answers, lab.spec.answers))
-    try:
-        return [(v.passed, c.id, v.feedback) for c, v in judge(ctx, lab, env.params, only or visible)]
-    finally:
-        ctx.close()
+
+def _down_quietly(env: runtime.Environment) -> None:
+    _quietly(env.down)
+

@@ -14,9 +14,7 @@ limit and parsed by the trusted side.
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,16 +26,9 @@ from docker.errors import APIError, NotFound
 from nbformat import NotebookNode
 
 from ladderlab.config import Settings
-from ladderlab.environments import labels as L
+from ladderlab.environments import files, hardening
 from ladderlab.environments.images import tool_image
-from ladderlab.environments.runtime import (
-    LOG_CONFIG,
-    Environment,
-    EnvRecord,
-    key_path,
-    remove_containers,
-    tar_files,
-)
+from ladderlab.environments.runtime import Environment, EnvRecord, key_path, remove_containers, tar_files
 from ladderlab.errors import EnvError
 from ladderlab.lab.connect import Connection, HostEntry
 from ladderlab.labs import SandboxSpec
@@ -45,6 +36,10 @@ from ladderlab.labs import SandboxSpec
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 LEARNER_UID = 1000
 ANSWERS_LIMIT = 64 * 1024
+PACKAGE_ROOT = ".ladderlab"
+WORK_SIZE = 64 << 20  # /work: the package, the notebook, the learner's files (plus twice the output limit)
+TMP_SIZE = 64 << 20
+MAX_DEPTH = 64  # JSON nesting taken back from the sandbox
 PROBE_ROLES = frozenset({"probe"})
 
 
@@ -64,10 +59,10 @@ def _parse_size(text: str) -> int:
 
 
 def package_tar(work: dict[str, bytes] | None = None) -> bytes:
-    """One archive for ``/``: the ``ladderlab`` package's Python sources under ``opt/ladderlab`` (root's,
-    read-only to the learner) and ``work`` files (the learner's, 0600)."""
-    sources = [("opt/ladderlab/ladderlab/" + path.relative_to(PACKAGE_DIR).as_posix(), path.read_bytes(), 0o644, 0)
-               for path in sorted(PACKAGE_DIR.rglob("*.py")) if "__pycache__" not in path.parts]
+    """One archive for ``/work``: the ``ladderlab`` package's Python sources under ``.ladderlab/`` and
+    ``work`` files (the learner's, 0600)."""
+    sources = [(f"{PACKAGE_ROOT}/ladderlab/" + path.relative_to(PACKAGE_DIR).as_posix(), path.read_bytes(), 0o644,
+                LEARNER_UID) for path in sorted(PACKAGE_DIR.rglob("*.py")) if "__pycache__" not in path.parts]
     return tar_files(sources + _work(work or {}))
 
 
@@ -76,24 +71,10 @@ def _work(files: dict[str, bytes]) -> list[tuple[str, bytes, int, int]]:
 
 
 def read_limited(client: docker.DockerClient, container: str, path: str, limit: int) -> bytes | None:
-    """One regular file from a container, or None if absent; EnvError when it is over ``limit``."""
-    try:
-        stream, stat = client.api.get_archive(container, path)
-    except NotFound:
-        return None
-    if int(stat.get("size", 0)) > limit:
-        raise EnvError(f"{path} is {stat.get('size')} bytes, over the limit of {limit}")
-    raw = bytearray()
-    for chunk in stream:
-        raw += chunk
-        if len(raw) > limit + 64 * 1024:
-            raise EnvError(f"{path} is over the limit of {limit} bytes")
-    with tarfile.open(fileobj=io.BytesIO(bytes(raw))) as tar:
-        member = tar.next()
-        if member is None or not member.isfile():
-            return None
-        fh = tar.extractfile(member)
-        return fh.read(limit + 1) if fh else None
+    """One regular file from a container, or None if absent or not a regular file (a symlink, a fifo:
+    never followed); :class:`~ladderlab.environments.files.TooLarge` when it is over ``limit``."""
+    entry = files.read_path(client, container, path, limit=limit)
+    return entry.data if entry is not None and entry.kind == "file" else None
 
 
 def connection_for(settings: Settings, env: Environment, lab_id: str) -> Connection:
@@ -118,34 +99,37 @@ class Sandbox:
         self.outcome = SandboxOutcome(None, {}, None, False, 0.0)
 
     def create(self, record: EnvRecord, nb: NotebookNode) -> None:
-        """Start the runner on the env's first network; its kernel starts while the hosts do."""
-        api = self.client.api
+        """Start the runner on the env's first network; its kernel starts while the hosts do.
+
+        Its root file system is read-only; ``/tmp`` is a tmpfs and ``/work`` a ladderlab tmpfs volume,
+        both size-capped (nothing it writes reaches the host's disk). The runner waits for ``.ready``
+        (the package and the notebook are whole by then), starts its kernel, and waits for ``go``.
+        """
         limits = self.limits
         image = tool_image(self.settings, self.client, "runner")
         self.name = f"ll-{record.id}-sandbox"
-        stamp = L.Stamp(record.id, record.env, record.lab, record.learner, record.expires, record.created,
-                        L.owner_token())
-        labels = stamp.labels(host="sandbox", role="sandbox")
-        labels[L.KIND] = "sandbox"
+        stamp = record.stamp()
         memory = _parse_size(limits.memory)
-        host_config = api.create_host_config(
-            cap_drop=["ALL"], security_opt=["no-new-privileges:true"], privileged=False, init=True,
-            pids_limit=limits.pids, mem_limit=memory, memswap_limit=memory, nano_cpus=int(limits.cpus * 1e9),
-            ipc_mode="private", network_mode=next(iter(record.networks.values())),
-            cpu_shares=4096,  # its kernel start is grading's critical path: first call on the CPU
-            log_config=docker.types.LogConfig(type="json-file", config=LOG_CONFIG),
-            tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"})  # noqa: S108 - the container's own /tmp
-        command = ["python3", "-m", "ladderlab.grading.runner", "/work/in.ipynb", "/work/out.ipynb",
-                   "--cell-timeout", f"{limits.cell_timeout:g}", "--go", "/work/go",
-                   "--go-timeout", f"{max(60.0, limits.timeout):g}"]
+        runner = ["python3", "-m", "ladderlab.grading.runner", "/work/in.ipynb", "/work/out.ipynb",
+                  "--cell-timeout", f"{limits.cell_timeout:g}", "--go", "/work/go",
+                  "--go-timeout", f"{max(60.0, limits.timeout):g}"]
+        wait = "while [ ! -e /work/.ready ]; do sleep 0.01; done; exec " + " ".join(runner)
         self.started = time.monotonic()
+        work_size = WORK_SIZE + 2 * limits.output_limit
+        hardening.create_work_volume(self.client, f"{self.name}-work", stamp, work_size, LEARNER_UID)
+        hardening.create(self.client, hardening.Plan(
+            kind="sandbox", name=self.name, image=image, stamp=stamp, host="sandbox", role="sandbox",
+            network=next(iter(record.networks.values())), pids=limits.pids, memory=memory, cpus=limits.cpus,
+            cpu_shares=4096,  # its kernel start is grading's critical path: first call on the CPU
+            command=["sh", "-c", wait], user=str(LEARNER_UID), working_dir="/work",
+            environment={"LADDERLAB_CONNECT": "/work/connect.json", "PYTHONPATH": f"/work/{PACKAGE_ROOT}",
+                         "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"},  # noqa: S108 - its own tmpfs
+            read_only=True, tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMP_SIZE}"},  # noqa: S108 - its own /tmp
+            work_volume=f"{self.name}-work"))
+        hardening.start(self.client, self.name)
         try:
-            api.create_container(image, command=command, name=self.name, user=str(LEARNER_UID), labels=labels,
-                                 environment={"LADDERLAB_CONNECT": "/work/connect.json",
-                                              "PYTHONPATH": "/opt/ladderlab"},
-                                 working_dir="/work", host_config=host_config, detach=True)
-            api.put_archive(self.name, "/", package_tar({"work/in.ipynb": nbformat.writes(nb).encode()}))
-            api.start(self.name)
+            self.client.api.put_archive(self.name, "/work", package_tar({"in.ipynb": nbformat.writes(nb).encode()}))
+            self.client.api.put_archive(self.name, "/work", tar_files(_work({".ready": b""})))
         except APIError as exc:
             raise EnvError(f"sandbox {self.name} failed to start: {exc.explanation or exc}") from None
 
@@ -210,34 +194,71 @@ class Sandbox:
         self.outcome.seconds = time.monotonic() - self.started
 
 
+def load_untrusted_json(raw: bytes, what: str, problems: list[str]) -> Any:
+    """JSON that crossed back from the sandbox, parsed with limits: bytes must be UTF-8 JSON no deeper
+    than :data:`MAX_DEPTH`; any violation is noted in ``problems`` (the learner's) and gives None."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        problems.append(f"{what} is not UTF-8 text")
+        return None
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:  # nesting depth, counted before the parser recurses into it
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                problems.append(f"{what} nests deeper than {MAX_DEPTH} levels")
+                return None
+        elif ch in "]}":
+            depth -= 1
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        problems.append(f"{what} is not valid JSON: {str(exc)[:200]}")
+        return None
+
+
+def _as_notebook(data: Any, problems: list[str]) -> NotebookNode | None:
+    """The executed notebook as the grader uses it: nbformat 4 with a list of cells that are objects.
+
+    Nothing else is assumed (outputs are sanitised one by one when they are merged back)."""
+    if not isinstance(data, dict) or data.get("nbformat") != 4 or not isinstance(data.get("cells"), list) \
+            or not all(isinstance(c, dict) for c in data["cells"]):
+        problems.append("the executed notebook is not an nbformat 4 notebook with a list of cells")
+        return None
+    nb: NotebookNode = nbformat.from_dict({"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+                                           "cells": data["cells"]})
+    return nb
+
+
 def _take_notebook(client: docker.DockerClient, name: str, limit: int, outcome: SandboxOutcome) -> NotebookNode | None:
     try:
         raw = read_limited(client, name, "/work/out.ipynb", limit)
-    except EnvError as exc:
+    except files.TooLarge as exc:
         outcome.problems.append(f"executed notebook dropped: {exc}")
         return None
     if raw is None:
         outcome.problems.append("the sandbox wrote no executed notebook")
         return None
-    try:
-        nb: NotebookNode = nbformat.reads(raw.decode("utf-8"), as_version=4)
-    except (UnicodeDecodeError, ValueError) as exc:
-        outcome.problems.append(f"executed notebook unreadable: {str(exc)[:200]}")
-        return None
-    return nb
+    data = load_untrusted_json(raw, "the executed notebook", outcome.problems)
+    return _as_notebook(data, outcome.problems) if data is not None else None
 
 
 def _take_answers(client: docker.DockerClient, name: str, outcome: SandboxOutcome) -> dict[str, Any]:
     try:
         raw = read_limited(client, name, "/work/answers.json", ANSWERS_LIMIT)
-    except EnvError as exc:
+    except files.TooLarge as exc:
         outcome.problems.append(f"answers dropped: {exc}")
         return {}
     if raw is None:
         return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        outcome.problems.append("answers.json is not JSON")
-        return {}
+    data = load_untrusted_json(raw, "answers.json", outcome.problems)
+    if data is not None and not isinstance(data, dict):
+        outcome.problems.append("answers.json is not a JSON object")
     return data if isinstance(data, dict) else {}

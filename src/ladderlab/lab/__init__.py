@@ -12,10 +12,14 @@ reach the Docker engine, else over SSH using the connection file named by
 ``$LADDERLAB_CONNECT`` (the grading sandbox works this way). ``lab.check(...)``
 gives formative feedback, one line per check; it never decides a grade, and at
 grading time it does nothing: the grader evaluates the checks itself, outside
-the notebook.
+the notebook. ``lab.sh`` returns the transports' own
+:class:`~ladderlab.environments.transports.base.CommandResult`, which shows
+like a terminal.
 
 In the sandbox this module must import with the standard library and paramiko
-only, so every heavier import happens inside the functions that need it.
+only, so every heavier import happens inside the functions that need it. It
+imports nothing from ``ladderlab.grading`` at module level: the grading side
+imports the learner API's connection file, never the other way round at import time.
 """
 
 from __future__ import annotations
@@ -28,14 +32,16 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ladderlab.lab.connect import Connection, HostEntry, from_environment
 
+if TYPE_CHECKING:
+    from ladderlab.environments.transports.base import CommandResult
+
 MAX_WRITE = 256 * 1024
-PASS, FAIL = "\u2713", "\u2717"
 
 
 class LabError(Exception):
@@ -43,29 +49,6 @@ class LabError(Exception):
 
     def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
         return [f"{type(self).__name__}: {self}"]
-
-
-@dataclass(frozen=True)
-class ShellResult:
-    """What ``lab.sh`` returns: displays like a terminal, compares like a result."""
-
-    host: str
-    command: str
-    rc: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.rc == 0
-
-    def __str__(self) -> str:
-        return self.stdout
-
-    def __repr__(self) -> str:
-        out = self.stdout + (self.stderr if self.stderr else "")
-        tail = "" if self.rc == 0 else f"\n[exit {self.rc}]"
-        return (out.rstrip("\n") + tail) or f"[{self.host}: exit {self.rc}, no output]"
 
 
 def learner_id(explicit: str | None = None) -> str:
@@ -83,7 +66,8 @@ def learner_id(explicit: str | None = None) -> str:
 class _Backend:
     """How the lab reaches hosts; implemented for docker exec (live) and SSH (connection file)."""
 
-    def run(self, host: str, command: str, timeout: float) -> ShellResult:
+    def run(self, host: str, command: str, timeout: float) -> CommandResult:
+        """Run ``command`` on ``host``; the result names the host."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -95,7 +79,7 @@ class _SSHBackend(_Backend):
         self.conn = conn
         self._transports: dict[str, Any] = {}
 
-    def run(self, host: str, command: str, timeout: float) -> ShellResult:
+    def run(self, host: str, command: str, timeout: float) -> CommandResult:
         from ladderlab.environments.transports.ssh import SSHTransport
 
         entry = self.conn.hosts[host]
@@ -105,8 +89,7 @@ class _SSHBackend(_Backend):
         if host not in self._transports:
             self._transports[host] = SSHTransport(entry.address, private_key=self.conn.private_key,
                                                   host_key=entry.ssh_host_key)
-        r = self._transports[host].run(command, timeout=timeout)
-        return ShellResult(host, command, r.rc, r.stdout, r.stderr)
+        return replace(self._transports[host].run(command, timeout=timeout), host=host)
 
     def close(self) -> None:
         for t in self._transports.values():
@@ -119,11 +102,11 @@ class _DockerBackend(_Backend):
         self.transport = transport
         self._hosts: dict[str, Any] = {}
 
-    def run(self, host: str, command: str, timeout: float) -> ShellResult:
+    def run(self, host: str, command: str, timeout: float) -> CommandResult:
         if host not in self._hosts:
             self._hosts[host] = self.env.host(host, self.transport)
-        r = self._hosts[host].run(command, timeout=timeout)
-        return ShellResult(host, command, r.rc, r.stdout, r.stderr)
+        result: CommandResult = replace(self._hosts[host].run(command, timeout=timeout), host=host)
+        return result
 
     def close(self) -> None:
         for h in self._hosts.values():
@@ -172,7 +155,7 @@ class Lab:
             raise LabError(f"this lab has no host {host!r} (hosts: {', '.join(self._conn.hosts)})") from None
 
     # --- doing things ------------------------------------------------------------------------
-    def sh(self, host: str, command: str, *, timeout: float = 120, check: bool = False) -> ShellResult:
+    def sh(self, host: str, command: str, *, timeout: float = 120, check: bool = False) -> CommandResult:
         """Run a shell command as root on ``host``; ``check=True`` raises when it fails."""
         self._entry(host)
         try:
@@ -225,7 +208,8 @@ class Lab:
         if self._conn.grading or self._live is None:
             print("checks run by the grader, outside this notebook")
             return False
-        from ladderlab.grading.pipeline import live_feedback
+        # Only a live session (the full package, an engine) gets here: never the sandbox.
+        from ladderlab.grading.feedback import FAIL, line, live_feedback
 
         settings, env = self._live
         try:
@@ -235,7 +219,7 @@ class Lab:
             print(f"{FAIL} could not run the checks: {exc}".splitlines()[0])
             return False
         for passed, cid, feedback in lines:
-            print(f"{PASS if passed else FAIL} {cid}: {feedback}")
+            print(line(passed, cid, feedback))
         return all(p for p, _, _ in lines)
 
     def progress(self) -> bool:
@@ -359,7 +343,7 @@ def _display(lab: Lab) -> None:
         display(lab)
 
 
-def sh_magic(line: str, cell: str) -> ShellResult | None:
+def sh_magic(line: str, cell: str) -> CommandResult | None:
     """``%%sh <host>``: run the cell as a shell script on a host of the current lab."""
     host = line.strip()
     if _CURRENT is None:

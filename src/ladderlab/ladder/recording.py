@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -34,41 +33,68 @@ def record(settings: Settings, course_id: str, report: Any, url: str | None = No
 
 def rebuild_from_gradebook(settings: Settings, course: Any, course_root: Path, store: Store,
                            db_url: str | None = None) -> int:
-    """Append evidence for every graded lab submission in an nbgrader gradebook that the store does not
-    hold yet (same learner, lab and submission). Returns how many entries were added."""
+    """Append evidence for every autograded lab submission in an nbgrader gradebook that the store does not
+    hold yet (same learner, lab and submission digest). Returns how many entries were added.
+
+    The submission's identity is the digest the grading pipeline records
+    (:func:`ladderlab.grading.pipeline.submission_hash` over the submitted notebook), so rebuilding
+    into the store that autograde wrote to adds nothing. Evidence is built from the automatic scores
+    of the check cells only (``auto_score``): a manual override in the gradebook (``manual_score``,
+    which a formgrader user can set) never becomes evidence.
+    """
+    import nbformat
     from nbgrader.api import Gradebook, MissingEntry
 
-    from ladderlab.seeds import derive_seed
+    from ladderlab.grading.checks import load_graders
+    from ladderlab.grading.pipeline import submission_hash
+    from ladderlab.labs import load_lab
+    from ladderlab.seeds import course_secret, derive_seed
 
     known = {(e.evidence.learner, e.evidence.lab, e.evidence.submission_hash) for e in store.entries()}
-    labs = {lab.id: lab for lab in course.labs}
+    labs = {lab.id: lab for lab in course.labs if lab.status == "published"}
+    registry = load_graders(settings.root)
+    defs: dict[str, Any] = {}
+    key = course_secret(settings)
     added = 0
     with Gradebook(db_url or f"sqlite:///{course_root / 'gradebook.db'}") as gb:
         for assignment in gb.assignments:
             lab = labs.get(assignment.name)
             if lab is None:
                 continue
+            if lab.id not in defs:
+                defs[lab.id] = load_lab(settings, course, lab.id, registry=registry)
+            lab_def = defs[lab.id]
             for student in gb.students:
                 try:
                     submission = gb.find_submission(assignment.name, student.id)
                 except MissingEntry:
                     continue
                 notebook = course_root / "submitted" / student.id / lab.id / f"{lab.id}.ipynb"
-                digest = hashlib.sha256(notebook.read_bytes()).hexdigest() if notebook.is_file() \
-                    else f"gradebook:{submission.id}"
+                if not notebook.is_file():
+                    continue  # nothing to tie evidence to
+                try:
+                    digest = submission_hash(lab_def, nbformat.read(str(notebook), as_version=4))
+                except Exception:  # noqa: S112 - an unreadable submission was never graded either
+                    continue
                 if (student.id, lab.id, digest) in known:
                     continue
+                grades = {g.name: g for nb in submission.notebooks for g in nb.grades}
+                wanted = {c.id: c.grade_id for c in lab_def.checks}
+                if any(gid not in grades or grades[gid].auto_score is None for gid in wanted.values()):
+                    continue  # not (completely) autograded
                 checks = tuple(
-                    CheckResult(g.name.removeprefix("check-"), float(g.score), float(g.max_score),
-                                float(g.score) >= float(g.max_score))
-                    for nb in submission.notebooks for g in nb.grades if g.name.startswith("check-"))
-                score, max_score = float(submission.score), float(submission.max_score)
+                    CheckResult(cid, float(grades[gid].auto_score), float(grades[gid].max_score),
+                                float(grades[gid].auto_score) >= float(grades[gid].max_score))
+                    for cid, gid in wanted.items())
+                score = round(sum(c.points for c in checks), 3)
+                max_score = float(lab_def.max_score)
                 threshold = course.threshold(lab)
                 store.append(Evidence(
                     course=course.id, learner=student.id, lab=lab.id, checks=checks, score=score,
                     max_score=max_score, passed=max_score > 0 and score >= threshold * max_score - 1e-9,
-                    threshold=threshold, seed=derive_seed(course.id, student.id, lab.id), submission_hash=digest,
-                    image_digests={}, check_suite_hash="", grader_version=__version__,
-                    recorded_at=str(submission.timestamp or now()), source="gradebook"))
+                    threshold=threshold, seed=derive_seed(course.id, student.id, lab.id, secret=key),
+                    submission_hash=digest, image_digests={}, check_suite_hash=lab_def.suite_hash(),
+                    grader_version=__version__, recorded_at=str(submission.timestamp or now()), source="gradebook"))
+                known.add((student.id, lab.id, digest))
                 added += 1
     return added

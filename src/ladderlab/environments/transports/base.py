@@ -18,12 +18,21 @@ TIMEOUT_RC = 124
 
 @dataclass(frozen=True)
 class CommandResult:
-    """The outcome of one command on one host, whatever carried it."""
+    """The outcome of one command on one host, whatever carried it (and what ``lab.sh`` returns).
+
+    It shows like a terminal: ``str()`` is the output, ``repr()`` (what a notebook displays) is the
+    output and the error output, with the exit status when the command failed.
+
+    >>> CommandResult("false", 1, "", "boom\\n", host="target")
+    boom
+    [exit 1]
+    """
 
     command: str
     rc: int
     stdout: str
     stderr: str
+    host: str = ""
 
     @property
     def succeeded(self) -> bool:
@@ -33,8 +42,18 @@ class CommandResult:
     def failed(self) -> bool:
         return self.rc != 0
 
+    @property
+    def ok(self) -> bool:
+        """The learner API's name for :attr:`succeeded`."""
+        return self.rc == 0
+
+    def __str__(self) -> str:
+        return self.stdout
+
     def __repr__(self) -> str:
-        return f"<CommandResult rc={self.rc} command={self.command[:60]!r}>"
+        tail = "" if self.rc == 0 else f"\n[exit {self.rc}]"
+        shown = (self.stdout + self.stderr).rstrip("\n") + tail
+        return shown or f"[{self.host or 'host'}: exit {self.rc}, no output]"
 
 
 def quote_command(command: str, *args: object) -> str:
