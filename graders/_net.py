@@ -65,8 +65,11 @@ while time.time() < end:
 
 #: Fetch one HTTP URL (optionally with headers, without following redirects); print JSON.
 HTTP_SCRIPT = r"""
-import json, sys, urllib.request, urllib.error
+import json, signal, sys, urllib.request, urllib.error
 url, timeout, headers, follow = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4] == "1"
+def late(*_):
+    raise TimeoutError("no complete answer within %gs" % (timeout + 3))
+signal.signal(signal.SIGALRM, late); signal.alarm(int(timeout) + 3)  # a server that trickles bytes still ends
 class Stay(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None

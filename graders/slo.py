@@ -11,14 +11,16 @@ from typing import Any
 
 import yaml
 
-from graders._net import ObservationError, http_get
+from graders._net import control_free, http_get
+from ladderlab.errors import CommandTimeout
 from ladderlab.grading.checks import Context, Runner, Verdict, check, fail, ok
 
 RULES_DIR = "/etc/prometheus/rules"
 
 
 def _stage_rules(ctx: Context, host: str, path: str) -> tuple[Runner, list[str]] | Verdict:
-    files = {n: d for n, d in ctx.read_dir(host, path).items() if n.endswith((".yml", ".yaml"))}
+    files = {control_free(n, f"a rule file's name in {path}"): d for n, d in ctx.read_dir(host, path).items()
+             if n.endswith((".yml", ".yaml"))}
     if not files:
         return fail(f"{host}: no rule files (*.yml) in {path}")
     tools = ctx.tools(host)
@@ -31,7 +33,13 @@ def _stage_rules(ctx: Context, host: str, path: str) -> tuple[Runner, list[str]]
     return tools, names
 
 
+def _printable(text: str) -> str:
+    """promtool's output with control characters (from the learner's rules, if any got through) neutralised."""
+    return "".join(ch if ch.isprintable() or ch == "\n" else " " for ch in text)
+
+
 def _first_problem(text: str) -> str:
+    text = _printable(text)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Checking")]
     bad = [ln for ln in lines if "FAILED" in ln or "error" in ln.lower() or "err" in ln.lower()]
     return (bad or lines or ["rejected"])[0][:200]
@@ -39,7 +47,7 @@ def _first_problem(text: str) -> str:
 
 def promtool_failure(text: str) -> str:
     """One line from ``promtool test rules`` output: which alert, when, what was expected and what fired."""
-    lines = [ln.strip() for ln in text.splitlines()]
+    lines = [ln.strip() for ln in _printable(text).split("\n")]
     if "FAILED:" not in lines:
         return _first_problem(text)
     rest = lines[lines.index("FAILED:") + 1:]
@@ -71,7 +79,10 @@ def rules_valid(ctx: Context, *, host: str = "prometheus", path: str = RULES_DIR
     if isinstance(staged, Verdict):
         return staged
     tools, names = staged
-    result = tools.run("promtool check rules " + " ".join(["%s"] * len(names)), *names, timeout=60)
+    try:
+        result = tools.run("promtool check rules " + " ".join(["%s"] * len(names)), *names, timeout=60)
+    except CommandTimeout:  # the image's tool on the learner's rules: honest rules check in a second
+        return fail(f"{host}: promtool did not finish checking the rules within 60 s")
     if result.failed:
         return fail(f"{host}: promtool rejects the rules: {_first_problem(result.stdout + result.stderr)}")
     return ok(f"{host}: {len(names)} rule file(s) pass promtool check rules")
@@ -88,27 +99,43 @@ def alert_behaves(ctx: Context, *, alert: str, tests: list[dict[str, Any]], host
     suite = {"rule_files": names, "evaluation_interval": evaluation_interval, "tests": tests}
     suite_path = names[0].rsplit("/rules/", 1)[0] + "/tests.yml"
     tools.put_file(suite_path, yaml.safe_dump(suite).encode())
-    result = tools.run("promtool test rules %s", suite_path, timeout=120)
+    try:
+        result = tools.run("promtool test rules %s", suite_path, timeout=120)
+    except CommandTimeout:
+        return fail(f"alert {alert}: promtool did not finish the scenarios within 120 s - simplify the rules")
     if result.failed:
         return fail(f"alert {alert} does not behave as required: {promtool_failure(result.stdout + result.stderr)}")
     return ok(f"alert {alert} fires when it should and stays quiet when it should not ({len(tests)} scenarios)")
 
 
-def _rules_api(runner: Runner, address: str, port: int) -> list[dict[str, Any]]:
+def _rules_api(runner: Runner, address: str, port: int, host: str) -> list[dict[str, Any]] | Verdict:
+    """The rules the running Prometheus evaluates (its JSON API: structured, names compared exactly), or a
+    failed verdict when it does not answer with one (the learner runs that Prometheus)."""
     answer = http_get(runner, f"http://{address}:{port}/api/v1/rules")
     try:
         data = json.loads(str(answer.get("body", "")))
-        return [r for g in data["data"]["groups"] for r in g["rules"]]
+        rules = [r for g in data["data"]["groups"] for r in g["rules"]]
+        if not all(isinstance(r, dict) for r in rules):
+            raise TypeError("a rule is not an object")
+        return rules
     except (ValueError, KeyError, TypeError):
-        raise ObservationError(f"Prometheus answered {answer.get('status')} without a rules list") from None
+        return fail(f"{host}: Prometheus answered {answer.get('status') or answer.get('error')} without a rules "
+                    f"list on :{port}/api/v1/rules - is it running?")
+
+
+def _alert_names(rules: list[dict[str, Any]]) -> list[str]:
+    """Names of alerting rules (only strings count; feedback neutralises control characters)."""
+    return [r["name"] for r in rules if r.get("type") == "alerting" and isinstance(r.get("name"), str)]
 
 
 @check
 def alert_loaded(ctx: Context, *, alert: str, host: str = "prometheus", port: int = 9090,
                  source: str = "probe") -> Verdict:
     """The running Prometheus has loaded alerting rule ``alert`` (reload after editing rule files)."""
-    rules = _rules_api(ctx.observe(source), ctx.address(host), port)
-    names = [r.get("name") for r in rules if r.get("type") == "alerting"]
+    rules = _rules_api(ctx.observe(source), ctx.address(host), port, host)
+    if isinstance(rules, Verdict):
+        return rules
+    names = _alert_names(rules)
     if alert not in names:
         return fail(f"{host}: Prometheus has not loaded alert {alert} (loaded: {', '.join(map(str, names)) or 'none'})"
                     f" - reload it (POST /-/reload)")
@@ -219,8 +246,10 @@ def golden_signal_alert(ctx: Context, *, alert: str, signal: str, threshold: flo
 def alerts_loaded(ctx: Context, *, alerts: list[str], host: str = "prometheus", port: int = 9090,
                   source: str = "probe") -> Verdict:
     """The running Prometheus has loaded every alerting rule in ``alerts``."""
-    rules = _rules_api(ctx.observe(source), ctx.address(host), port)
-    loaded = {r.get("name") for r in rules if r.get("type") == "alerting"}
+    rules = _rules_api(ctx.observe(source), ctx.address(host), port, host)
+    if isinstance(rules, Verdict):
+        return rules
+    loaded = set(_alert_names(rules))
     missing = [a for a in alerts if a not in loaded]
     if missing:
         return fail(f"{host}: Prometheus has not loaded {', '.join(missing)} - put the rules in "

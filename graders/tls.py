@@ -5,13 +5,17 @@ key files' modes from the Docker API's archive headers."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
-from graders._net import http_get, run_json
+from graders._net import control_free, http_get, run_json
 from ladderlab.grading.checks import Context, Runner, Verdict, check, fail, ok
 
 HANDSHAKE_SCRIPT = r"""
-import json, socket, ssl, sys
+import json, signal, socket, ssl, sys
 address, port, server_name, cafile, max_version = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+def late(*_):
+    raise TimeoutError("no complete answer within 8s")
+signal.signal(signal.SIGALRM, late); signal.alarm(8)  # a server that trickles bytes still ends
 if cafile:
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.hostname_checks_common_name = False  # as browsers: a name counts only in subjectAltName
@@ -72,14 +76,25 @@ def modern_protocols_only(ctx: Context, *, host: str, server_name: str, port: in
     return ok(f"{host}:{port} speaks {modern['version']} and refuses TLS 1.0/1.1")
 
 
+def _https_to(location: str, server_name: str) -> bool:
+    """``location`` is an https URL for exactly ``server_name`` (default port), parsed, not prefix-matched
+    (``https://name.evil.example/`` starts with ``https://name`` too)."""
+    try:
+        url = urlsplit(location)
+        port = url.port
+    except ValueError:
+        return False
+    return url.scheme == "https" and (url.hostname or "") == server_name.lower() and port in (None, 443)
+
+
 @check
 def redirects_to_https(ctx: Context, *, host: str, server_name: str, source: str = "probe") -> Verdict:
     """Plain HTTP for ``server_name`` answers with a permanent redirect to https://``server_name``."""
     answer = http_get(ctx.observe(source), f"http://{ctx.address(host)}/", headers={"Host": server_name},
                       follow=False)
     status = answer.get("status")
-    location = str(answer.get("location") or "")
-    if status not in (301, 308) or not location.startswith(f"https://{server_name}"):
+    location = control_free(str(answer.get("location") or ""), f"the Location header of http://{server_name}/")
+    if status not in (301, 308) or not _https_to(location, server_name):
         return fail(f"from {source}: http://{server_name}/ answers {status} {location or ''} - redirect it "
                     f"permanently (301) to https://{server_name}/")
     return ok(f"http://{server_name}/ redirects to {location}")
@@ -97,10 +112,13 @@ def key_private(ctx: Context, *, host: str, path: str) -> Verdict:
 
 
 CERT_SCRIPT = r"""
-import json, socket, ssl, sys
+import json, signal, socket, ssl, sys
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 address, port, server_name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def late(*_):
+    raise TimeoutError("no complete answer within 8s")
+signal.signal(signal.SIGALRM, late); signal.alarm(8)  # a server that trickles bytes still ends
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
 try:
     with socket.create_connection((address, port), timeout=3) as raw:
@@ -124,8 +142,11 @@ print(json.dumps(out))
 """
 
 HSTS_SCRIPT = r"""
-import http.client, json, ssl, sys
+import http.client, json, signal, ssl, sys
 address, server_name = sys.argv[1], sys.argv[2]
+def late(*_):
+    raise TimeoutError("no complete answer within 8s")
+signal.signal(signal.SIGALRM, late); signal.alarm(8)  # a server that trickles bytes still ends
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
 try:
     c = http.client.HTTPSConnection(address, 443, context=ctx, timeout=3)
@@ -141,8 +162,11 @@ WEAK_SUITES = "AES128-SHA:AES256-SHA:AES128-SHA256:AES256-SHA256:AES128-GCM-SHA2
               "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:DES-CBC3-SHA"
 
 WEAK_SCRIPT = r"""
-import json, socket, ssl, sys
+import json, signal, socket, ssl, sys
 address, port, server_name, suites = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def late(*_):
+    raise TimeoutError("no complete answer within 8s")
+signal.signal(signal.SIGALRM, late); signal.alarm(8)  # a server that trickles bytes still ends
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
 ctx.maximum_version = ssl.TLSVersion.TLSv1_2
 ctx.set_ciphers(suites + ":@SECLEVEL=0")
@@ -199,7 +223,7 @@ def hsts(ctx: Context, *, host: str, server_name: str, min_age: int = 15552000, 
     a = run_json(ctx.observe(source), HSTS_SCRIPT, ctx.address(host), server_name)
     if a.get("status", 0) == 0:
         return fail(f"from {source}: no HTTPS answer from {host} ({a.get('error')})")
-    header = str(a.get("hsts", ""))
+    header = control_free(str(a.get("hsts", "")), f"the Strict-Transport-Security header of {host}")
     age = next((int(part.split("=", 1)[1]) for part in header.replace(" ", "").split(";")
                 if part.lower().startswith("max-age=") and part.split("=", 1)[1].isdigit()), None)
     if age is None:

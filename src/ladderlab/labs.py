@@ -149,13 +149,15 @@ class LabDef:
         raise KeyError(grade_id)
 
     def suite_hash(self) -> str:
-        """sha256 over what judges this lab: lab.yaml, the check cells' source, every graders/ module."""
+        """sha256 over what judges this lab: lab.yaml, the check cells' source, and the graders/ modules its
+        checks name together with the graders/ helpers they import (transitively). Another lab's grader
+        changing leaves this hash alone."""
         h = hashlib.sha256()
         h.update((self.directory / "lab.yaml").read_bytes())
         for check in sorted(self.checks, key=lambda c: c.id):
             h.update(check.id.encode() + b"\0" + self.source_cell(check.grade_id).source.encode() + b"\0")
         graders = self.course_root / "graders"
-        for path in sorted(graders.glob("*.py")):
+        for path in grader_modules(graders, {c.spec.grader.split(".", 1)[0] for c in self.checks}):
             h.update(path.name.encode() + b"\0" + path.read_bytes())
         return h.hexdigest()
 
@@ -165,6 +167,32 @@ class LabDef:
 
     def solution_ids(self) -> list[str]:
         return [str(nbg(c)["grade_id"]) for c in self.source.cells if nbg(c).get("solution") and nbg(c).get("grade_id")]
+
+
+def grader_modules(graders: Path, names: set[str]) -> list[Path]:
+    """``graders/<name>.py`` for each name plus every ``graders`` module they import, transitively, sorted."""
+    import ast
+
+    seen: set[str] = set()
+    todo = sorted(names | {"__init__"})
+    while todo:
+        name = todo.pop()
+        path = graders / f"{name}.py"
+        if name in seen or not path.is_file():
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                parts = node.module.split(".")
+                if node.level == 0 and parts[0] == "graders" and len(parts) > 1:
+                    todo.append(parts[1])
+                elif (node.level == 0 and parts == ["graders"]) or (node.level == 1 and not node.module):
+                    todo.extend(alias.name for alias in node.names)
+                elif node.level == 1:
+                    todo.append(parts[0])
+            elif isinstance(node, ast.Import):
+                todo.extend(a.name.split(".")[1] for a in node.names if a.name.startswith("graders."))
+    return sorted(graders / f"{name}.py" for name in seen)
 
 
 def nbg(cell: NotebookNode) -> dict[str, Any]:

@@ -6,59 +6,23 @@ and in the lab self-test (tests/labs)."""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
-from ladderlab.environments.transports import CommandResult
+from ladderlab import testing
 from ladderlab.grading.checks import REGISTRY, Verdict, evaluate, fail, load_graders, ok, render_args
+from ladderlab.testing import FakeRunner
+
+#: The firewall environment's hosts (checks turn host names into addresses to probe).
+ADDRESSES = {"target": "10.0.0.2", "outsider": "10.0.0.3", "monitor": "10.0.0.4"}
 
 
-class FakeRunner:
-    """Answers commands by regular expression; records what ran."""
+class FakeContext(testing.FakeContext):
+    """The public double (:mod:`ladderlab.testing`), with :data:`ADDRESSES` unless a test gives its own."""
 
-    def __init__(self, answers: list[tuple[str, str, int]]):
-        self.answers = answers
-        self.ran: list[str] = []
-        self.files: dict[str, bytes] = {}
-
-    def run(self, command, *args, timeout=None):
-        from ladderlab.environments.transports import quote_command
-
-        full = quote_command(command, *args)
-        self.ran.append(full)
-        for pattern, out, rc in self.answers:
-            if re.search(pattern, full, re.S):
-                return CommandResult(full, rc, out, "" if rc == 0 else out)
-        raise AssertionError(f"unexpected command {full[:120]!r}")
-
-    def put_file(self, path, data):
-        self.files[path] = data
-
-
-class FakeContext:
-    def __init__(self, observers, files=None, scratch=None, params=None, addresses=None):
-        self._observers = observers
-        self._files = files or {}
-        self._scratch = scratch
-        self.params = params or {}
-        self.answers = {}
-        self._addresses = addresses or {"target": "10.0.0.2", "outsider": "10.0.0.3", "monitor": "10.0.0.4"}
-
-    def address(self, host):
-        return self._addresses[host]
-
-    def observe(self, host, *, admin=False):
-        return self._observers[(host, admin)] if (host, admin) in self._observers else self._observers[host]
-
-    def scratch(self):
-        return self._scratch
-
-    def read_file(self, host, path):
-        return self._files.get((host, path))
-
-    def cached(self, key, compute):
-        return compute()  # no sharing: every test sees every command
+    def __init__(self, observers, **kw):
+        kw.setdefault("addresses", ADDRESSES)
+        super().__init__(observers, **kw)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -135,21 +99,21 @@ def test_allowed_checks_need_a_default_deny_first():
 def test_closed_and_only_from():
     closed = REGISTRY["firewall.closed"]
     args = {"target": "target", "port": 6100, "sources": ["outsider", "monitor"]}
-    ctx = FakeContext({"target": FakeRunner([qdisc()]), "outsider": FakeRunner([tcp(["filtered"])]),
+    ctx = FakeContext({"target": FakeRunner([qdisc(), save(DENY)]), "outsider": FakeRunner([tcp(["filtered"])]),
                        "monitor": FakeRunner([tcp(["refused"])])})
     assert evaluate(ctx, closed, args).passed
-    ctx = FakeContext({"target": FakeRunner([qdisc()]), "outsider": FakeRunner([tcp(["filtered"])]),
+    ctx = FakeContext({"target": FakeRunner([qdisc(), save(DENY)]), "outsider": FakeRunner([tcp(["filtered"])]),
                        "monitor": FakeRunner([tcp(["open"])])})
     v = evaluate(ctx, closed, args)
     assert not v.passed and "monitor" in v.feedback and "outsider" not in v.feedback.split("from")[1]
 
     only = REGISTRY["firewall.only_from"]
     args = {"target": "target", "port": 9100, "allowed": ["monitor"], "denied": ["outsider"]}
-    ctx = FakeContext({"target": FakeRunner([qdisc()]), "monitor": FakeRunner([tcp(["open"])]),
+    ctx = FakeContext({"target": FakeRunner([qdisc(), save(DENY)]), "monitor": FakeRunner([tcp(["open"])]),
                        "outsider": FakeRunner([tcp(["open"])])})
     v = evaluate(ctx, only, args)
     assert not v.passed and "from outsider it accepts" in v.feedback
-    ctx = FakeContext({"target": FakeRunner([qdisc()]), "monitor": FakeRunner([tcp(["filtered"])]),
+    ctx = FakeContext({"target": FakeRunner([qdisc(), save(DENY)]), "monitor": FakeRunner([tcp(["filtered"])]),
                        "outsider": FakeRunner([tcp(["filtered"])])})
     v = evaluate(ctx, only, args)
     assert not v.passed and "from monitor it does not answer" in v.feedback
@@ -228,10 +192,10 @@ def test_a_check_that_breaks_or_returns_nothing_is_an_error_never_a_pass():
 
 def test_observer_output_that_is_not_json_is_an_observation_error():
     fn = REGISTRY["firewall.closed"]
-    ctx = FakeContext({"target": FakeRunner([qdisc()]), "outsider": FakeRunner([(r"python3", "open!", 0)]),
+    ctx = FakeContext({"target": FakeRunner([qdisc(), save(DENY)]), "outsider": FakeRunner([(r"python3", "open!", 0)]),
                        "monitor": FakeRunner([tcp(["filtered"])])})
     v = evaluate(ctx, fn, {"target": "target", "port": 1, "sources": ["outsider", "monitor"]})
-    assert not v.passed and "could not observe" in v.feedback
+    assert v.status == "error" and "could not judge" in v.feedback  # our observer's fault, not the learner's
 
 
 def test_render_args_keeps_parameter_types():
@@ -245,3 +209,47 @@ def test_render_args_keeps_parameter_types():
 def test_verdict_fraction_is_bounded():
     with pytest.raises(ValueError):
         Verdict(True, "x", 1.5)
+
+
+def test_the_public_test_doubles_are_documented_and_complete():
+    """``ladderlab.testing`` is for content authors: its ``>>>`` examples run, and its FakeContext offers
+    everything a check may use (every member of the Context protocol)."""
+    import doctest
+
+    from ladderlab.grading.checks import Context
+
+    result = doctest.testmod(testing, verbose=False)
+    assert result.attempted >= 5 and result.failed == 0
+    protocol = {name for name in vars(Context) if not name.startswith("_")}
+    assert protocol >= {"params", "answers", "address", "observe", "scratch", "tools", "read_file", "read_dir",
+                        "stat", "processes", "listener", "cached"}
+    fake = testing.FakeContext()
+    assert all(hasattr(fake, name) for name in protocol), protocol - set(dir(fake))
+
+
+def test_fake_context_answers_from_what_it_was_given_and_names_what_it_lacks():
+    from ladderlab.grading.checks import FileStat, Listener, Process
+
+    runner, tools = FakeRunner([("id", "0\n", 0)]), FakeRunner([(r"promtool", "SUCCESS", 0)])
+    ctx = testing.FakeContext({("target", True): runner}, addresses={"target": "10.0.0.2"}, tools={"prom": tools},
+                              files={("target", "/etc/x"): b"x"}, dirs={("target", "/etc"): {"x": b"x"}},
+                              stats={("target", "/etc/x"): FileStat(0o600, 0, 0, 1)},
+                              procs={"target": [Process(0, 1, "init")]},
+                              listeners={("target", 22): Listener(7, 0, "/usr/sbin/sshd", "ab")},
+                              params={"port": 22}, answers={"errno": "EACCES"})
+    assert ctx.observe("target", admin=True).run("id").stdout == "0\n" and runner.ran == ["id"]
+    assert ctx.tools("prom") is tools and ctx.address("target") == "10.0.0.2"
+    assert ctx.read_file("target", "/etc/x") == b"x" and ctx.read_file("target", "/nope") is None
+    assert ctx.read_dir("target", "/etc") == {"x": b"x"} and ctx.read_dir("target", "/var") == {}
+    assert ctx.stat("target", "/etc/x").mode == 0o600 and ctx.processes("target")[0].args == "init"
+    assert ctx.listener("target", 22).exe == "/usr/sbin/sshd" and ctx.listener("target", 23) is None
+    assert ctx.params == {"port": 22} and ctx.answers == {"errno": "EACCES"}
+    calls = []
+    assert ctx.cached("k", lambda: calls.append(1) or "v") == "v" == ctx.cached("k", lambda: calls.append(1))
+    assert calls == [1]  # once per context, like the real one
+    for missing in (lambda: ctx.observe("target"), lambda: ctx.address("web"), ctx.scratch,
+                    lambda: ctx.tools("target")):
+        with pytest.raises(KeyError, match="FakeContext has no"):
+            missing()
+    with pytest.raises(AssertionError, match="unexpected command 'rm -rf /'"):
+        runner.run("rm -rf %s", "/")

@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from ladderlab.grading.checks import REGISTRY, FileStat, Process, evaluate, load_graders
-
-from .test_checks_unit import FakeContext, FakeRunner
+from ladderlab.grading.checks import REGISTRY, FileStat, Listener, evaluate, load_graders
+from ladderlab.testing import FakeContext, FakeRunner
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -17,8 +16,9 @@ def graders(root):
 
 
 class Ctx(FakeContext):
-    def __init__(self, *a, tools=None, dirs=None, stats=None, procs=None, answers=None, **kw):
+    def __init__(self, *a, tools=None, dirs=None, stats=None, procs=None, answers=None, listeners=None, **kw):
         super().__init__(*a, **kw)
+        self._listeners = listeners or {}
         self._tools = tools
         self._dirs = dirs or {}
         self._stats = stats or {}
@@ -38,6 +38,9 @@ class Ctx(FakeContext):
 
     def processes(self, host):
         return self._procs.get(host, [])
+
+    def listener(self, host, port, proto="tcp"):
+        return self._listeners.get((host, port))
 
 
 def dns_answer(rcode="NOERROR", aa=True, ra=False, records=()):
@@ -182,13 +185,11 @@ def test_tracing_health_process_owner_and_answers():
     v = evaluate(Ctx({"probe": down}), REGISTRY["tracing.http_ok"], {"host": "svc", "port": 8080})
     assert not v.passed and "ConnectionRefusedError" in v.feedback
 
-    procs = {"svc": [Process(0, 1, "sleep infinity"), Process(999, 40, "/usr/local/bin/ledgerd"),
-                     Process(0, 30, "sh -c while true; do /usr/local/bin/ledgerd; done")]}
-    assert evaluate(Ctx({}, procs=procs), REGISTRY["tracing.runs_as"],
-                    {"host": "svc", "command": "ledgerd", "uid": 999}).passed
-    procs_root = {"svc": [Process(0, 40, "/usr/local/bin/ledgerd")]}
-    v = evaluate(Ctx({}, procs=procs_root), REGISTRY["tracing.runs_as"],
-                 {"host": "svc", "command": "ledgerd", "uid": 999})
+    served = {("svc", 8080): Listener(40, 999, "/usr/local/bin/ledgerd", "ab" * 32)}
+    assert evaluate(Ctx({}, listeners=served), REGISTRY["tracing.runs_as"],
+                    {"host": "svc", "port": 8080, "uid": 999}).passed
+    as_root = {("svc", 8080): Listener(40, 0, "/usr/local/bin/ledgerd", "ab" * 32)}
+    v = evaluate(Ctx({}, listeners=as_root), REGISTRY["tracing.runs_as"], {"host": "svc", "port": 8080, "uid": 999})
     assert not v.passed and "uid 0" in v.feedback
 
     fn = REGISTRY["tracing.answer_is"]
@@ -323,16 +324,16 @@ def test_binary_and_user_are_compared_with_the_image_and_gated_on_health():
     path = ("svc", "/usr/local/sbin/ledgerd")
     args = {"host": "svc", "path": path[1], "serving_port": 8080}
     fn = REGISTRY["tracing.binary_unchanged"]
-    assert evaluate(Ctx({"probe": up}, files={path: shipped}, tools=tools), fn, args).passed
-    v = evaluate(Ctx({"probe": up}, files={path: b"#!/bin/sh\n"}, tools=tools), fn, args)
+    real = {("svc", 8080): Listener(40, 999, path[1], hashlib.sha256(shipped).hexdigest())}
+    assert evaluate(Ctx({"probe": up}, files={path: shipped}, tools=tools, listeners=real), fn, args).passed
+    v = evaluate(Ctx({"probe": up}, files={path: b"#!/bin/sh\n"}, tools=tools, listeners=real), fn, args)
     assert not v.passed and "differs from the shipped binary" in v.feedback
     v = evaluate(Ctx({"probe": down}, files={path: shipped}, tools=tools), fn, args)
     assert not v.passed and "not serving yet" in v.feedback
 
     user = REGISTRY["tracing.runs_as_user"]
-    procs = {"svc": [Process(999, 40, "/usr/local/sbin/ledgerd")]}
     uargs = {"host": "svc", "command": "/usr/local/sbin/ledgerd", "user": "ledger", "serving_port": 8080}
-    assert evaluate(Ctx({"probe": up}, tools=tools, procs=procs), user, uargs).passed
-    v = evaluate(Ctx({"probe": up}, tools=tools, procs={"svc": [Process(0, 40, "/usr/local/sbin/ledgerd")]}),
-                 user, uargs)
+    assert evaluate(Ctx({"probe": up}, tools=tools, listeners=real), user, uargs).passed
+    as_root = {("svc", 8080): Listener(40, 0, path[1], hashlib.sha256(shipped).hexdigest())}
+    v = evaluate(Ctx({"probe": up}, tools=tools, listeners=as_root), user, uargs)
     assert not v.passed and "uid 0" in v.feedback

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import requests
 from docker.errors import APIError, NotFound
 
 from ladderlab.config import Settings
@@ -446,8 +447,9 @@ def find_reusable(settings: Settings, client: docker.DockerClient, *, env: str, 
 # --- tear down --------------------------------------------------------------------------------
 
 
-def _retry(action: Callable[[], Any], attempts: int = 6) -> None:
-    """Run ``action``; not-found is success; transient daemon errors are retried."""
+def _retry(action: Callable[[], Any], attempts: int = 8) -> None:
+    """Run ``action``; not-found is success; transient daemon errors (and a daemon briefly unreachable)
+    are retried with a doubling pause (about 25 s in all)."""
     delay = 0.1
     for attempt in range(attempts):
         try:
@@ -455,6 +457,11 @@ def _retry(action: Callable[[], Any], attempts: int = 6) -> None:
             return
         except NotFound:
             return
+        except requests.exceptions.ConnectionError as exc:
+            if attempt == attempts - 1:
+                raise EnvError(f"the Docker engine did not answer: {exc}") from None
+            time.sleep(delay)
+            delay *= 2
         except APIError as exc:
             transient = exc.status_code in (409, 500, 502, 503) or "in progress" in str(exc)
             if not transient or attempt == attempts - 1:
@@ -494,7 +501,9 @@ def labelled(client: docker.DockerClient, **match: str) -> tuple[list[dict[str, 
 
 def teardown(client: docker.DockerClient, env_id: str) -> int:
     """Remove every container, network and volume labelled with ``env_id``. Idempotent."""
-    containers, networks = labelled(client, env_id=env_id)
+    found: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+    _retry(lambda: found.append(labelled(client, env_id=env_id)))
+    containers, networks = found[-1] if found else ([], [])
     n = remove_containers(client, [c["Id"] for c in containers])
     n += remove_networks(client, [net["Id"] for net in networks])
     volumes = client.api.volumes(filters={"label": [f"{L.MANAGED}=1", f"{L.ENV_ID}={env_id}"]}).get("Volumes") or []

@@ -10,6 +10,7 @@ labels, so tearing the environment down removes them too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Mapping
@@ -192,7 +193,8 @@ class LiveContext:
     def warm(self, admin_roles: frozenset[str] = frozenset({"target"})) -> None:
         """Start an observer for every host (and the scratch container) now, in parallel.
 
-        Grading calls this while the sandbox runs, so the checks find them ready. Observers are
+        Grading calls this while the sandbox runs, so the checks find them ready; one that cannot start
+        (the learner's code stopped its host) is left for the checks to meet and report. Observers are
         out of the learner's reach: no SSH, no shared process or file namespace with any host.
         """
         from concurrent.futures import ThreadPoolExecutor
@@ -202,8 +204,12 @@ class LiveContext:
             jobs.append(lambda n=name: self.observe(n))
             if info.role in admin_roles:
                 jobs.append(lambda n=name: self.observe(n, admin=True))
+        def attempt(job: Callable[[], object]) -> None:
+            with contextlib.suppress(Exception):  # a check that needs it tries again and reports what it meets
+                job()
+
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-            list(pool.map(lambda job: job(), jobs))
+            list(pool.map(attempt, jobs))
 
     def tools(self, host: str) -> Sidecar:
         """A fresh container of ``host``'s image, no network: the image's binaries, not the host's.

@@ -18,7 +18,7 @@ from typing import Any
 
 from nbconvert.preprocessors import Preprocessor
 from nbformat import NotebookNode
-from nbgrader.preprocessors import Execute
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Bool, Unicode
 
 # nbgrader's own sanitising steps, after ladderlab has rebuilt the submission (LadderlabSanitize):
@@ -81,7 +81,7 @@ class Contained:
 
     def __call__(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
         import sqlalchemy.exc
-        from nbgrader.nbgraderformat import SchemaMismatchError
+        from nbgrader.nbgraderformat.common import SchemaMismatchError
 
         try:
             done: tuple[NotebookNode, dict[str, Any]] = super().__call__(nb, resources)  # type: ignore[misc]
@@ -109,7 +109,7 @@ def lab_for(ladderlab_root: str, resources: dict[str, Any]) -> Any:
     return load_lab(settings, course, lab_id, registry=load_graders(settings.root))
 
 
-class LadderlabSanitize(Contained, Preprocessor):
+class LadderlabSanitize(Contained, NbGraderPreprocessor):  # type: ignore[misc]
     """The first of autograde's sanitising steps: the submission rebuilt by ``pipeline.prepare``.
 
     Before any nbgrader step reads the submitted notebook: learner cells lose every nbgrader claim

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,9 +41,10 @@ from ladderlab.errors import LadderlabError
 from ladderlab.grading import sanitize
 from ladderlab.grading.checks import ERROR as ERROR_VERDICT
 from ladderlab.grading.checks import FAILED, PASSED, Verdict, evaluate, fail, one_line, render_args
+from ladderlab.grading.checks import error as error_verdict
 from ladderlab.grading.context import LiveContext
-from ladderlab.grading.sandbox import PROBE_ROLES, Sandbox, SandboxOutcome, connection_for
 from ladderlab.grading.marks import FAIL, PASS
+from ladderlab.grading.sandbox import PROBE_ROLES, Sandbox, SandboxOutcome, connection_for
 from ladderlab.labs import AnswerSpec, Check, LabDef, is_check_cell, nbg
 
 Say = Callable[[str], None]
@@ -280,16 +282,33 @@ def clean_answers(raw: Mapping[str, Any], declared: Mapping[str, AnswerSpec]) ->
 # --- judging --------------------------------------------------------------------------------------
 
 
+#: The longest any check may take (each bounds its own probes; this is the backstop for a check that hangs).
+CHECK_DEADLINE = 180.0
+
+
 def judge(ctx: Any, lab: LabDef, params: Mapping[str, str | int], only: list[str] | None = None,
-          workers: int = 8) -> list[tuple[Check, Verdict]]:
-    """Evaluate the lab's checks (in parallel: each only observes)."""
+          workers: int = 8, deadline: float = CHECK_DEADLINE) -> list[tuple[Check, Verdict]]:
+    """Evaluate the lab's checks (in parallel: each only observes), each within ``deadline`` seconds.
+
+    A check still running at its deadline is an ``error`` verdict (a check must bound its own waits);
+    its thread is left behind, and the environment's teardown ends whatever it was waiting on.
+    """
     checks = [c for c in lab.checks if not only or c.id in only]
-
-    def one(check: Check) -> tuple[Check, Verdict]:
-        return check, evaluate(ctx, check.fn, render_args(check.spec.args, params))
-
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(checks)))) as pool:
-        return list(pool.map(one, checks))
+    if not checks:
+        return []
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(checks))), thread_name_prefix="check")
+    try:
+        futures = [pool.submit(evaluate, ctx, c.fn, render_args(c.spec.args, params)) for c in checks]
+        end = time.monotonic() + deadline
+        out = []
+        for check, future in zip(checks, futures, strict=True):
+            try:
+                out.append((check, future.result(timeout=max(0.0, end - time.monotonic()))))
+            except FutureTimeout:
+                out.append((check, error_verdict(f"the check ran past its deadline of {deadline:g}s")))
+        return out
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def outcome(check: Check, verdict: Verdict) -> CheckOutcome:

@@ -22,7 +22,7 @@ from typing import Any
 
 import docker
 import nbformat
-from docker.errors import APIError, NotFound
+from docker.errors import APIError
 from nbformat import NotebookNode
 
 from ladderlab.config import Settings
@@ -113,7 +113,8 @@ class Sandbox:
         runner = ["python3", "-m", "ladderlab.grading.runner", "/work/in.ipynb", "/work/out.ipynb",
                   "--cell-timeout", f"{limits.cell_timeout:g}", "--go", "/work/go",
                   "--go-timeout", f"{max(60.0, limits.timeout):g}"]
-        wait = "while [ ! -e /work/.ready ]; do sleep 0.01; done; exec " + " ".join(runner)
+        # The container outlives the runner (``sleep``): /work, a tmpfs volume, lives only while it runs.
+        wait = "while [ ! -e /work/.ready ]; do sleep 0.01; done; " + " ".join(runner) + "; exec sleep 86400"
         self.started = time.monotonic()
         work_size = WORK_SIZE + 2 * limits.output_limit
         hardening.create_work_volume(self.client, f"{self.name}-work", stamp, work_size, LEARNER_UID)
@@ -144,14 +145,24 @@ class Sandbox:
 
     def finish(self, remove: bool = True) -> SandboxOutcome:
         """Wait (up to the wall-time limit), take back the notebook and answers, then remove the container
-        (unless ``remove`` is false: grading leaves it to the environment's teardown, which runs in parallel)."""
+        (unless ``remove`` is false: grading leaves it to the environment's teardown, which runs in parallel).
+
+        ``/work`` lives only while the container runs (a tmpfs volume is unmounted when it stops), so the
+        results are taken from the running container, frozen first (``pause``): nothing the learner's
+        code does after the notebook was written counts, or can change what is read."""
         api = self.client.api
         outcome = self.outcome
         try:
-            self._wait_for_result(outcome)
+            running = self._wait_for_result(outcome)
+            if running:
+                api.pause(self.name)
             outcome.log = bytes(api.logs(self.name, tail=20)).decode(errors="replace")[-2000:]
-            outcome.notebook = _take_notebook(self.client, self.name, self.limits.output_limit, outcome)
-            outcome.answers = _take_answers(self.client, self.name, outcome)
+            if running:
+                outcome.notebook = _take_notebook(self.client, self.name, self.limits.output_limit, outcome)
+                outcome.answers = _take_answers(self.client, self.name, outcome)
+            elif not outcome.timed_out:
+                outcome.problems.append(f"the sandbox stopped before the notebook was written "
+                                        f"(exit code {outcome.exit_code}): nothing came back")
         except APIError as exc:
             raise EnvError(f"sandbox {self.name} failed: {exc.explanation or exc}") from None
         finally:
@@ -161,11 +172,11 @@ class Sandbox:
                 self.outcome.seconds = time.monotonic() - self.started
         return outcome
 
-    def _wait_for_result(self, outcome: SandboxOutcome) -> None:
-        """Until the runner wrote its notebook or exited, within the wall-time limit; then stop it.
+    def _wait_for_result(self, outcome: SandboxOutcome) -> bool:
+        """Until the runner wrote its notebook, the container stopped, or the wall-time limit passed.
 
-        The runner writes the executed notebook atomically before its kernel shuts down, so the
-        grader can take it at once. Nothing the learner's code does after that counts.
+        Returns whether the container still runs with a notebook to take. The runner writes the
+        executed notebook atomically before its kernel shuts down, and stays up after it.
         """
         api = self.client.api
         deadline = self.started + self.limits.timeout
@@ -173,19 +184,14 @@ class Sandbox:
             state = api.inspect_container(self.name)["State"]
             if not state["Running"]:
                 outcome.exit_code = int(state["ExitCode"])
-                return
-            try:
-                api.get_archive(self.name, "/work/out.ipynb")[0].close()
-            except NotFound:
-                pass
-            else:
-                api.kill(self.name)
-                return
+                return False
+            if files.stat_path(self.client, self.name, "/work/out.ipynb") is not None:
+                return True
             if time.monotonic() > deadline:
                 outcome.timed_out = True
                 outcome.problems.append(f"the notebook ran past {self.limits.timeout:g}s and was stopped")
                 api.kill(self.name)
-                return
+                return False
             time.sleep(0.02)
 
     def remove(self) -> None:

@@ -163,11 +163,13 @@ class _Inert(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.out: list[str] = []
+        self.text: list[str] = []  # text since the last tag (the parser may hand it over in pieces)
         self.pre = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag not in TAGS or (tag == "img" and not dict(attrs).get("src")):
             return
+        self.flush()
         self.pre += tag == "pre"
         written = "".join(f' {name}="{_attribute(value or "")}"' for name, value in attrs
                           if name in ATTRIBUTES.get(tag, ()) or (tag == "a" and name == "rel"))
@@ -181,16 +183,24 @@ class _Inert(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag not in TAGS or tag in _VOID:
             return
+        self.flush()
         self.pre -= tag == "pre" and self.pre > 0
         self.out.append(f"</{tag}>")
 
     def handle_data(self, data: str) -> None:
-        data = _CONTROL.sub("", data)
+        self.text.append(data)
+
+    def flush(self) -> None:
+        data, self.text = _CONTROL.sub("", "".join(self.text)), []
         if self.pre:
             self.out.append("".join(f"&#{ord(c)};" if c in _PUNCTUATION or c == "\n" else c for c in data))
             return
         data = re.sub(r"\s*\n\s*", "\n", data)
         self.out.append("".join(f"&#{ord(c)};" if c in _PUNCTUATION else c for c in data))
+
+    def close(self) -> None:
+        super().close()
+        self.flush()
 
 
 def _attribute(value: str) -> str:
@@ -231,6 +241,7 @@ def text_html(text: str) -> str:
     inert = _Inert()
     inert.pre = 1
     inert.handle_data(source_text(text))
+    inert.flush()
     return f"<div><pre>{''.join(inert.out)}</pre></div>"
 
 

@@ -89,7 +89,8 @@ class _SSHBackend(_Backend):
         if host not in self._transports:
             self._transports[host] = SSHTransport(entry.address, private_key=self.conn.private_key,
                                                   host_key=entry.ssh_host_key)
-        return replace(self._transports[host].run(command, timeout=timeout), host=host)
+        result: CommandResult = replace(self._transports[host].run(command, timeout=timeout), host=host)
+        return result
 
     def close(self) -> None:
         for t in self._transports.values():
