@@ -3,6 +3,11 @@
 No logic lives here. Errors the library raises on purpose print one clear
 message and exit with their code (2 for bad input); nothing prints a traceback
 unless ``LADDERLAB_DEBUG=1``.
+
+What is printed is never interpreted: ids, paths, DIDs, feedback and learner
+text go out verbatim. The consoles have rich's markup, emoji codes (``:key:``)
+and highlighting off, and wrap nothing; colour is added only with
+:class:`rich.text.Text` spans around our own words.
 """
 
 from __future__ import annotations
@@ -17,17 +22,31 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ladderlab import __version__
 from ladderlab.config import Settings
 from ladderlab.errors import LadderlabError
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+
+def _console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, markup=False, emoji=False, highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 1000  # piped: tables take their natural width, nothing is cut to fit 80 columns
+    return console
+
+
+err = _console(stderr=True)
+out = _console()
 
 
 def say(message: str) -> None:
-    err.print(f"[dim]ladderlab:[/dim] {message}", markup=True, highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("ladderlab:", "dim"), " ", message))
+
+
+def _styled(word: str, style: str, rest: str = "") -> Text:
+    """``word`` in ``style``, then ``rest`` as plain text (never markup)."""
+    return Text.assemble((word, style), rest)
 
 
 def _client(settings: Settings) -> Any:
@@ -51,7 +70,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     else:
         table = Table("check", "", "detail", "fix", show_lines=False)
         for f in findings:
-            table.add_row(f.name, "[green]ok[/]" if f.ok else "[red]MISSING[/]", f.detail, "" if f.ok else f.fix)
+            table.add_row(f.name, Text("ok", "green") if f.ok else Text("MISSING", "red"), f.detail,
+                          "" if f.ok else f.fix)
         out.print(table)
     return 0 if all(f.ok for f in findings) else 1
 
@@ -98,38 +118,26 @@ def cmd_course_check(args: argparse.Namespace, settings: Settings) -> int:
     from ladderlab.course import load_course
 
     course = load_course(settings.course_file)
-    out.print(f"{settings.course_file}: ok ({len(course.ladder.tracks)} tracks, "
-              f"{len(course.ladder.competencies.items)} competencies, {len(course.labs)} labs)")
+    out.print(f"{settings.course_file}: ok ({course.summary()})")
     return 0
-
-
-def _env_json(env: Any) -> dict[str, Any]:
-    r = env.record
-    return {"id": r.id, "env": r.env, "lab": r.lab, "learner": r.learner, "seed": r.seed, "params": r.params,
-            "expires": int(r.expires), "networks": r.networks,
-            "hosts": {n: {"role": h.role, "container": h.container, "addresses": h.addresses,
-                          "image": h.image} for n, h in r.hosts.items()}}
 
 
 def cmd_env_up(args: argparse.Namespace, settings: Settings) -> int:
     from ladderlab.environments.runtime import load_spec, up
+    from ladderlab.environments.views import env_json, host_rows
 
     load_spec(settings, args.env)  # a bad env.yaml is reported before any engine is needed
     started = time.monotonic()
     course_id = args.course or _course_id(settings)
-    overrides = dict(p.partition("=")[::2] for p in args.param)
     env = up(settings, args.env, client=_client(settings), learner=args.learner, lab=args.lab or "",
-             seed=args.seed, course_id=course_id, ttl_minutes=args.ttl, overrides=overrides,
+             seed=args.seed, course_id=course_id, ttl_minutes=args.ttl, overrides=dict(args.param),
              reuse=not args.fresh, say=say)
     if args.json:
-        print(json.dumps(_env_json(env), indent=2))
+        print(json.dumps(env_json(env), indent=2))
         return 0
     say(f"up in {time.monotonic() - started:.2f}s")
-    out.print(f"[bold]{env.id}[/bold]  ({env.record.env}, learner {env.record.learner})")
-    table = Table("host", "role", "address", "container")
-    for name, h in env.record.hosts.items():
-        table.add_row(name, h.role, ", ".join(h.addresses.values()), h.container)
-    out.print(table)
+    out.print(_styled(env.id, "bold", f"  ({env.record.env}, learner {env.record.learner})"))
+    out.print(_table(["host", "role", "address", "container"], host_rows(env)))
     for k, v in env.params.items():
         out.print(f"  {k} = {v}")
     out.print(f"tear down with: ladderlab env down {env.id}")
@@ -148,28 +156,23 @@ def cmd_env_down(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_env_ls(args: argparse.Namespace, settings: Settings) -> int:
     from ladderlab.environments.runtime import list_envs
+    from ladderlab.environments.views import env_rows, envs_json
 
     envs = list_envs(settings, _client(settings))
     if args.json:
-        print(json.dumps([{"id": e.id, "env": e.env, "lab": e.lab, "learner": e.learner, "status": e.status,
-                           "hosts": sorted(e.hosts), "expires": int(e.expires)} for e in envs], indent=2))
+        print(json.dumps(envs_json(envs), indent=2))
         return 0
-    table = Table("id", "env", "lab", "learner", "status", "hosts", "expires in")
-    for e in envs:
-        left = max(0, e.expires - time.time())
-        table.add_row(e.id, e.env, e.lab or "-", e.learner, e.status, ",".join(sorted(e.hosts)),
-                      f"{left / 60:.0f} min")
-    out.print(table)
+    out.print(_table(["id", "env", "lab", "learner", "status", "hosts", "expires in"], env_rows(envs), ids=(0, 3)))
     return 0
 
 
 def cmd_env_reap(args: argparse.Namespace, settings: Settings) -> int:
     from ladderlab.environments.reaper import reap
+    from ladderlab.environments.views import reap_json
 
     report = reap(settings, _client(settings), dry_run=args.dry_run)
     if args.json:
-        print(json.dumps({"removed": report.removed, "kept": report.kept,
-                          "stale_records": report.stale_records, "dry_run": args.dry_run}, indent=2))
+        print(json.dumps(reap_json(report, args.dry_run), indent=2))
         return 0
     verb = "would remove" if args.dry_run else "removed"
     for env_id, why in report.removed.items():
@@ -191,29 +194,36 @@ def cmd_env_sh(args: argparse.Namespace, settings: Settings) -> int:
 
 def _labs(settings: Settings, ids: Sequence[str] | None) -> list[Any]:
     from ladderlab.course import load_course
-    from ladderlab.errors import UsageError
-    from ladderlab.labs import load_lab
+    from ladderlab.grading.checks import load_graders
+    from ladderlab.labs import load_labs
 
     course = load_course(settings.course_file, "course.yaml")
-    published = [lab.id for lab in course.labs if lab.status == "published"]
-    chosen = list(ids) if ids else published
-    for lab_id in chosen:
-        entry = next((lab for lab in course.labs if lab.id == lab_id), None)
-        if entry is None:
-            raise UsageError(f"unknown lab {lab_id!r} (labs: {', '.join(lab.id for lab in course.labs)})")
-        if entry.status != "published":
-            raise UsageError(f"lab {lab_id!r} is {entry.status}, not published: it has no notebook to grade yet")
-    return [load_lab(settings, course, lab_id) for lab_id in chosen]
+    return load_labs(settings, course, ids, registry=load_graders(settings.root))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str | Text]], ids: Sequence[int] = (0,)) -> Table:
+    """A table whose ``ids`` columns are never shortened or wrapped (the other columns give way)."""
+    table = Table()
+    for i, name in enumerate(header):
+        table.add_column(name, no_wrap=i in ids, overflow="fold" if i in ids else "ellipsis")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _name_value(text: str) -> tuple[str, str]:
+    """``--param NAME=VALUE``."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def cmd_grade(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    import nbformat
-
-    from ladderlab.errors import UsageError
     from ladderlab.grading.pipeline import grade
-    from ladderlab.labs import read_notebook
+    from ladderlab.labs import read_notebook, write_notebook
     from ladderlab.seeds import check_learner
 
     lab = _labs(settings, [args.lab])[0]
@@ -221,25 +231,17 @@ def cmd_grade(args: argparse.Namespace, settings: Settings) -> int:
     submitted = read_notebook(Path(args.notebook), args.notebook)
     report, graded = grade(settings, _client(settings), lab, submitted, student, say=say)
     if args.output:
-        out_path = Path(args.output)
-        if out_path.exists() and out_path.is_dir():
-            raise UsageError(f"--output {args.output}: is a directory")
-        tmp = out_path.with_name(out_path.name + ".tmp")
-        nbformat.write(graded, str(tmp))
-        tmp.replace(out_path)
+        write_notebook(Path(args.output), graded, f"--output {args.output}")
     for problem in report.problems:
         say(f"note: {problem}")
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
-        from rich.text import Text
-
         marks = {"passed": ("PASS", "green"), "failed": ("FAIL", "red"), "error": ("ERROR", "yellow")}
-        for c in report.checks:  # feedback quotes learner state: a Text, never markup or emoji codes
-            out.print(Text.assemble(marks[c.status], f" {c.id} {c.points:g}/{c.max_points:g}  {c.feedback}"),
-                      highlight=False)
+        for c in report.checks:  # feedback quotes learner state: plain text after our mark
+            out.print(_styled(*marks[c.status], f" {c.id} {c.points:g}/{c.max_points:g}  {c.feedback}"))
         out.print(f"{report.lab} {report.student}: {report.score:g}/{report.max_score:g} "
-                  f"({'passed' if report.passed else 'not passed'})", markup=False, highlight=False)
+                  f"({'passed' if report.passed else 'not passed'})")
     if not report.complete:
         say(f"grading incomplete (nothing was recorded; grade it again): {report.error}")
         return 4  # a grading error: the grader could not judge (2 is bad input, 3 no engine)
@@ -257,7 +259,7 @@ def cmd_selftest(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps({"labs": [r.to_json() for r in results]}, indent=2))
     else:
         for r in results:
-            out.print(f"{r.lab.id}: {'[green]passed[/]' if r.passed else '[red]FAILED[/]'}", markup=True)
+            out.print(Text.assemble(f"{r.lab.id}: ", ("passed", "green") if r.passed else ("FAILED", "red")))
     return 0 if all(r.passed for r in results) else 1
 
 
@@ -265,10 +267,10 @@ def cmd_env_connect(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from ladderlab.environments.runtime import attach
-    from ladderlab.lab import _live_connection
+    from ladderlab.lab import live_connection
 
     env = attach(settings, args.id, _client(settings))
-    conn = _live_connection(settings, env, args.lab or env.record.lab)
+    conn = live_connection(settings, env, args.lab or env.record.lab)
     conn.write(Path(args.out))
     say(f"wrote {args.out} (0600): set LADDERLAB_CONNECT={args.out} in the kernel's environment")
     return 0
@@ -285,58 +287,32 @@ def cmd_nbgrader_init(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _ladder_data(settings: Settings, learner: str | None, cohort: str | None) -> tuple[Any, Any, list[Any]]:
-    from ladderlab.course import load_course
-    from ladderlab.errors import UsageError
-    from ladderlab.ladder.rules import ladder_for
-    from ladderlab.ladder.store import Store
+def _selection(settings: Settings, args: argparse.Namespace) -> Any:
+    from ladderlab.ladder.views import select
 
-    course = load_course(settings.course_file, "course.yaml")
-    store = Store.open(settings)
-    members: list[str] | None = None
-    if cohort:
-        if cohort not in course.cohorts:
-            raise UsageError(f"no cohort {cohort!r} in course.yaml (cohorts: {', '.join(course.cohorts) or 'none'})")
-        members = list(course.cohorts[cohort])
-    if learner:
-        members = [learner] if members is None or learner in members else []
-    entries = store.entries(learners=members) if members is not None else store.entries()
-    return course, ladder_for(course, entries, members), entries
+    return select(settings, args.learner, args.cohort)
 
 
 def cmd_ladder(args: argparse.Namespace, settings: Settings) -> int:
-    course, ladder, _ = _ladder_data(settings, args.learner, args.cohort)
-    tracks = [t.id for t in course.ladder.tracks]
+    from ladderlab.ladder.views import ladder_json, ladder_rows
+
+    view = _selection(settings, args)
     if args.json:
-        print(json.dumps({"course": course.id, "learners": [
-            {"learner": p.learner, "levels": p.levels,
-             "tracks": {t: {"level": p.levels[t],
-                            "labs": sorted({lab for (tr, lvl), c in p.cells.items()
-                                            if tr == t and lvl <= p.levels[t] for lab in c.labs})}
-                        for t in tracks},
-             "labs": {lab: {"passed": s.passed, "score": s.best.evidence.score if s.best else None,
-                            "entry": s.best.seq if s.best else None} for lab, s in p.labs.items()}}
-            for p in ladder.values()]}, indent=2))
+        print(json.dumps(ladder_json(view), indent=2))
         return 0
-    table = Table("learner", *tracks, "labs passed")
-    for p in ladder.values():
-        passed = ", ".join(sorted(lab for lab, s in p.labs.items() if s.passed)) or "-"
-        table.add_row(p.learner, *[str(p.levels[t]) for t in tracks], passed)
-    out.print(table)
+    out.print(_table(*ladder_rows(view)))
     return 0
 
 
 def cmd_ladder_verify(args: argparse.Namespace, settings: Settings) -> int:
     from ladderlab.ladder.store import Store
+    from ladderlab.ladder.views import verification_json, verification_line
 
     result = Store.open(settings, args.url).verify()
     if args.json:
-        print(json.dumps({"ok": result.ok, "entries": result.entries, "first_broken": result.first_broken,
-                          "reason": result.reason}))
-    elif result.ok:
-        out.print(f"ladder record ok: {result.entries} entries, chain and signed head verified")
+        print(json.dumps(verification_json(result)))
     else:
-        out.print(f"[red]ladder record BROKEN[/] at entry {result.first_broken}: {result.reason}", markup=True)
+        out.print(Text(verification_line(result), style="" if result.ok else "red"))
     return 0 if result.ok else 1
 
 
@@ -357,14 +333,10 @@ def cmd_ladder_rebuild(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ladder_export(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from ladderlab.ladder import xapi
+    from ladderlab.ladder.views import export_xapi
 
-    course, _, entries = _ladder_data(settings, args.learner, args.cohort)
     path = Path(args.xapi)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(xapi.lines(course, entries))
-    tmp.replace(path)
-    say(f"wrote {len(entries)} xAPI statements to {path}")
+    say(f"wrote {export_xapi(_selection(settings, args), path)} xAPI statements to {path}")
     return 0
 
 
@@ -374,8 +346,8 @@ def cmd_badges_issue(args: argparse.Namespace, settings: Settings) -> int:
     from ladderlab.ladder.badges import issue
     from ladderlab.ladder.keys import load_or_create
 
-    course, ladder, _ = _ladder_data(settings, args.learner, args.cohort)
-    issued = issue(course, ladder, load_or_create(settings), Path(args.out))
+    view = _selection(settings, args)
+    issued = issue(view.course, view.ladder, load_or_create(settings), Path(args.out))
     for item in issued:
         say(f"{item.learner}: {item.track} level {item.level} -> {item.path}")
     say(f"{len(issued)} credentials issued" if issued else "no demonstrated levels: nothing to issue")
@@ -385,30 +357,16 @@ def cmd_badges_issue(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_badges_verify(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from ladderlab.errors import UsageError
-    from ladderlab.ladder.badges import BadgeError, verify
-    from ladderlab.ladder.keys import load_or_create, load_public
+    from ladderlab.ladder.badges import BadgeError
+    from ladderlab.ladder.views import check_credential, credential_line
 
-    if args.issuer_key:
-        try:
-            key = load_public(Path(args.issuer_key).read_bytes())
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"--issuer-key {args.issuer_key}: {exc}") from None
-    else:
-        key = load_or_create(settings).public_key()
+    file = Path(args.file)
     try:
-        token = Path(args.file).read_text().strip()
-    except OSError as exc:
-        raise UsageError(f"{args.file}: {exc.strerror or exc}") from None
-    try:
-        credential = verify(token, key)
+        credential = check_credential(settings, file, Path(args.issuer_key) if args.issuer_key else None)
     except BadgeError as exc:
-        out.print(f"[red]INVALID[/] {args.file}: {exc}", markup=True, highlight=False)
+        out.print(_styled("INVALID", "red", f" {file}: {exc}"))
         return 1
-    subject = credential["credentialSubject"]
-    out.print(f"[green]VALID[/] {args.file}: {credential['name']} for {subject['id']} "
-              f"(issued by {credential['issuer']['name']}, valid until {credential['validUntil']})",
-              markup=True, highlight=False)
+    out.print(_styled("VALID", "green", f" {credential_line(file, credential)}"))
     return 0
 
 
@@ -425,22 +383,17 @@ def cmd_badges_key(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from ladderlab.ladder.recording import now
     from ladderlab.ladder.store import Store
-    from ladderlab.reports.data import build
-    from ladderlab.reports.site import write_site
+    from ladderlab.ladder.views import select
+    from ladderlab.reports.publish import publish
 
-    course, _, entries = _ladder_data(settings, args.learner, args.cohort)
-    members = list(course.cohorts[args.cohort]) if args.cohort else ([args.learner] if args.learner else None)
     started = time.monotonic()
-    data = build(course, entries, members, now())
-    check = Store.open(settings).verify()
-    data.extra["verification"] = {"ok": check.ok, "entries": check.entries, "reason": check.reason}
-    pages = write_site(data, Path(args.out))
-    if not check.ok:
-        say(f"warning: the record does not verify ({check.reason}); the report says so on every page")
-    say(f"wrote {len(pages)} pages and CSV/JSON exports to {args.out} in {time.monotonic() - started:.2f}s "
-        f"(open {Path(args.out) / 'index.html'})")
+    store = Store.open(settings)
+    site = publish(select(settings, args.learner, args.cohort, store=store), store, Path(args.out))
+    if not site.verification.ok:
+        say(f"warning: the record does not verify ({site.verification.reason}); the report says so on every page")
+    say(f"wrote {len(site.pages)} pages and CSV/JSON exports to {args.out} in {time.monotonic() - started:.2f}s "
+        f"(open {site.index})")
     return 0
 
 
@@ -492,7 +445,7 @@ def parser() -> argparse.ArgumentParser:
     eu.add_argument("--seed", help="explicit seed instead of one derived from course, learner and lab")
     eu.add_argument("--course", help="course id for the seed (default: from course.yaml)")
     eu.add_argument("--ttl", type=float, help="minutes until the reaper may remove it")
-    eu.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+    eu.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", type=_name_value,
                     help="fix a seeded parameter (lab authoring, debugging a learner's variant)")
     eu.add_argument("--fresh", action="store_true",
                     help="always start a new environment (default: reuse this learner's running one)")
@@ -586,13 +539,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LadderlabError as exc:
         if os.environ.get("LADDERLAB_DEBUG") == "1":
             raise
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        err.print(_styled("error:", "red", f" {exc}"))
         for note in getattr(exc, "__notes__", []):
-            err.print(note, markup=False, highlight=False, soft_wrap=True)
+            err.print(note)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except BrokenPipeError:  # the reader went away (`ladderlab ladder --json | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
 
 
 if __name__ == "__main__":

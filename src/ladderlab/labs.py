@@ -234,6 +234,15 @@ def read_notebook(path: Path, display: str) -> NotebookNode:
     return nb
 
 
+def write_notebook(path: Path, nb: NotebookNode, display: str) -> None:
+    """Write ``nb`` to ``path`` whole or not at all (a temporary file beside it, then a rename)."""
+    if path.is_dir():
+        raise UsageError(f"{display}: is a directory")
+    tmp = path.with_name(path.name + ".tmp")
+    nbformat.write(nb, str(tmp))
+    tmp.replace(path)
+
+
 def signature_problems(fn: CheckFn, args: Mapping[str, Any]) -> str | None:
     """Why ``args`` cannot call ``fn`` (missing or unknown keyword), or None."""
     try:

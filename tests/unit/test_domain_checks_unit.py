@@ -82,7 +82,7 @@ def test_dns_open_resolver_and_zone_file():
     args = {"host": "dns", "zone": ZONE, "path": "/etc/bind/db.zone"}
     tools = FakeRunner([(r"named-checkzone", "OK", 0)])
     assert evaluate(Ctx({}, files={("dns", "/etc/bind/db.zone"): b"$TTL 300"}, tools=tools), zf, args).passed
-    assert tools.files["/root/zone.db"] == b"$TTL 300"
+    assert list(tools.files.values()) == [b"$TTL 300"]  # in a directory of its own
     bad = FakeRunner([(r"named-checkzone", "dns_master_load: db:3: unknown RR type 'AAA'\nzone: not loaded", 1)])
     v = evaluate(Ctx({}, files={("dns", "/etc/bind/db.zone"): b"x"}, tools=bad), zf, args)
     assert not v.passed and "unknown RR type" in v.feedback

@@ -245,3 +245,56 @@ def test_env_yaml_disk_limit_defaults_to_one_gib_and_is_bounded():
     for bad in ("8m", "16385m", "1g", "lots"):
         with pytest.raises(ValueError, match=r"disk|size like"):
             Resources(disk=bad)
+
+
+class FakeCreate:
+    def __init__(self):
+        self.created: list[tuple[str, dict]] = []
+
+    def create_network(self, name, **kwargs):
+        self.created.append((name, kwargs))
+
+
+@pytest.fixture()
+def creating(monkeypatch, tmp_path):
+    """A fake engine whose bridges appear in ``tmp_path`` (this machine's /sys/class/net) or not."""
+    monkeypatch.setattr(hostguard, "SYS_NET", tmp_path)
+    installs: list[bool] = []
+    monkeypatch.setattr(hostguard, "install", lambda: installs.append(True) or True)
+    api = FakeCreate()
+    return api, installs, tmp_path
+
+
+def test_a_lab_network_is_internal_on_an_llbr_bridge_and_guarded(creating, monkeypatch):
+    api, installs, sys_net = creating
+    monkeypatch.setattr(hostguard.os, "geteuid", lambda: 0)
+    real_create = api.create_network
+
+    def create_and_appear(name, **kwargs):
+        real_create(name, **kwargs)
+        (sys_net / kwargs["options"][hostguard.BRIDGE_OPTION]).mkdir()
+    api.create_network = create_and_appear
+    bridge = hostguard.create_lab_network(FakeClient(api), "ll-x-lan", {"io.ladderlab.managed": "1"})
+    (name, kwargs), = api.created
+    assert name == "ll-x-lan" and kwargs["internal"] is True and kwargs["driver"] == "bridge"
+    assert kwargs["options"] == {hostguard.BRIDGE_OPTION: bridge} and bridge.startswith("llbr-")
+    assert installs == [True]
+
+
+def test_a_remote_engine_is_warned_about_not_silently_skipped(creating, monkeypatch):
+    api, installs, _ = creating
+    monkeypatch.setenv("DOCKER_HOST", "tcp://engine.example:2376")
+    said: list[str] = []
+    with pytest.warns(hostguard.HostGuardWarning, match=r"tcp://engine.example:2376.*cannot firewall"):
+        hostguard.create_lab_network(FakeClient(api), "ll-x-lan", {}, said.append)
+    assert installs == [] and said and "iptables -t filter -I INPUT 1 -i llbr+" in said[0]
+
+
+def test_not_root_on_the_engine_host_is_warned_about(creating, monkeypatch):
+    api, installs, sys_net = creating
+    monkeypatch.setattr(hostguard.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(hostguard, "bridge_name", lambda: "llbr-0123456789")
+    (sys_net / "llbr-0123456789").mkdir()
+    with pytest.warns(hostguard.HostGuardWarning, match="not root"):
+        hostguard.create_lab_network(FakeClient(api), "ll-x-lan", {})
+    assert installs == []

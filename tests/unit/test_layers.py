@@ -14,6 +14,7 @@ The walk is over the source with :mod:`ast`, so a module that is never imported 
 from __future__ import annotations
 
 import ast
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return [*path[path.index(nxt):], nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -203,7 +204,7 @@ def test_no_import_cycle_at_import_time(graph):
             lines.setdefault((i.source, i.target), i.line)
     cycle = find_cycle(edges)
     assert cycle is None, "import cycle: " + " -> ".join(
-        f"{a} (line {lines[a, b]})" for a, b in zip(cycle, cycle[1:], strict=False)) + f" -> {cycle[-1]}"
+        f"{a} (line {lines[a, b]})" for a, b in itertools.pairwise(cycle)) + f" -> {cycle[-1]}"
 
 
 @pytest.mark.parametrize("layer", [ENVIRONMENTS, COURSE_LAYER], ids=["environments", "course"])

@@ -374,12 +374,17 @@ def settle(verdicts: list[tuple[Check, Verdict]], hosts: HostState) -> tuple[lis
     Checks that could not observe because the learner broke a host fail, naming the host; a host
     disturbed from outside, or any check the grader could not judge, leaves the grading incomplete.
     """
-    if hosts.disturbed:
-        return verdicts, "; ".join(sorted(hosts.disturbed.values()))
+    if hosts.disturbed:  # nothing observed after that means anything about the learner's work
+        why = "; ".join(sorted(hosts.disturbed.values()))
+        return [(c, v if v.passed else error_verdict(one_line(f"the grader could not judge: {why}")))
+                for c, v in verdicts], why
     out = []
+    broken = "; ".join(sorted(hosts.broken_by_learner.values()))
     for check, verdict in verdicts:
-        if verdict.status == ERROR_VERDICT and hosts.broken_by_learner:
-            verdict = fail(one_line("; ".join(sorted(hosts.broken_by_learner.values()))))
+        if broken and verdict.status == ERROR_VERDICT:
+            verdict = fail(one_line(broken))
+        elif broken and verdict.status == FAILED:
+            verdict = fail(one_line(f"{broken} ({verdict.feedback})"))
         out.append((check, verdict))
     errors = [f"check {c.id}: {v.feedback}" for c, v in out if v.status == ERROR_VERDICT]
     return out, errors[0] if errors else ""

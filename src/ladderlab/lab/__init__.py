@@ -273,7 +273,9 @@ def current() -> Lab | None:
     return _CURRENT
 
 
-def _live_connection(settings: Any, env: Any, lab_id: str) -> Connection:
+def live_connection(settings: Any, env: Any, lab_id: str) -> Connection:
+    """The connection file for a running environment (``ladderlab env connect``): every host reachable, the
+    environment's SSH key, the learner's answers file."""
     from ladderlab.environments.runtime import key_path
 
     rec = env.record
@@ -327,7 +329,7 @@ def _start_live(lab_id: str, learner: str | None, fresh: bool, transport: str) -
                          course_id=course.id, reuse=not fresh)
     except LadderlabError as exc:
         raise LabError(str(exc)) from None
-    conn = _live_connection(settings, env, lab_id)
+    conn = live_connection(settings, env, lab_id)
     return Lab(lab_id, conn, _DockerBackend(env, transport), live=(settings, env))
 
 

@@ -1,0 +1,134 @@
+"""What the ladder commands show: a selection of the record (everyone, one cohort, one learner), the
+documented ``ladder --json`` form, the table rows, the record's verification and a credential's check.
+
+The command line only parses, calls these and prints; the report and the learner's own view read the
+same selection.
+
+>>> view = select(settings, cohort="2024-spring")                      # doctest: +SKIP
+>>> ladder_json(view)["learners"][0]["levels"]                         # doctest: +SKIP
+{'security': 1, ...}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ladderlab.config import Settings
+from ladderlab.course import Course, load_course
+from ladderlab.errors import UsageError
+from ladderlab.ladder import xapi
+from ladderlab.ladder.evidence import Entry
+from ladderlab.ladder.rules import Progress, ladder_for
+from ladderlab.ladder.store import Store, Verification
+
+
+@dataclass
+class Selection:
+    """The part of the record a command works on."""
+
+    course: Course
+    members: list[str] | None  # None: every learner in the record
+    entries: list[Entry]
+    ladder: dict[str, Progress]
+
+    @property
+    def tracks(self) -> list[str]:
+        return [t.id for t in self.course.ladder.tracks]
+
+
+def members(course: Course, learner: str | None = None, cohort: str | None = None) -> list[str] | None:
+    """Who ``--learner``/``--cohort`` name: None for everyone; a learner outside the cohort gives nobody."""
+    chosen: list[str] | None = None
+    if cohort:
+        if cohort not in course.cohorts:
+            raise UsageError(f"no cohort {cohort!r} in course.yaml (cohorts: {', '.join(course.cohorts) or 'none'})")
+        chosen = list(course.cohorts[cohort])
+    if learner:
+        chosen = [learner] if chosen is None or learner in chosen else []
+    return chosen
+
+
+def select(settings: Settings, learner: str | None = None, cohort: str | None = None,
+           course: Course | None = None, store: Store | None = None) -> Selection:
+    """The course, the evidence entries and the ladder of the learners chosen."""
+    course = course or load_course(settings.course_file, "course.yaml")
+    store = store or Store.open(settings)
+    who = members(course, learner, cohort)
+    entries = store.entries(learners=who) if who is not None else store.entries()
+    return Selection(course, who, entries, ladder_for(course, entries, who))
+
+
+def ladder_json(view: Selection) -> dict[str, Any]:
+    """The documented ``ladderlab ladder --json`` form (README)."""
+    return {"course": view.course.id, "learners": [_progress_json(p, view.tracks) for p in view.ladder.values()]}
+
+
+def _progress_json(p: Progress, tracks: Sequence[str]) -> dict[str, Any]:
+    return {
+        "learner": p.learner,
+        "levels": p.levels,
+        "tracks": {t: {"level": p.levels[t],
+                       "labs": sorted({lab for (tr, lvl), c in p.cells.items()
+                                       if tr == t and lvl <= p.levels[t] for lab in c.labs})}
+                   for t in tracks},
+        "labs": {lab: {"passed": s.passed, "score": s.best.evidence.score if s.best else None,
+                       "entry": s.best.seq if s.best else None} for lab, s in p.labs.items()},
+    }
+
+
+def ladder_rows(view: Selection) -> tuple[list[str], list[list[str]]]:
+    """The ``ladderlab ladder`` table: a header (tracks by their short codes) and one row per learner
+    (level per track, labs passed)."""
+    header = ["learner", *[view.course.track(t).code for t in view.tracks], "labs passed"]
+    rows = [[p.learner, *[str(p.levels[t]) for t in view.tracks],
+             ", ".join(sorted(lab for lab, s in p.labs.items() if s.passed)) or "-"] for p in view.ladder.values()]
+    return header, rows
+
+
+def verification_json(result: Verification) -> dict[str, Any]:
+    """The documented ``ladder verify --json`` form."""
+    return {"ok": result.ok, "entries": result.entries, "first_broken": result.first_broken, "reason": result.reason}
+
+
+def verification_line(result: Verification) -> str:
+    if result.ok:
+        return f"ladder record ok: {result.entries} entries, chain and signed head verified"
+    return f"ladder record BROKEN at entry {result.first_broken}: {result.reason}"
+
+
+def export_xapi(view: Selection, path: Path) -> int:
+    """Write the selection's entries as xAPI statements (JSON lines), atomically; return how many."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(xapi.lines(view.course, view.entries))
+    tmp.replace(path)
+    return len(view.entries)
+
+
+def check_credential(settings: Settings, file: Path, issuer_key: Path | None = None) -> dict[str, Any]:
+    """The credential in ``file`` if it verifies against the pinned issuer key (``issuer_key``, a PEM
+    public key; default: this course's own key). UsageError for files that cannot be read,
+    :class:`~ladderlab.ladder.badges.BadgeError` for a credential that does not verify."""
+    from ladderlab.ladder.badges import verify
+    from ladderlab.ladder.keys import load_or_create, load_public
+
+    if issuer_key is not None:
+        try:
+            key = load_public(issuer_key.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--issuer-key {issuer_key}: {exc}") from None
+    else:
+        key = load_or_create(settings).public_key()
+    try:
+        token = file.read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"{file}: {exc.strerror or exc}") from None
+    return verify(token, key)
+
+
+def credential_line(file: Path, credential: dict[str, Any]) -> str:
+    """What ``badges verify`` says about a valid credential."""
+    return (f"{file}: {credential['name']} for {credential['credentialSubject']['id']} "
+            f"(issued by {credential['issuer']['name']}, valid until {credential['validUntil']})")
