@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -27,6 +27,10 @@ from rich.text import Text
 from ladderlab import __version__
 from ladderlab.config import Settings
 from ladderlab.errors import LadderlabError
+
+if TYPE_CHECKING:
+    from ladderlab.labs import LabDef
+    from ladderlab.ladder.views import Selection
 
 
 def _console(stderr: bool = False) -> Console:
@@ -192,7 +196,7 @@ def cmd_env_sh(args: argparse.Namespace, settings: Settings) -> int:
     return int(result.rc)
 
 
-def _labs(settings: Settings, ids: Sequence[str] | None) -> list[Any]:
+def _labs(settings: Settings, ids: Sequence[str] | None) -> list[LabDef]:
     from ladderlab.course import load_course
     from ladderlab.grading.checks import load_graders
     from ladderlab.labs import load_labs
@@ -287,7 +291,7 @@ def cmd_nbgrader_init(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _selection(settings: Settings, args: argparse.Namespace) -> Any:
+def _selection(settings: Settings, args: argparse.Namespace) -> Selection:
     from ladderlab.ladder.views import select
 
     return select(settings, args.learner, args.cohort)

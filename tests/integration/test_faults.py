@@ -127,3 +127,38 @@ def test_a_missing_image_is_an_error_and_the_cli_exits_4(images, client, setting
         image.tag(repo, version)
     assert nothing_left(client, learner)
     assert_honest(settings, client, lab, learner)
+
+
+GRADER = """
+import sys
+from ladderlab.config import Settings
+from ladderlab.course import load_course
+from ladderlab.environments.engine import connect
+from ladderlab.grading.checks import load_graders
+from ladderlab.grading.pipeline import grade
+from ladderlab.labs import load_lab
+settings = Settings.from_env()
+lab = load_lab(settings, load_course(settings.course_file), sys.argv[1], registry=load_graders(settings.root))
+grade(settings, connect(), lab, lab.source, sys.argv[2])
+"""
+
+
+def test_a_grader_killed_mid_check_leaves_nothing_running(images, client, settings, root):
+    """The learner's root hosts do not outlive the grading process (no waiting for the TTL or a reaper)."""
+    import os
+    import signal
+    import time
+
+    learner = "grader-killed"
+    proc = subprocess.Popen([sys.executable, "-c", GRADER, LAB, learner], cwd=root)
+    kill = OnEvent(client, learner, "pause", "sandbox", lambda c, e: os.kill(proc.pid, signal.SIGKILL))
+    try:
+        with kill:
+            proc.wait(timeout=300)
+    finally:
+        proc.kill()
+    assert kill.fired and proc.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not nothing_left(client, learner):
+        time.sleep(0.5)
+    assert nothing_left(client, learner), "the environment outlived its grader"

@@ -48,7 +48,7 @@ def hostile(release: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
-def test_a_hostile_submission_does_not_stop_the_cohort(images, settings, course):  # noqa: F811
+def test_a_hostile_submission_does_not_stop_the_cohort(images, settings, course):  # noqa: F811 (imported fixture)
     r = nbgrader(course, "generate_assignment", LAB, "--force")
     assert r.returncode == 0, r.stderr[-2000:]
     release = nbformat.read(course / "release" / LAB / f"{LAB}.ipynb", as_version=4)

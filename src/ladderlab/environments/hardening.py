@@ -9,7 +9,7 @@ containers, the grading sandbox) is created by :func:`create` from a
   (:data:`KIND_CAPABILITIES`; lab hosts: their env.yaml's, within
   :data:`~ladderlab.environments.spec.CAPABILITY_ALLOWLIST`);
 * ``no-new-privileges``, the engine's default seccomp profile, never
-  privileged, an init process, a private IPC namespace;
+  privileged, an init process, private IPC and cgroup namespaces;
 * pids, memory (swap = memory: no swap on top) and CPU limits;
 * json-file logs capped at :data:`LOG_CONFIG`;
 * no bind mounts (so never the Docker socket) and no volumes but the
@@ -134,7 +134,7 @@ def create(client: docker.DockerClient, plan: Plan) -> str:
         cap_drop=["ALL"], cap_add=sorted(plan.capabilities) or None, security_opt=["no-new-privileges:true"],
         privileged=False, init=True, pids_limit=plan.pids, mem_limit=plan.memory, memswap_limit=plan.memory,
         ipc_mode="private",
-        network_mode=plan.network, read_only=plan.read_only,
+        network_mode=plan.network, read_only=plan.read_only, cgroupns="private",
         log_config=LogConfig(type="json-file", config=LOG_CONFIG), **options)
     networking = None
     if plan.aliases and not plan.network.startswith("container:") and plan.network != "none":

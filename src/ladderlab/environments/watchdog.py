@@ -11,12 +11,17 @@ A host over its limit (``resources.disk`` in ``env.yaml``, default 1 GiB) is kil
 at once and recorded in :attr:`DiskWatch.exceeded`; the caller turns that into the
 learner's failure and tears the environment down (which removes the layer).
 
-What bounds the damage: at most ``limit + interval * write speed`` per host (plus the
-time one size walk takes, measured by the tests), freed at teardown. ``SizeRw`` is the
-apparent size, so a sparse file counts at its full length (an overrun, never an
+What bounds the damage: about ``limit + (interval + one poll) * write speed`` per host,
+freed at teardown. Measured here (ext4, cgroup v1, where Docker's blkio limits do not
+throttle buffered writes): an unthrottled ``dd`` writes ~1 GiB/s into the page cache and
+one poll takes up to 2 s under that load, so a 256 MiB limit was caught at 993 MiB with a
+1 s interval; a writer at 80 MiB/s is caught within one interval. Other learners are
+protected by headroom (free space for concurrent environments x hosts x (limit + ~2 GiB)),
+not by a hard cap: that needs ``--storage-opt size`` on xfs with project quotas. ``SizeRw``
+is the apparent size, so a sparse file counts at its full length (an overrun, never an
 escape). What it does not bound: inode exhaustion by many empty files (they weigh 0
-bytes), and writes to volumes or tmpfs (lab hosts have neither; tmpfs counts against
-the container's memory limit).
+bytes; 100k files make one poll take ~0.4 s), and writes to volumes or tmpfs (lab hosts
+have neither; tmpfs counts against the container's memory limit).
 
 >>> with DiskWatch(client, {"target": "ll-x-target"}, 1 << 30) as watch:   # doctest: +SKIP
 ...     run_the_notebook()
@@ -38,7 +43,7 @@ if TYPE_CHECKING:
     from ladderlab.environments.runtime import Environment
     from ladderlab.environments.spec import EnvSpec
 
-DEFAULT_INTERVAL = 2.0
+DEFAULT_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from nbformat.v4 import new_notebook, new_output
 from ladderlab.config import Settings
 from ladderlab.environments import runtime
 from ladderlab.environments.images import tool_image
+from ladderlab.environments.watchdog import DiskWatch
 from ladderlab.errors import LadderlabError
 from ladderlab.grading import sanitize
 from ladderlab.grading.checks import ERROR as ERROR_VERDICT
@@ -423,6 +424,7 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
     fault = ""
     say(f"{lab.id}/{student}: starting a fresh {lab.environment} environment and the sandbox")
     box: Sandbox | None = None
+    watch: DiskWatch | None = None
     try:
         probe = tool_image(settings, client, "probe")
         box = Sandbox(settings, client, lab.spec.sandbox)
@@ -436,6 +438,7 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
         timings["env_up"] = time.monotonic() - t0
         images = image_digests(client, env)
         say(f"{lab.id}/{student}: running the notebook in the sandbox ({env.id})")
+        watch = DiskWatch.for_env(env).start()  # before go: the learner's code runs only after it
         box.go(connection_for(settings, env, lab.id))
         ctx = LiveContext(env, probe)
         with ThreadPoolExecutor(max_workers=1) as warmer:
@@ -453,12 +456,17 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
         t1 = time.monotonic()
         ctx.set_answers(answers)
         verdicts = judge(ctx, lab, env.params)
-        verdicts, fault = settle(verdicts, host_state(client, env, started))
+        watch.stop()
+        problems += watch.feedback()
+        over = {o.host: o.feedback for o in watch.overruns.values()}
+        verdicts, fault = settle(verdicts, host_state(client, env, started, learner_kills=over))
         timings["checks"] = time.monotonic() - t1
     except Exception as exc:  # infrastructure or our own tools: the grading is incomplete, never a verdict
         fault = one_line(f"{type(exc).__name__}: {exc}") if not isinstance(exc, LadderlabError) else one_line(str(exc))
     finally:
         t2 = time.monotonic()
+        if watch is not None:
+            _quietly(watch.stop)
         if env is not None:
             # env.down removes the sandbox and observers too: they carry the environment's labels.
             if detach_teardown:
