@@ -126,18 +126,22 @@ try:
             der = s.getpeercert(binary_form=True)
 except (ssl.SSLError, OSError) as exc:
     print(json.dumps({"error": type(exc).__name__ + ": " + str(exc)[:200]})); sys.exit(0)
-cert = x509.load_der_x509_certificate(der)
-key = cert.public_key()
-try:
-    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
-except x509.ExtensionNotFound:
-    san = []
-out = {"san": san, "not_after": cert.not_valid_after.isoformat(), "not_before": cert.not_valid_before.isoformat(),
-       "signature_hash": cert.signature_hash_algorithm.name if cert.signature_hash_algorithm else "",
-       "key": "rsa" if isinstance(key, rsa.RSAPublicKey) else "other",
-       "bits": getattr(key, "key_size", 0), "curve": ""}
-if isinstance(key, ec.EllipticCurvePublicKey):
-    out.update(key="ec", curve=key.curve.name)
+try:  # the certificate is the learner's: one that cannot be read is their failure, not a crash of ours
+    cert = x509.load_der_x509_certificate(der)
+    key = cert.public_key()
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName)
+    except x509.ExtensionNotFound:
+        san = []
+    out = {"san": san, "not_after": cert.not_valid_after.isoformat(), "not_before": cert.not_valid_before.isoformat(),
+           "signature_hash": cert.signature_hash_algorithm.name if cert.signature_hash_algorithm else "",
+           "key": "rsa" if isinstance(key, rsa.RSAPublicKey) else "other",
+           "bits": getattr(key, "key_size", 0), "curve": ""}
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        out.update(key="ec", curve=key.curve.name)
+except Exception as exc:
+    out = {"error": "unreadable certificate: " + type(exc).__name__ + ": " + str(exc)[:160]}
 print(json.dumps(out))
 """
 

@@ -94,7 +94,60 @@ def test_generate_submit_autograde_gradebook(images, client, settings, course):
     assert again["solver"].passed and again["solver"].score == 10.0 and not again["idler"].passed
     assert {c.id for c in again["solver"].checks} == {c.id for c in lab.checks}
     assert rebuild_from_gradebook(settings, load_course(settings.course_file), course, rebuilt) == 0  # idempotent
+    # one submission digest: rebuilding into the live store that autograde wrote adds nothing
+    assert rebuild_from_gradebook(settings, load_course(settings.course_file), course, store) == 0
+    assert len(list(store.entries())) == 2 and store.verify().ok
 
     flt = {"label": [f"{L.MANAGED}=1", f"{L.LAB}={LAB}"]}
     learners = {c["Labels"].get(L.LEARNER) for c in client.api.containers(all=True, filters=flt)}
     assert not learners & {"solver", "idler"}
+
+
+def test_a_grading_fault_under_autograde_records_nothing_and_a_regrade_records_the_honest_score(
+        images, client, settings, course):
+    """An infrastructure fault fails that submission's autograde (no score, no evidence); the others are
+    graded; grading again gives the honest score, once. A manual override in the gradebook never
+    becomes evidence."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    from ladderlab.ladder.recording import rebuild_from_gradebook
+    from ladderlab.ladder.store import Store
+    from tests.integration.injectors import OnEvent
+
+    assert nbgrader(course, "generate_assignment", LAB, "--force").returncode == 0
+    solved = nbformat.read(course / "source" / LAB / f"{LAB}.ipynb", as_version=4)
+    for student in ("unlucky", "lucky"):
+        submit(course, student, solved)
+        assert nbgrader(course, "db", "student", "add", student).returncode == 0
+    store = Store.open(settings, f"sqlite:///{course / 'ladder.sqlite'}")
+    stop = OnEvent(client, "unlucky", "pause", "sandbox",
+                   lambda c, e: c.api.stop(f"ll-{e['Actor']['Attributes'][L.ENV_ID]}-target", timeout=1))
+    with stop:
+        r = nbgrader(course, "autograde", LAB, "--force")
+    assert stop.fired
+    assert "grading incomplete, nothing recorded" in r.stderr and "engine-level" in r.stderr, r.stderr[-3000:]
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        assert gb.find_submission(LAB, "lucky").score == 10.0
+        try:
+            unlucky = gb.find_submission(LAB, "unlucky")
+        except MissingEntry:
+            unlucky = None
+        assert unlucky is None or all(g.auto_score is None for nb in unlucky.notebooks for g in nb.grades)
+    entries = list(store.entries())
+    assert [e.evidence.learner for e in entries] == ["lucky"] and store.verify().ok
+
+    r = nbgrader(course, "autograde", LAB, "--student", "unlucky", "--force")
+    assert r.returncode == 0, r.stderr[-3000:]
+    entries = {e.evidence.learner: e.evidence for e in store.entries()}
+    assert entries["unlucky"].score == 10.0 and entries["unlucky"].passed and store.verify().ok
+    assert len(list(store.entries())) == 2
+
+    # a manual override (what a formgrader user, or a script in their browser, can set) is not evidence
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        idle = gb.find_submission(LAB, "lucky")
+        for g in idle.notebooks[0].grades:
+            g.manual_score = 0.0
+        gb.db.commit()
+    rebuilt = Store.open(settings, f"sqlite:///{course / 'rebuilt.sqlite'}")
+    assert rebuild_from_gradebook(settings, load_course(settings.course_file), course, rebuilt) == 2
+    assert {e.evidence.learner: e.evidence.score for e in rebuilt.entries()} == {"lucky": 10.0, "unlucky": 10.0}

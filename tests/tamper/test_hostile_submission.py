@@ -24,11 +24,21 @@ from ..integration.test_nbgrader_e2e import LAB, course, nbgrader, submit  # noq
 
 pytestmark = pytest.mark.docker
 
+CHECK_POINTS = {"default-deny": 2, "ssh-http-allowed": 1, "loopback-allowed": 1, "established-allowed": 1,
+                "metrics-monitor-only": 2, "unwanted-port-closed": 1, "rules-persisted": 2}
 
-def hostile(release: nbformat.NotebookNode) -> nbformat.NotebookNode:
+
+def old_schema(release: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The finding's notebook: the learner's own answer cell, its nbgrader metadata set to schema_version 1."""
     nb = copy.deepcopy(release)
-    old = new_code_cell("print('schema 1')")
-    old.metadata["nbgrader"] = {"grade": False, "solution": False, "locked": False, "schema_version": 1}
+    answer = next(c for c in nb.cells if nbg(c).get("grade_id") == "allow-rules")
+    answer.metadata["nbgrader"]["schema_version"] = 1
+    return nb
+
+
+def garbage(release: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Every other kind of hostile nbgrader metadata, in notebook and cells."""
+    nb = copy.deepcopy(release)
     claim = new_code_cell("print(100)")
     claim.metadata["nbgrader"] = {"grade": True, "grade_id": "check-default-deny", "points": 100, "locked": True,
                                   "solution": False, "schema_version": 3}
@@ -38,7 +48,10 @@ def hostile(release: nbformat.NotebookNode) -> nbformat.NotebookNode:
     future.metadata["nbgrader"] = {"schema_version": 9, "task": True, "grade_id": "task-allow", "points": 4}
     listy = new_code_cell("y = 2")
     listy.metadata["nbgrader"] = ["grade", True]
-    nb.cells[1:1] = [old, claim, typed, future, listy]
+    bonus = new_code_cell("print(50)")
+    bonus.metadata["nbgrader"] = {"grade": True, "grade_id": "check-bonus", "points": 50, "solution": False,
+                                  "locked": True, "schema_version": 3}
+    nb.cells[1:1] = [claim, typed, future, listy, bonus]
     dup = next(c for c in nb.cells if nbg(c).get("grade_id") == "check-established-allowed")
     second = copy.deepcopy(dup)
     second["id"] = "second-copy"
@@ -54,34 +67,34 @@ def test_a_hostile_submission_does_not_stop_the_cohort(images, settings, course)
     release = nbformat.read(course / "release" / LAB / f"{LAB}.ipynb", as_version=4)
     solved = nbformat.read(course / "source" / LAB / f"{LAB}.ipynb", as_version=4)
     # nbgrader grades submissions in student order: the hostile ones come first
-    submit(course, "a-hostile", hostile(release))
-    submit(course, "b-notjson", release)
-    (course / "submitted" / "b-notjson" / LAB / f"{LAB}.ipynb").write_text('{"cells": [')
-    submit(course, "c-solver", solved)
-    submit(course, "d-idler", release)
-    students = ("a-hostile", "b-notjson", "c-solver", "d-idler")
-    for student in students:
+    submissions = {"a-schema": old_schema(release), "b-garbage": garbage(release), "c-notjson": release,
+                   "d-solver": solved, "e-idler": release}
+    for student, nb in submissions.items():
+        submit(course, student, nb)
         assert nbgrader(course, "db", "student", "add", student).returncode == 0
+    (course / "submitted" / "c-notjson" / LAB / f"{LAB}.ipynb").write_text('{"cells": [')
 
     r = nbgrader(course, "autograde", LAB, "--force")
 
     log = r.stderr
-    assert "There was an error processing assignment 'sec-1-iptables-hardening' for student 'b-notjson'" in log
-    assert r.returncode == 1  # nbgrader reports the one failure, after grading everyone else
-    for student in ("a-hostile", "c-solver", "d-idler"):
+    graded = ("a-schema", "b-garbage", "d-solver", "e-idler")
+    for student in graded:
         assert f"ladderlab: {LAB}/{student} scored" in log, log[-3000:]
+    assert f"There was an error processing assignment '{LAB}' for student 'c-notjson'" in log
+    assert r.returncode == 1  # nbgrader reports the one failure, after grading everyone else
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        scores = {s: (gb.find_submission(LAB, s).score, gb.find_submission(LAB, s).max_score)
-                  for s in ("a-hostile", "c-solver", "d-idler")}
-        assert scores == {"a-hostile": (0.0, 10.0), "c-solver": (10.0, 10.0), "d-idler": (0.0, 10.0)}
-        hostile_grades = {g.name: (g.auto_score, g.max_score) for g in gb.find_submission(LAB, "a-hostile")
-                          .notebooks[0].grades}
-        assert max(points for _, points in hostile_grades.values()) <= 2  # nobody's 100-point cell
-    assert not (course / "autograded" / "b-notjson" / LAB / f"{LAB}.ipynb").exists()
-    graded = nbformat.read(course / "autograded" / "a-hostile" / LAB / f"{LAB}.ipynb", as_version=4)
-    assert graded.metadata.get("kernelspec", {}).get("name") == "python3"
-    claims = [nbg(c) for c in graded.cells if nbg(c)]
-    assert all(m.get("schema_version") == 3 for m in claims)
-    assert sum(1 for m in claims if m.get("grade_id") == "check-established-allowed") == 1
+        scores = {s: (gb.find_submission(LAB, s).score, gb.find_submission(LAB, s).max_score) for s in graded}
+        assert scores == {"a-schema": (0.0, 10.0), "b-garbage": (0.0, 10.0), "d-solver": (10.0, 10.0),
+                          "e-idler": (0.0, 10.0)}
+        cells = {g.name: g.max_score for g in gb.find_submission(LAB, "b-garbage").notebooks[0].grades}
+        assert cells == {f"check-{c}": p for c, p in CHECK_POINTS.items()}
+    assert not (course / "autograded" / "c-notjson" / LAB / f"{LAB}.ipynb").exists()
+    for student in ("a-schema", "b-garbage"):
+        nb = nbformat.read(course / "autograded" / student / LAB / f"{LAB}.ipynb", as_version=4)
+        assert nb.metadata.get("kernelspec", {}).get("name") == "python3" and "nbgrader" not in nb.metadata
+        claims = [nbg(c) for c in nb.cells if nbg(c)]
+        assert all(m.get("schema_version") == 3 for m in claims)
+        assert sum(1 for m in claims if m.get("grade_id") == "check-established-allowed") == 1
+        assert not any(m.get("grade_id") == "check-bonus" for m in claims)
