@@ -61,3 +61,12 @@ def test_every_page_says_whether_the_record_verifies(settings, tmp_path):
     for page in (tmp_path / "index.html", tmp_path / "engineer" / "ada.html"):
         assert "The record does not verify:</b> entry 1 was changed" in page.read_text()
     assert json.loads((tmp_path / "report.json").read_text())["verification"]["ok"] is False
+
+
+def test_a_learner_id_never_writes_outside_the_site():
+    from ladderlab.reports.site import page_name
+
+    assert page_name("ada") == "ada.html"
+    for hostile in ("../x", "..", "a/b", "/etc/passwd", "x\0y", "<img onerror=alert(1)>"):
+        name = page_name(hostile)
+        assert "/" not in name and ".." not in name and name.endswith(".html") and name.startswith("learner-")

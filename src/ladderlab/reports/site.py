@@ -65,6 +65,17 @@ def _verification(data: ReportData) -> str:
     return f'<p class="broken"><b>The record does not verify:</b> {e(v["reason"])}. Do not rely on this report.</p>'
 
 
+def page_name(learner: str) -> str:
+    """The engineer page's file name: the id when it is a plain name, else a digest (a learner id from a
+    gradebook can be anything, ``../x`` included: a page is never written outside ``engineer/``)."""
+    import hashlib
+    import re
+
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}", learner) and ".." not in learner:
+        return f"{learner}.html"
+    return f"learner-{hashlib.sha256(learner.encode()).hexdigest()[:16]}.html"
+
+
 def cohort_page(data: ReportData, title: str) -> str:
     course = data.course
     head = "".join(f'<th class="c" title="{e(course.track(t).name)} level {lvl}">{e(_cell_label(data, (t, lvl)))}</th>'
@@ -82,7 +93,8 @@ def cohort_page(data: ReportData, title: str) -> str:
                                                               f"missing {', '.join(status.missing)}")
             tds.append(f'<td class="c {cls}" title="{e(tip)}"></td>')
         levels = "".join(f"<td>{p.levels[t]}</td>" for t in tracks)
-        rows.append(f'<tr><th><a href="engineer/{e(learner)}.html">{e(learner)}</a></th>{"".join(tds)}{levels}</tr>')
+        link = f'<a href="engineer/{e(page_name(learner))}">{e(learner)}</a>'
+        rows.append(f'<tr><th>{link}</th>{"".join(tds)}{levels}</tr>')
     labs = sorted(data.labs.values(), key=lambda s: s.lab)
     rates = _bars([(s.lab, round(100 * s.pass_rate, 1), f"{s.passed}/{s.learners} learners passed, "
                     f"{s.attempts} attempts") for s in labs], 100, unit="%")
@@ -180,7 +192,7 @@ def write_site(data: ReportData, out: Path) -> list[Path]:
     (out / "engineer").mkdir(parents=True, exist_ok=True)
     files = {"style.css": CSS, "index.html": cohort_page(data, title), **exports(data)}
     for learner, p in data.ladder.items():
-        files[os.path.join("engineer", f"{learner}.html")] = engineer_page(data, p, title)
+        files[os.path.join("engineer", page_name(learner))] = engineer_page(data, p, title)
     pages = []
     for name, text in files.items():
         path = out / name
