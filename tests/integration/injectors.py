@@ -3,6 +3,7 @@ grader's connection to the engine for a while (a unix-socket proxy in front of t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -81,10 +82,8 @@ class FlakyEngine:
     def _cut(self) -> None:
         with self.lock:
             for conn in self.conns:
-                try:
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 conn.close()
             self.conns.clear()
 
@@ -120,10 +119,8 @@ class FlakyEngine:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.close()
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.server.close()

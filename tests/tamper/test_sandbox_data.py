@@ -58,7 +58,7 @@ def test_a_forged_notebook_in_an_old_format_is_the_learners_failure(images, clie
     assert report.status == "graded", report.to_json()
     assert any("not an nbformat 4 notebook" in p for p in report.problems), report.problems
     # the forged outputs never reach the graded notebook
-    assert not any("10" == o.get("text") for c in graded.cells for o in c.get("outputs", []))
+    assert not any(o.get("text") == "10" for c in graded.cells for o in c.get("outputs", []))
 
 
 def test_answers_nested_too_deep_are_dropped_not_a_crash(images, client, settings, lab):

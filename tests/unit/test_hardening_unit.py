@@ -20,9 +20,10 @@ def test_only_the_hardening_module_creates_containers():
     callers = []
     for path in [*(ROOT / "src").rglob("*.py"), *(ROOT / "graders").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Attribute) and node.attr in ("create_container", "create_host_config") \
-                    or isinstance(node, ast.Attribute) and node.attr == "run" and \
-                    isinstance(node.value, ast.Attribute) and node.value.attr == "containers":
+            creates = isinstance(node, ast.Attribute) and node.attr in ("create_container", "create_host_config")
+            runs = isinstance(node, ast.Attribute) and node.attr == "run" and \
+                isinstance(node.value, ast.Attribute) and node.value.attr == "containers"
+            if creates or runs:
                 callers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert callers and all(c.startswith("src/ladderlab/environments/hardening.py") for c in callers), callers
 
