@@ -569,6 +569,8 @@ def list_envs(settings: Settings, client: docker.DockerClient) -> list[EnvSummar
             entry.hosts.append(lbl.get(L.HOST, "?"))
     for n in networks:
         summary(n.get("Labels") or {}).networks += 1
+    for v in client.api.volumes(filters={"label": [f"{L.MANAGED}=1"]}).get("Volumes") or []:
+        summary(v.get("Labels") or {})  # a sandbox's /work left alone is still an environment to reap
     return sorted(found.values(), key=lambda s: (s.created, s.id))
 
 

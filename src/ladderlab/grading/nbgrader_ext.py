@@ -16,7 +16,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from nbconvert.preprocessors import Preprocessor
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Bool, Unicode
@@ -54,6 +53,9 @@ c = get_config()  # noqa: F821
 
 c.CourseDirectory.course_id = {course_id!r}
 c.CourseDirectory.root = {root!r}
+# Only notebooks travel: the trainer's README stays out of releases, and files a learner hands in beside
+# the notebook (an .html page that would run in the trainer's browser) never reach autograded/ or the formgrader.
+c.CourseDirectory.include = ["*.ipynb"]
 c.Exchange.root = {exchange!r}
 
 c.Autograde.sanitize_preprocessors = {sanitize!r}
@@ -169,11 +171,12 @@ class LadderlabExecute(Contained, Execute):  # type: ignore[misc]
         return graded, resources
 
 
-class RecordEvidence(Contained, Preprocessor):
+class RecordEvidence(Contained, NbGraderPreprocessor):  # type: ignore[misc]
     """After nbgrader's SaveAutoGrades: append the grading's evidence to the ladder record.
 
     Runs only when LadderlabExecute graded the notebook completely and nbgrader saved its scores
-    (an earlier step that raised stops the chain, so nothing is recorded for it).
+    (an earlier step that raised stops the chain, so nothing is recorded for it). An nbgrader
+    preprocessor, so enabled: nbconvert's own ``Preprocessor`` is disabled unless configured.
     """
 
     def preprocess(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
