@@ -29,9 +29,9 @@ from pathlib import Path
 
 from ladderlab.config import Settings
 from ladderlab.course import load_course
+from ladderlab.course.labs import load_lab
 from ladderlab.grading.checks import load_graders
 from ladderlab.grading.nbgrader_ext import init_course_root
-from ladderlab.labs import load_lab
 
 STUDENT = "bench"
 

@@ -29,7 +29,7 @@ from ladderlab.config import Settings
 from ladderlab.errors import LadderlabError
 
 if TYPE_CHECKING:
-    from ladderlab.labs import LabDef
+    from ladderlab.course.labs import LabDef
     from ladderlab.ladder.views import Selection
 
 
@@ -198,8 +198,8 @@ def cmd_env_sh(args: argparse.Namespace, settings: Settings) -> int:
 
 def _labs(settings: Settings, ids: Sequence[str] | None) -> list[LabDef]:
     from ladderlab.course import load_course
+    from ladderlab.course.labs import load_labs
     from ladderlab.grading.checks import load_graders
-    from ladderlab.labs import load_labs
 
     course = load_course(settings.course_file, "course.yaml")
     return load_labs(settings, course, ids, registry=load_graders(settings.root))
@@ -226,9 +226,9 @@ def _name_value(text: str) -> tuple[str, str]:
 def cmd_grade(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
+    from ladderlab.course.labs import read_notebook, write_notebook
+    from ladderlab.course.seeds import check_learner
     from ladderlab.grading.pipeline import grade
-    from ladderlab.labs import read_notebook, write_notebook
-    from ladderlab.seeds import check_learner
 
     lab = _labs(settings, [args.lab])[0]
     student = check_learner(args.student)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import threading
 
 from ladderlab.course import load_course
+from ladderlab.course.labs import load_lab
 from ladderlab.environments import hardening
 from ladderlab.environments import labels as L
 from ladderlab.grading.checks import load_graders
 from ladderlab.grading.pipeline import grade
-from ladderlab.labs import load_lab
 
 LAB = "sre-5-strace-debugging"  # hosts, a probe, observers, tools (the image's binaries), scratch, sandbox
 

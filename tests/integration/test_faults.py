@@ -20,11 +20,11 @@ import pytest
 from nbformat.v4 import new_code_cell
 
 from ladderlab.course import load_course
+from ladderlab.course.labs import load_lab
 from ladderlab.environments import labels as L
 from ladderlab.environments.images import image_tags
 from ladderlab.grading.checks import load_graders
 from ladderlab.grading.pipeline import grade
-from ladderlab.labs import load_lab
 from tests.integration.injectors import FlakyEngine, OnEvent
 
 LAB = "sec-1-iptables-hardening"
@@ -136,7 +136,7 @@ from ladderlab.course import load_course
 from ladderlab.environments.engine import connect
 from ladderlab.grading.checks import load_graders
 from ladderlab.grading.pipeline import grade
-from ladderlab.labs import load_lab
+from ladderlab.course.labs import load_lab
 settings = Settings.from_env()
 lab = load_lab(settings, load_course(settings.course_file), sys.argv[1], registry=load_graders(settings.root))
 grade(settings, connect(), lab, lab.source, sys.argv[2])

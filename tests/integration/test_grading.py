@@ -17,13 +17,13 @@ import pytest
 from nbformat.v4 import new_code_cell
 
 from ladderlab.course import load_course
+from ladderlab.course.labs import load_lab, nbg
 from ladderlab.environments import labels as L
 from ladderlab.environments import runtime
 from ladderlab.environments.hostguard import host_addresses
 from ladderlab.grading.checks import load_graders
 from ladderlab.grading.pipeline import grade
 from ladderlab.grading.selftest import released
-from ladderlab.labs import load_lab, nbg
 
 LAB = "sec-1-iptables-hardening"
 HAND_SCRIPT = """set -e

@@ -22,10 +22,10 @@ import urllib.request
 import nbformat
 import pytest
 
+from ladderlab.course.labs import SandboxSpec
 from ladderlab.environments import hostguard
 from ladderlab.environments.runtime import up
 from ladderlab.grading.sandbox import LEARNER_UID, Sandbox
-from ladderlab.labs import SandboxSpec
 from ladderlab.labserver import jupyter_command
 
 # Every (address, port) at once, each with a 2 s budget: prints the ones that accepted.

@@ -13,9 +13,9 @@ import nbformat
 import pytest
 
 from ladderlab.course import load_course
+from ladderlab.course.labs import load_lab
 from ladderlab.environments import labels as L
 from ladderlab.grading.checks import load_graders
-from ladderlab.labs import load_lab
 
 LAB = "sec-1-iptables-hardening"
 

@@ -18,7 +18,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell
 
-from ladderlab.labs import nbg
+from ladderlab.course.labs import nbg
 
 from ..integration.test_nbgrader_e2e import LAB, course, nbgrader, submit  # noqa: F401 (course: a fixture)
 

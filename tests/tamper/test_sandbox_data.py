@@ -17,9 +17,9 @@ import pytest
 from nbformat.v4 import new_code_cell
 
 from ladderlab.course import load_course
+from ladderlab.course.labs import load_lab
 from ladderlab.grading.checks import load_graders
 from ladderlab.grading.pipeline import grade
-from ladderlab.labs import load_lab
 
 LAB = "sec-1-iptables-hardening"
 

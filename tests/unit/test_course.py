@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ladderlab.course import load_course
-from ladderlab.course_sources import read_competency_md, read_levels_tsv
+from ladderlab.course.sources import read_competency_md, read_levels_tsv
 from ladderlab.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ladderlab.course import Course
+from ladderlab.course.loading import parse_yaml_text, validate
 from ladderlab.environments.spec import EnvSpec
 from ladderlab.errors import ConfigError
-from ladderlab.loading import parse_yaml_text, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 COURSE = yaml.safe_load((ROOT / "course.yaml").read_text())

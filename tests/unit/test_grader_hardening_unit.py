@@ -19,10 +19,10 @@ import tarfile
 import pytest
 
 from ladderlab.config import Settings
+from ladderlab.course.seeds import course_secret, derive_seed, render_params, secret_file
 from ladderlab.environments.spec import ChoiceParam, IntParam
 from ladderlab.errors import LadderlabError, LearnerState
 from ladderlab.grading.checks import REGISTRY, CannotJudge, Listener, evaluate, load_graders
-from ladderlab.seeds import course_secret, derive_seed, render_params, secret_file
 
 from .test_checks_unit import DENY, FakeContext, FakeRunner, qdisc, save, tcp
 from .test_domain_checks_unit import Ctx
@@ -92,7 +92,7 @@ def test_the_sandbox_package_carries_no_course_secret(tmp_path, monkeypatch):
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
         names = tar.getnames()
         data = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())  # type: ignore[union-attr]
-    assert any(n.endswith("ladderlab/seeds.py") for n in names)  # the function ships...
+    assert any(n.endswith("ladderlab/course/seeds.py") for n in names)  # the function ships...
     assert not any("course-seed" in n or n.endswith(".key") for n in names)  # ...the key does not
     assert key.hex().encode() not in data and key not in data
 

@@ -14,6 +14,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 
 from ladderlab.course import load_course
+from ladderlab.course.labs import AnswerSpec, is_check_cell, load_lab, nbg
 from ladderlab.grading.checks import load_graders
 from ladderlab.grading.pipeline import (
     CheckOutcome,
@@ -24,7 +25,6 @@ from ladderlab.grading.pipeline import (
     sanitize_outputs,
     write_verdict,
 )
-from ladderlab.labs import AnswerSpec, is_check_cell, load_lab, nbg
 
 LAB = "sec-1-iptables-hardening"
 

@@ -12,9 +12,9 @@ import yaml
 
 from ladderlab.config import Settings
 from ladderlab.course import load_course
+from ladderlab.course.labs import check_ids_in, chosen_labs, load_lab, load_labs
 from ladderlab.errors import ConfigError, UsageError
 from ladderlab.grading.checks import load_graders
-from ladderlab.labs import check_ids_in, chosen_labs, load_lab, load_labs
 
 LAB = "sec-1-iptables-hardening"
 
@@ -115,7 +115,7 @@ def test_a_lab_loads_with_the_registry_it_is_given_and_never_imports_grading(roo
 import sys
 from ladderlab.config import Settings
 from ladderlab.course import load_course
-from ladderlab.labs import load_lab
+from ladderlab.course.labs import load_lab
 from ladderlab.errors import ConfigError
 import inspect
 import yaml

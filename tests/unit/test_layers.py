@@ -25,8 +25,8 @@ PACKAGE = "ladderlab"
 SRC = Path(__file__).resolve().parents[2] / "src" / PACKAGE
 
 #: The course layer (DESIGN.md's ``course`` part): whether these are top-level modules or one package.
-COURSE_LAYER = ("ladderlab.course", "ladderlab.labs", "ladderlab.loading", "ladderlab.course_sources",
-                "ladderlab.seeds")
+COURSE_LAYER = ("ladderlab.course", "ladderlab.course.labs", "ladderlab.course.loading", "ladderlab.course.sources",
+                "ladderlab.course.seeds")
 ENVIRONMENTS = ("ladderlab.environments",)
 GRADING = "ladderlab.grading"
 

@@ -11,9 +11,9 @@ import sys
 import pytest
 
 import ladderlab
+from ladderlab.environments.connection import Connection, HostEntry, from_environment
 from ladderlab.environments.transports.base import CommandResult
 from ladderlab.lab import Lab, LabError, _Backend, learner_id, sh_magic
-from ladderlab.lab.connect import Connection, HostEntry, from_environment
 
 
 class Recorder(_Backend):
@@ -164,7 +164,7 @@ class OnlyTheStandardLibrary:
 sys.meta_path.insert(0, OnlyTheStandardLibrary())
 import ladderlab
 from ladderlab.lab import Lab, LabError, learner_id, sh_magic, start
-from ladderlab.lab.connect import Connection
+from ladderlab.environments.connection import Connection
 loaded = sorted(m for m in sys.modules if m.startswith("ladderlab"))
 assert not [m for m in loaded if m.startswith("ladderlab.grading")], loaded
 print(" ".join(loaded))
@@ -174,7 +174,8 @@ print(" ".join(loaded))
 def test_the_learner_api_imports_with_the_standard_library_only(root):
     r = subprocess.run([sys.executable, "-I", "-c", SANDBOX_IMPORTS], capture_output=True, text=True, cwd=root)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["ladderlab", "ladderlab.lab", "ladderlab.lab.connect"]
+    assert r.stdout.split() == ["ladderlab", "ladderlab.environments", "ladderlab.environments.connection",
+                                "ladderlab.lab"]
     # the guard is real: the transports package (which needs the docker library) does not import there
     r = subprocess.run([sys.executable, "-I", "-c", SANDBOX_IMPORTS.replace(
         "import ladderlab\n", "import ladderlab\nimport ladderlab.environments.transports\n")],

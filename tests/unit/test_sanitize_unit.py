@@ -23,11 +23,11 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_output, new_raw_ce
 from nbgrader.nbgraderformat import MetadataValidator, SchemaTooOldError
 
 from ladderlab.course import load_course
+from ladderlab.course.labs import is_check_cell, load_lab, nbg
 from ladderlab.grading import sanitize
 from ladderlab.grading.checks import load_graders
 from ladderlab.grading.nbgrader_ext import SANITIZE_PREPROCESSORS, Contained, SubmissionFailed
 from ladderlab.grading.pipeline import prepare, sanitize_outputs
-from ladderlab.labs import is_check_cell, load_lab, nbg
 
 LAB = "sec-1-iptables-hardening"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24

@@ -2,16 +2,16 @@ from __future__ import annotations
 
 import pytest
 
+from ladderlab.course.seeds import apply_overrides, check_learner, derive_seed, render_params
 from ladderlab.environments.spec import ChoiceParam, HexParam, IntParam
 from ladderlab.errors import UsageError
-from ladderlab.seeds import apply_overrides, check_learner, derive_seed, render_params
 
 PARAMS = {
     "port": IntParam(type="int", min=6000, max=6999),
     "fault": ChoiceParam(type="choice", values=["a", "b", "c", "d"]),
     "zone": HexParam(type="hex", length=6, prefix="corp-", suffix=".lab.example"),
 }
-KEY = bytes(range(32))  # a course secret (ladderlab.seeds.course_secret makes a random one)
+KEY = bytes(range(32))  # a course secret (ladderlab.course.seeds.course_secret makes a random one)
 
 
 def test_same_inputs_same_seed_and_params():

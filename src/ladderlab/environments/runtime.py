@@ -35,6 +35,7 @@ import requests
 from docker.errors import APIError, NotFound
 
 from ladderlab.config import Settings
+from ladderlab.course.seeds import apply_overrides, check_learner, check_seed, course_secret, derive_seed, render_params
 from ladderlab.environments import files, guardian, hardening, hostguard
 from ladderlab.environments import labels as L
 from ladderlab.environments.images import exists, image_tags
@@ -42,7 +43,6 @@ from ladderlab.environments.readiness import CommandSucceeds, LogContains, PortO
 from ladderlab.environments.spec import CommandReady, EnvSpec, HostSpec, LogReady, discover, load_env_spec
 from ladderlab.environments.transports import CommandResult, DockerTransport, SSHTransport, Transport, generate_key
 from ladderlab.errors import EnvError, ImageError, UsageError
-from ladderlab.seeds import apply_overrides, check_learner, check_seed, course_secret, derive_seed, render_params
 
 Say = Callable[[str], None]
 LOG_CONFIG = hardening.LOG_CONFIG
@@ -393,7 +393,7 @@ def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: st
     """
     spec = load_spec(settings, env)
     check_learner(learner)
-    key = course_secret(settings)  # seeds and secret parameters are keyed: see ladderlab.seeds
+    key = course_secret(settings)  # seeds and secret parameters are keyed: see ladderlab.course.seeds
     seed = check_seed(seed) if seed else derive_seed(course_id, learner, lab or env, secret=key)
     params = apply_overrides(spec.params, render_params(spec.params, seed, secret=key), overrides or {})
     if reuse:

@@ -18,8 +18,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from ladderlab.course.loading import CROSS_REF_SEP, load_model
 from ladderlab.errors import ConfigError
-from ladderlab.loading import CROSS_REF_SEP, load_model
 
 #: Capabilities an env.yaml may add back after ``cap_drop=ALL``. Anything that
 #: reaches past the container (SYS_ADMIN, SYS_MODULE, NET_BROADCAST, ...) is refused.

@@ -15,13 +15,13 @@ from typing import Any
 
 from ladderlab.config import Settings
 from ladderlab.course import load_course
+from ladderlab.course.labs import load_lab
 from ladderlab.environments import runtime
 from ladderlab.environments.images import tool_image
 from ladderlab.grading.checks import load_graders
 from ladderlab.grading.context import LiveContext
 from ladderlab.grading.marks import FAIL, PASS, line
 from ladderlab.grading.pipeline import clean_answers, judge
-from ladderlab.labs import load_lab
 
 __all__ = ["FAIL", "PASS", "line", "live_feedback"]
 

@@ -98,9 +98,9 @@ def lab_for(ladderlab_root: str, resources: dict[str, Any]) -> Any:
     """The lab definition an nbgrader step works on, from the configured course checkout."""
     from ladderlab.config import Settings
     from ladderlab.course import load_course
+    from ladderlab.course.labs import load_lab
     from ladderlab.errors import UsageError
     from ladderlab.grading.checks import load_graders
-    from ladderlab.labs import load_lab
 
     info = resources["nbgrader"]
     lab_id, notebook = info["assignment"], info["notebook"]
@@ -141,11 +141,11 @@ class LadderlabExecute(Contained, Execute):  # type: ignore[misc]
     def preprocess(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
         from ladderlab.config import Settings
         from ladderlab.course import load_course
+        from ladderlab.course.labs import load_lab
         from ladderlab.environments.engine import connect
         from ladderlab.errors import GradingIncomplete, UsageError
         from ladderlab.grading.checks import load_graders
         from ladderlab.grading.pipeline import grade
-        from ladderlab.labs import load_lab
 
         info = resources["nbgrader"]
         lab_id, student, notebook = info["assignment"], info["student"], info["notebook"]

@@ -35,6 +35,7 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_notebook, new_output
 
 from ladderlab.config import Settings
+from ladderlab.course.labs import AnswerSpec, Check, LabDef, is_check_cell, nbg
 from ladderlab.environments import runtime
 from ladderlab.environments.images import tool_image
 from ladderlab.environments.watchdog import DiskWatch
@@ -46,7 +47,6 @@ from ladderlab.grading.checks import error as error_verdict
 from ladderlab.grading.context import LiveContext
 from ladderlab.grading.marks import FAIL, PASS
 from ladderlab.grading.sandbox import PROBE_ROLES, Sandbox, SandboxOutcome, connection_for
-from ladderlab.labs import AnswerSpec, Check, LabDef, is_check_cell, nbg
 
 Say = Callable[[str], None]
 KEEP_MIME = ("text/plain", "image/png", "image/jpeg")

@@ -26,12 +26,12 @@ from docker.errors import APIError
 from nbformat import NotebookNode
 
 from ladderlab.config import Settings
+from ladderlab.course.labs import SandboxSpec
 from ladderlab.environments import files, hardening
+from ladderlab.environments.connection import Connection, HostEntry
 from ladderlab.environments.images import tool_image
 from ladderlab.environments.runtime import Environment, EnvRecord, key_path, remove_containers, tar_files
 from ladderlab.errors import EnvError
-from ladderlab.lab.connect import Connection, HostEntry
-from ladderlab.labs import SandboxSpec
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 LEARNER_UID = 1000

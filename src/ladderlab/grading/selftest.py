@@ -21,8 +21,8 @@ import docker
 from nbformat import NotebookNode
 
 from ladderlab.config import Settings
+from ladderlab.course.labs import Decoy, LabDef, nbg
 from ladderlab.grading.pipeline import GradeReport, grade
-from ladderlab.labs import Decoy, LabDef, nbg
 
 Say = Callable[[str], None]
 

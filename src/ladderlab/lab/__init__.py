@@ -36,7 +36,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ladderlab.lab.connect import Connection, HostEntry, from_environment
+from ladderlab.environments.connection import Connection, HostEntry, from_environment
 
 if TYPE_CHECKING:
     from ladderlab.environments.transports.base import CommandResult

@@ -45,10 +45,10 @@ def rebuild_from_gradebook(settings: Settings, course: Any, course_root: Path, s
     import nbformat
     from nbgrader.api import Gradebook, MissingEntry
 
+    from ladderlab.course.labs import load_lab
+    from ladderlab.course.seeds import course_secret, derive_seed
     from ladderlab.grading.checks import load_graders
     from ladderlab.grading.pipeline import submission_hash
-    from ladderlab.labs import load_lab
-    from ladderlab.seeds import course_secret, derive_seed
 
     known = {(e.evidence.learner, e.evidence.lab, e.evidence.submission_hash) for e in store.entries()}
     labs = {lab.id: lab for lab in course.labs if lab.status == "published"}

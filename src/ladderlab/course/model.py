@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from ladderlab.loading import CROSS_REF_SEP, load_model
+from ladderlab.course.loading import CROSS_REF_SEP, load_model
 
 LEVELS = (1, 2, 3, 4, 5, 6)
 SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"

@@ -35,8 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ladderlab.config import Settings
 from ladderlab.course import Course
 from ladderlab.course import Lab as CourseLab
+from ladderlab.course.loading import load_model
 from ladderlab.errors import ConfigError, UsageError
-from ladderlab.loading import load_model
 
 #: A check: called as ``fn(ctx, **args)``, returns a verdict (``ladderlab.grading.checks`` says what both are).
 CheckFn = Callable[..., Any]
