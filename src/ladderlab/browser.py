@@ -3,9 +3,11 @@ never a downloaded browser)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from ladderlab.config import Settings
 from ladderlab.errors import LadderlabError
@@ -35,3 +37,41 @@ def ensure(settings: Settings, say: Callable[[str], None]) -> str:
     if not found:
         raise LadderlabError("chromium was installed but is not on PATH")
     return found
+
+
+#: Flags the machine's closed network needs (background fetches are refused) and root needs (no sandbox).
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run"]
+
+
+@contextlib.contextmanager
+def page(width: int = 1280, height: int = 900) -> Iterator[Any]:
+    """A Playwright page in Debian's chromium (``executable_path``), closed afterwards.
+
+    The page records console errors, uncaught page errors and dialogs (dismissed) in ``page.errors``
+    and ``page.dialogs``.
+    """
+    from playwright.sync_api import sync_playwright
+
+    chromium = find()
+    if not chromium:
+        raise LadderlabError("Debian's chromium is missing: `ladderlab setup --browser` installs it")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
+        try:
+            pg = b.new_page(viewport={"width": width, "height": height})
+            errors: list[str] = []
+            dialogs: list[str] = []
+            pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            pg.on("pageerror", lambda exc: errors.append(str(exc)))
+
+            def on_dialog(dialog: Any) -> None:
+                dialogs.append(dialog.message)
+                dialog.dismiss()
+
+            pg.on("dialog", on_dialog)
+            pg.errors = errors  # type: ignore[attr-defined]
+            pg.dialogs = dialogs  # type: ignore[attr-defined]
+            yield pg
+        finally:
+            b.close()

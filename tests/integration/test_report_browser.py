@@ -32,19 +32,8 @@ def site(settings, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page():
-    from playwright.sync_api import sync_playwright
-
-    chromium = browser.find()
-    assert chromium, "Debian's chromium is missing: `ladderlab setup --browser` installs it"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        pg = b.new_page(viewport={"width": 1280, "height": 900})
-        errors: list[str] = []
-        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        pg.on("pageerror", lambda exc: errors.append(str(exc)))
-        pg.errors = errors  # type: ignore[attr-defined]
+    with browser.page() as pg:
         yield pg
-        b.close()
 
 
 def test_cohort_and_engineer_pages(site, page, settings):

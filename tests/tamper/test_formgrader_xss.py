@@ -136,18 +136,8 @@ def formgrader(graded, settings):
 
 @pytest.fixture
 def page():
-    from playwright.sync_api import sync_playwright
-
-    chromium = browser.find()
-    assert chromium, "Debian's chromium is missing: `ladderlab setup --browser` installs it"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        pg = b.new_page(viewport={"width": 1280, "height": 900})
-        dialogs: list[str] = []
-        pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        pg.dialogs = dialogs  # type: ignore[attr-defined]
+    with browser.page() as pg:
         yield pg
-        b.close()
 
 
 def login(page, base: str, token: str) -> None:
