@@ -117,3 +117,20 @@ def test_an_error_verdict_cannot_be_made_to_pass():
         Verdict(False, "x", 0.5, "error")
     with pytest.raises(ValueError):
         Verdict(True, "x", 1.0, "failed")
+
+
+def test_the_reaper_removes_a_bound_environment_as_soon_as_its_grader_is_gone():
+    import socket
+    import subprocess
+
+    from ladderlab.environments import labels as L
+    from ladderlab.environments.reaper import _why
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = f"{socket.gethostname()}:{gone.pid}:12345"  # a pid whose process (with those start ticks) is gone
+    alive = L.owner_token()
+    now = time.time()
+    assert _why("ready", dead, now, 900, now, bound=True) == "its grader is gone"
+    assert _why("ready", alive, now, 900, now, bound=True) is None  # its grader is still at work
+    assert _why("ready", dead, now, 900, now, bound=False) is None  # a learner's own env waits for its expiry
