@@ -252,14 +252,6 @@ def tar_files(files: Iterable[tuple[str, bytes, int, int]]) -> bytes:
     return buf.getvalue()
 
 
-def read_file(client: docker.DockerClient, container: str, path: str, limit: int = 1 << 20) -> bytes:
-    """Read one regular file from a container through the Docker API (bounded: see ``files.read_path``)."""
-    data = files.read_bytes(client, container, path, limit=limit, follow=False)
-    if data is None:
-        raise EnvError(f"{path} in {container} is not a regular file")
-    return data
-
-
 class _HostProbe:
     def __init__(self, client: docker.DockerClient, container: str, address: str, direct: bool) -> None:
         self.client = client
@@ -340,10 +332,8 @@ class _Bringup:
         timeout = spec.ready_timeout or self.settings.ready_timeout
         info.ready_seconds = round(wait_ready(self.record.id, name, probe, _strategies(spec, params), timeout), 3)
         if spec.ssh:
-            try:
-                info.ssh_host_key = read_file(self.client, container, "/etc/ssh/ssh_host_ed25519_key.pub").decode()
-            except (NotFound, EnvError):
-                info.ssh_host_key = None
+            host_key = files.read_bytes(self.client, container, "/etc/ssh/ssh_host_ed25519_key.pub", follow=False)
+            info.ssh_host_key = host_key.decode() if host_key is not None else None
         self.say(f"  {name} ready ({info.address})")
         return info
 

@@ -118,10 +118,8 @@ class LiveContext:
         self.client = env.client
         self.probe_image = probe_image
         self._answers = dict(answers or {})
-        self._sidecars: dict[tuple[str, bool], Sidecar] = {}
+        self._sidecars: dict[str, Sidecar] = {}
         self._lock = threading.Lock()
-        self._scratch: Sidecar | None = None
-        self._key_locks: dict[tuple[str, bool], threading.Lock] = {("", True): threading.Lock()}
         self._memo: dict[str, Any] = {}
         self._memo_locks: dict[str, threading.Lock] = {}
 
@@ -141,6 +139,17 @@ class LiveContext:
                 self._memo[key] = compute()
             value: T = self._memo[key]
             return value
+
+    def _sidecar(self, key: str, make: Callable[[], Sidecar]) -> Sidecar:
+        """One trusted container per ``key``, made once (checks asking meanwhile wait for it)."""
+
+        def made() -> Sidecar:
+            sidecar = make()
+            with self._lock:
+                self._sidecars[key] = sidecar
+            return sidecar
+
+        return self.cached(f"sidecar:{key}", made)
 
     def set_answers(self, answers: Mapping[str, Any]) -> None:
         self._answers = dict(answers)
@@ -173,22 +182,13 @@ class LiveContext:
     def observe(self, host: str, *, admin: bool = False) -> Sidecar:
         """Trusted tools in ``host``'s network namespace (``admin`` adds NET_ADMIN to read netfilter)."""
         info = self._info(host)
-        key = (host, admin)
-        with self._lock:
-            lock = self._key_locks.setdefault(key, threading.Lock())
-        with lock:  # one sidecar per (host, admin), created once, others wait for it
-            if key not in self._sidecars:
-                caps = ["NET_RAW", "NET_ADMIN"] if admin else ["NET_RAW"]
-                name = f"obs{'a' if admin else ''}-{host}"
-                self._sidecars[key] = self._start(name, f"container:{info.container}", caps)
-            return self._sidecars[key]
+        name = f"obs{'a' if admin else ''}-{host}"
+        caps = ["NET_RAW", "NET_ADMIN"] if admin else ["NET_RAW"]
+        return self._sidecar(name, lambda: self._start(name, f"container:{info.container}", caps))
 
     def scratch(self) -> Sidecar:
         """An isolated trusted container with its own empty network namespace and NET_ADMIN."""
-        with self._key_locks.setdefault(("", True), threading.Lock()):
-            if self._scratch is None:
-                self._scratch = self._start("scratch", "none", ["NET_ADMIN"], kind="scratch")
-            return self._scratch
+        return self._sidecar("scratch", lambda: self._start("scratch", "none", ["NET_ADMIN"], kind="scratch"))
 
     def warm(self, admin_roles: frozenset[str] = frozenset({"target"})) -> None:
         """Start an observer for every host (and the scratch container) now, in parallel.
@@ -204,6 +204,7 @@ class LiveContext:
             jobs.append(lambda n=name: self.observe(n))
             if info.role in admin_roles:
                 jobs.append(lambda n=name: self.observe(n, admin=True))
+
         def attempt(job: Callable[[], object]) -> None:
             with contextlib.suppress(Exception):  # a check that needs it tries again and reports what it meets
                 job()
@@ -217,14 +218,8 @@ class LiveContext:
         The learner may have replaced any binary inside the running host; the image is ladderlab's.
         """
         info = self._info(host)
-        key = (f"tools:{host}", False)
-        with self._lock:
-            lock = self._key_locks.setdefault(key, threading.Lock())
-        with lock:
-            if key not in self._sidecars:
-                self._sidecars[key] = self._start(f"tools-{host}", "none", [], kind="tools", image=info.image,
-                                                  memory=512 * hardening.MiB)
-            return self._sidecars[key]
+        return self._sidecar(f"tools-{host}", lambda: self._start(
+            f"tools-{host}", "none", [], kind="tools", image=info.image, memory=512 * hardening.MiB))
 
     def _pid_observer(self, host: str) -> Sidecar:
         """An observer in ``host``'s network *and* pid namespaces, to read /proc for :meth:`listener`.
@@ -234,16 +229,9 @@ class LiveContext:
         Its root file system is read-only: the host's root (who may hold SYS_PTRACE) can see this
         container's processes and reach their files through /proc/<pid>/root.
         """
-        info = self._info(host)
-        key = (f"pid:{host}", True)
-        with self._lock:
-            lock = self._key_locks.setdefault(key, threading.Lock())
-        with lock:
-            if key not in self._sidecars:
-                target = f"container:{info.container}"
-                self._sidecars[key] = self._start(f"obsp-{host}", target, ["SYS_PTRACE", "DAC_READ_SEARCH"],
-                                                  pid_mode=target, read_only=True)
-            return self._sidecars[key]
+        target = f"container:{self._info(host).container}"
+        return self._sidecar(f"obsp-{host}", lambda: self._start(
+            f"obsp-{host}", target, ["SYS_PTRACE", "DAC_READ_SEARCH"], pid_mode=target, read_only=True))
 
     def listener(self, host: str, port: int, proto: str = "tcp") -> Listener | None:
         """The process behind ``port`` on ``host``, identified by the socket's owner and the executable the
@@ -322,8 +310,7 @@ class LiveContext:
 
         with self._lock:
             names = [s.container for s in self._sidecars.values()]
-            if self._scratch is not None:
-                names.append(self._scratch.container)
+            for key in self._sidecars:
+                self._memo.pop(f"sidecar:{key}", None)
             self._sidecars.clear()
-            self._scratch = None
         remove_containers(self.client, names)

@@ -40,12 +40,11 @@ from ladderlab.environments import runtime
 from ladderlab.environments.images import tool_image
 from ladderlab.environments.watchdog import DiskWatch
 from ladderlab.errors import LadderlabError
-from ladderlab.grading import sanitize
+from ladderlab.grading import marks, sanitize
 from ladderlab.grading.checks import ERROR as ERROR_VERDICT
 from ladderlab.grading.checks import FAILED, PASSED, Verdict, evaluate, fail, one_line, render_args
 from ladderlab.grading.checks import error as error_verdict
 from ladderlab.grading.context import LiveContext
-from ladderlab.grading.marks import FAIL, PASS
 from ladderlab.grading.sandbox import PROBE_ROLES, Sandbox, SandboxOutcome, connection_for
 
 Say = Callable[[str], None]
@@ -123,7 +122,11 @@ def submission_hash(lab: LabDef, nb: NotebookNode) -> str:
     handed to the Execute step after nbgrader's own preprocessors (outputs cleared, locked cells
     restored): evidence is appended once per submission.
     """
-    prepared = prepare(lab, nb)
+    return prepared_digest(prepare(lab, nb))
+
+
+def prepared_digest(prepared: NotebookNode) -> str:
+    """:func:`submission_hash` of a notebook ``prepare`` already made (``prepare`` is idempotent)."""
     h = hashlib.sha256(b"ladderlab-submission-v2\0")
     for cell in prepared.cells:
         meta = nbg(cell)
@@ -393,7 +396,7 @@ def settle(verdicts: list[tuple[Check, Verdict]], hosts: HostState) -> tuple[lis
 
 def write_verdict(cell: NotebookNode, result: CheckOutcome) -> None:
     """The check cell's outputs, in the form nbgrader's ``determine_grade`` reads."""
-    line = f"{PASS if result.passed else FAIL} {result.id}: {result.feedback}\n"
+    line = marks.line(result.passed, result.id, result.feedback) + "\n"
     cell["execution_count"] = None
     if result.passed or result.points > 0:
         cell["outputs"] = [new_output("stream", name="stdout", text=line),
@@ -415,7 +418,7 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     nb = prepare(lab, submitted)
-    digest = submission_hash(lab, submitted)
+    digest = prepared_digest(nb)
     sandbox_nb, positions = learner_part(nb)
     problems: list[str] = []
     env = None

@@ -70,13 +70,6 @@ def _work(files: dict[str, bytes]) -> list[tuple[str, bytes, int, int]]:
     return [(name, data, 0o600, LEARNER_UID) for name, data in files.items()]
 
 
-def read_limited(client: docker.DockerClient, container: str, path: str, limit: int) -> bytes | None:
-    """One regular file from a container, or None if absent or not a regular file (a symlink, a fifo:
-    never followed); :class:`~ladderlab.environments.files.TooLarge` when it is over ``limit``."""
-    entry = files.read_path(client, container, path, limit=limit)
-    return entry.data if entry is not None and entry.kind == "file" else None
-
-
 def connection_for(settings: Settings, env: Environment, lab_id: str) -> Connection:
     rec = env.record
     hosts = {n: HostEntry(h.address, h.role, h.ssh_host_key, reachable=h.role not in PROBE_ROLES and h.ssh)
@@ -245,7 +238,7 @@ def _as_notebook(data: Any, problems: list[str]) -> NotebookNode | None:
 
 def _take_notebook(client: docker.DockerClient, name: str, limit: int, outcome: SandboxOutcome) -> NotebookNode | None:
     try:
-        raw = read_limited(client, name, "/work/out.ipynb", limit)
+        raw = files.read_bytes(client, name, "/work/out.ipynb", limit=limit, follow=False)
     except files.TooLarge as exc:
         outcome.problems.append(f"executed notebook dropped: {exc}")
         return None
@@ -258,7 +251,7 @@ def _take_notebook(client: docker.DockerClient, name: str, limit: int, outcome: 
 
 def _take_answers(client: docker.DockerClient, name: str, outcome: SandboxOutcome) -> dict[str, Any]:
     try:
-        raw = read_limited(client, name, "/work/answers.json", ANSWERS_LIMIT)
+        raw = files.read_bytes(client, name, "/work/answers.json", limit=ANSWERS_LIMIT, follow=False)
     except files.TooLarge as exc:
         outcome.problems.append(f"answers dropped: {exc}")
         return {}
