@@ -59,6 +59,23 @@ class CheckSpec(_Model):
     title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     points: float = Field(gt=0, le=100)
     args: dict[str, Any] = Field(default_factory=dict)
+    #: Progressive hints, shown one at a time by ``lab.hint("<check-id>")``; using them is recorded.
+    hints: list[Annotated[str, StringConstraints(min_length=1, max_length=1000)]] = Field(default_factory=list,
+                                                                                          max_length=5)
+
+
+RequirementId = Annotated[str, StringConstraints(pattern=CHECK_ID, max_length=64)]
+
+
+class RequirementSpec(_Model):
+    """One requirement the notebook's instructions state, and the checks that judge it."""
+
+    id: RequirementId
+    text: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    checks: list[CheckId] = Field(default_factory=list)
+    #: False when the requirement cannot be observed from outside the learner's reach: the
+    #: instructions must then say it is not graded, and no check may claim it.
+    graded: bool = True
 
 
 class AnswerSpec(_Model):
@@ -86,12 +103,16 @@ class LabSpec(_Model):
     answers: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")], AnswerSpec] = \
         Field(default_factory=dict)
     sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
+    #: The requirements audit: every requirement the instructions state, each judged by named checks.
+    requirements: list[RequirementSpec] = Field(default_factory=list)
 
 
 class DecoySpec(_Model):
     description: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
     must_fail: list[CheckId] = Field(min_length=1)
     cells: dict[str, str] = Field(min_length=1, description="solution cell grade_id -> the decoy's code")
+    #: The one requirement this decoy gets wrong (the nearest wrong answer to it), from lab.yaml requirements.
+    violates: RequirementId | None = None
 
 
 @dataclass(frozen=True)
@@ -320,6 +341,7 @@ def load_lab(settings: Settings, course: Course, lab_id: str, *, registry: Check
     source = read_notebook(directory / nb_name, nb_display)
     problems: list[tuple[str, str]] = []
     checks = _checks_from_cells(spec, source, registry, problems)
+    problems += requirement_problems(spec)
     total = sum(c.points for c in spec.checks.values())
     if abs(total - entry.points) > 1e-9:
         problems.append(("checks", f"points add up to {total:g}, but course.yaml gives lab {lab_id} {entry.points:g}"))
@@ -335,6 +357,25 @@ def load_lab(settings: Settings, course: Course, lab_id: str, *, registry: Check
     return lab
 
 
+def requirement_problems(spec: LabSpec) -> list[tuple[str, str]]:
+    """lab.yaml's requirements audit, cross-checked: unique ids, declared checks, a graded requirement has a check."""
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for i, req in enumerate(spec.requirements):
+        where = f"requirements[{i}]"
+        if req.id in seen:
+            problems.append((f"{where}.id", f"duplicate requirement {req.id!r}"))
+        seen.add(req.id)
+        problems += [(f"{where}.checks", f"no check {c!r} in lab.yaml checks") for c in req.checks
+                     if c not in spec.checks]
+        if req.graded and not req.checks:
+            problems.append((f"{where}.checks", "a graded requirement needs at least one check "
+                                                "(or graded: false, and the notebook says it is not graded)"))
+        if not req.graded and req.checks:
+            problems.append((f"{where}.checks", "a requirement marked graded: false names no check"))
+    return problems
+
+
 def load_decoys(lab: LabDef) -> list[Decoy]:
     out = []
     decoy_dir = lab.directory / "decoys"
@@ -346,6 +387,8 @@ def load_decoys(lab: LabDef) -> list[Decoy]:
                     if c not in lab.spec.checks]
         problems += [(f"cells.{gid}", f"no solution cell {gid!r} in the notebook (solution cells: "
                                       f"{', '.join(sorted(solutions))})") for gid in spec.cells if gid not in solutions]
+        if spec.violates is not None and spec.violates not in {r.id for r in lab.spec.requirements}:
+            problems.append(("violates", f"no requirement {spec.violates!r} in lab.yaml requirements"))
         if problems:
             raise ConfigError(display, problems)
         out.append(Decoy(path.stem, spec, path))
