@@ -110,12 +110,84 @@ def cmd_images_build(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_lab(args: argparse.Namespace, settings: Settings) -> int:
-    from ladderlab.labserver import jupyter_command
+    from pathlib import Path
 
-    argv = jupyter_command(settings, args.port)
-    say(f"starting JupyterLab on http://127.0.0.1:{args.port}/ (Ctrl-C to stop)")
-    os.execv(argv[0], argv)  # noqa: S606 - replaces this process with JupyterLab, argv built above
-    return 0  # not reached
+    from ladderlab.labserver import run_author, run_workspace
+
+    if args.author:
+        return run_author(settings, args.port, say)
+    return run_workspace(settings, args.port, say, workspace=Path(args.workspace) if args.workspace else None,
+                         workers=args.workers)
+
+
+def _show_submission(sub: Any) -> None:
+    from ladderlab.service.handin import describe
+
+    for line in describe(sub):
+        out.print(line)
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from ladderlab.course.seeds import check_learner
+    from ladderlab.lab import learner_id
+    from ladderlab.service.handin import submit
+    from ladderlab.service.paths import ServicePaths
+
+    learner = check_learner(learner_id(args.learner))
+    paths = ServicePaths.of(settings)
+    notebook = Path(args.notebook) if args.notebook else paths.workspace / args.lab / f"{args.lab}.ipynb"
+
+    def progress(sub: Any) -> None:
+        say(f"{sub.lab}: {sub.status}{': ' + sub.stage if sub.stage else ''}")
+
+    sub = submit(settings, args.lab, notebook, learner, say=say, on_change=progress, timeout=args.timeout,
+                 paths=paths)
+    if args.json:
+        print(json.dumps(sub.to_json(), indent=2))
+    else:
+        _show_submission(sub)
+    return 4 if sub.status == "error" else 0
+
+
+def cmd_service_run(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.errors import UsageError
+    from ladderlab.service.handin import ensure_released
+    from ladderlab.service.paths import ServicePaths
+    from ladderlab.service.queue import GradingService, ServiceLock
+
+    paths = ServicePaths.of(settings)
+    ensure_released(settings, paths, say)
+    lock = ServiceLock(paths.lock)
+    if not lock.acquire():
+        raise UsageError(f"a grading service already runs for {settings.cache_dir} (pid in {paths.lock})")
+    service = GradingService(settings, paths, workers=args.workers, say=say).start()
+    say(f"grading service running: {args.workers} worker(s), exchange {paths.exchange} (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        service.stop(graceful=False)
+        lock.release()
+
+
+def cmd_service_status(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.service.ledger import Ledger
+    from ladderlab.service.paths import ServicePaths
+    from ladderlab.service.queue import ServiceLock
+
+    paths = ServicePaths.of(settings)
+    running = ServiceLock.held(paths.lock)
+    subs = Ledger(paths.ledger_db, readonly=True).all(args.learner) if paths.ledger_db.exists() else []
+    if args.json:
+        print(json.dumps({"running": running, "submissions": [s.to_json() for s in subs]}, indent=2))
+        return 0
+    say(f"grading service {'running' if running else 'not running'}")
+    rows = [[s.student, s.lab, s.timestamp, s.status, "" if s.score is None else f"{s.score:g}/{s.max_score:g}",
+             s.error or s.stage] for s in subs]
+    out.print(_table(["learner", "lab", "handed in", "status", "score", "note"], rows))
+    return 0
 
 
 def cmd_course_check(args: argparse.Namespace, settings: Settings) -> int:
@@ -258,7 +330,12 @@ def cmd_selftest(args: argparse.Namespace, settings: Settings) -> int:
     labs = _labs(settings, args.labs)
     if not labs:
         say("no published labs to test")
-    results = selftest(settings, _client(settings), labs, jobs=args.jobs, say=say)
+    if args.seeds < 1:
+        from ladderlab.errors import UsageError
+
+        raise UsageError(f"--seeds {args.seeds}: at least 1")
+    results = selftest(settings, _client(settings), labs, jobs=args.jobs, seeds=args.seeds, only=args.only or (),
+                       say=say)
     if args.json:
         print(json.dumps({"labs": [r.to_json() for r in results]}, indent=2))
     else:
@@ -426,8 +503,13 @@ def parser() -> argparse.ArgumentParser:
                                                           "(for the report's browser tests)")
     s.set_defaults(func=cmd_setup)
 
-    lb = sub.add_parser("lab", help="start JupyterLab with the course on 127.0.0.1")
+    lb = sub.add_parser("lab", help="start JupyterLab on 127.0.0.1: your workspace and the grading service")
     lb.add_argument("--port", type=int, default=8888)
+    lb.add_argument("--author", action="store_true",
+                    help="open the course root itself with nbgrader's instructor tools (for lab authors)")
+    lb.add_argument("--workspace", metavar="DIR", help="the workspace (default: $LADDERLAB_WORKSPACE or "
+                                                       "<course>/workspace)")
+    lb.add_argument("--workers", type=int, default=1, help="grading workers of the service (default 1)")
     lb.set_defaults(func=cmd_lab)
 
     c = sub.add_parser("course", help="course.yaml").add_subparsers(dest="sub", required=True, metavar="SUB")
@@ -486,10 +568,32 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="print the documented JSON report")
     g.set_defaults(func=cmd_grade)
 
+    sm = sub.add_parser("submit", help="hand a lab's notebook in (nbgrader's exchange) and wait for its grading")
+    sm.add_argument("lab", metavar="LAB")
+    sm.add_argument("--notebook", metavar="PATH", help="default: the workspace's <LAB>/<LAB>.ipynb")
+    sm.add_argument("--learner", metavar="ID", help="default: $LADDERLAB_LEARNER, the JupyterHub user or login")
+    sm.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the result (default 1800)")
+    sm.add_argument("--json", action="store_true")
+    sm.set_defaults(func=cmd_submit)
+
+    sv = sub.add_parser("service", help="the grading service").add_subparsers(dest="sub", required=True,
+                                                                             metavar="SUB")
+    svr = sv.add_parser("run", help="run the grading service without JupyterLab (Ctrl-C to stop)")
+    svr.add_argument("--workers", type=int, default=1)
+    svr.set_defaults(func=cmd_service_run)
+    svs = sv.add_parser("status", help="whether it runs, and every submission in the ledger")
+    svs.add_argument("--learner", metavar="ID")
+    svs.add_argument("--json", action="store_true")
+    svs.set_defaults(func=cmd_service_status)
+
     st = sub.add_parser("selftest", help="prove each lab's checks discriminate (solution, untouched, decoys)")
     st.add_argument("labs", nargs="*", metavar="LAB", help="default: every published lab")
     st.add_argument("--json", action="store_true")
     st.add_argument("--jobs", type=int, default=3, help="gradings at once (default 3)")
+    st.add_argument("--seeds", type=int, default=1, metavar="K",
+                    help="grade solutions and decoys for K learners, covering the seeded choices (default 1)")
+    st.add_argument("--only", action="append", metavar="NAME",
+                    help="grade only this run: notebook, untouched, or a solution's or decoy's name (repeatable)")
     st.set_defaults(func=cmd_selftest)
 
     nbg = sub.add_parser("nbgrader", help="nbgrader course root").add_subparsers(dest="sub", required=True,

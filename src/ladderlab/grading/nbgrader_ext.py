@@ -13,6 +13,9 @@ then records them in the gradebook as usual.
 from __future__ import annotations
 
 import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,13 @@ AUTOGRADE_PREPROCESSORS = [
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 
+# What the learner's feedback is made of: nbgrader's own steps, then hidden checks reduced to title and verdict.
+FEEDBACK_PREPROCESSORS = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+    "ladderlab.grading.nbgrader_ext.RedactHiddenChecks",
+]
+
 CONFIG_TEMPLATE = '''\
 # Written by `ladderlab nbgrader init`; rerun it with --force to regenerate.
 # The plain nbgrader workflow works from this directory:
@@ -60,10 +70,42 @@ c.Exchange.root = {exchange!r}
 
 c.Autograde.sanitize_preprocessors = {sanitize!r}
 c.Autograde.autograde_preprocessors = {preprocessors!r}
+c.GenerateFeedback.preprocessors = {feedback!r}
 c.OverwriteCells.add_missing_cells = True
 c.LadderlabSanitize.ladderlab_root = {ladderlab_root!r}
 c.LadderlabExecute.ladderlab_root = {ladderlab_root!r}
+c.RedactHiddenChecks.ladderlab_root = {ladderlab_root!r}
 '''
+
+
+_PREGRADED: dict[tuple[str, str], tuple[Any, NotebookNode]] = {}
+_PREGRADED_LOCK = threading.Lock()
+
+
+@contextmanager
+def pregraded(report: Any, graded: NotebookNode) -> Iterator[None]:
+    """While inside, nbgrader's autograde of ``report.lab``/``report.student`` takes this grading instead of
+    grading again. The grading service grades submissions in parallel and then records each under its one
+    writer (gradebook, evidence); :class:`LadderlabExecute` takes the result only for the very submission it
+    was made from (the same :func:`~ladderlab.grading.pipeline.submission_hash`), once."""
+    key = (report.lab, report.student)
+    with _PREGRADED_LOCK:
+        _PREGRADED[key] = (report, graded)
+    try:
+        yield
+    finally:
+        with _PREGRADED_LOCK:
+            _PREGRADED.pop(key, None)
+
+
+def _take_pregraded(lab: Any, student: str, nb: NotebookNode) -> tuple[Any, NotebookNode] | None:
+    from ladderlab.grading.pipeline import submission_hash
+
+    with _PREGRADED_LOCK:
+        found = _PREGRADED.pop((lab.id, student), None)
+    if found is None or found[0].submission_hash != submission_hash(lab, nb):
+        return None
+    return found
 
 
 class SubmissionFailed(RuntimeError):
@@ -154,7 +196,11 @@ class LadderlabExecute(Contained, Execute):  # type: ignore[misc]
         settings = Settings.from_env(Path(self.ladderlab_root) if self.ladderlab_root else None)
         course = load_course(settings.course_file, "course.yaml")
         lab = load_lab(settings, course, lab_id, registry=load_graders(settings.root))
-        report, graded = grade(settings, connect(), lab, nb, student, say=self.log.info, detach_teardown=True)
+        taken = _take_pregraded(lab, student, nb)
+        if taken is not None:
+            report, graded = taken
+        else:
+            report, graded = grade(settings, connect(), lab, nb, student, say=self.log.info, detach_teardown=True)
         for problem in report.problems:
             self.log.warning("ladderlab: %s", problem)
         if not report.complete:
@@ -191,7 +237,38 @@ class RecordEvidence(Contained, NbGraderPreprocessor):  # type: ignore[misc]
         return nb, resources
 
 
-def init_course_root(settings: Any, directory: Path, labs: list[Any], *, force: bool = False) -> Path:
+class RedactHiddenChecks(NbGraderPreprocessor):  # type: ignore[misc]
+    """A feedback step: a hidden check's cell shows its title and passed/failed, never its feedback text.
+
+    The trainer's formgrader keeps the full verdicts (the autograded notebook); the learner's feedback
+    HTML is rendered from this redacted copy, so the logic and the expected values of hidden checks
+    never reach the learner.
+    """
+
+    ladderlab_root = Unicode("", help="the ladderlab course checkout").tag(config=True)
+
+    def preprocess(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
+        from nbformat.v4 import new_output
+
+        from ladderlab.course.labs import nbg
+        from ladderlab.grading import marks
+
+        info = resources.get("nbgrader") or {}
+        lab = lab_for(self.ladderlab_root, {"nbgrader": {"assignment": info.get("assignment"),
+                                                         "notebook": info.get("notebook")}})
+        hidden = {c.grade_id: c for c in lab.checks if c.hidden}
+        for cell in nb.cells:
+            check = hidden.get(nbg(cell).get("grade_id"))
+            if check is None:
+                continue
+            passed = not any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+            text = marks.line(passed, check.id, f"{check.spec.title} (hidden check)") + "\n"
+            cell["outputs"] = [new_output("stream", name="stdout", text=text)]
+        return nb, resources
+
+
+def init_course_root(settings: Any, directory: Path, labs: list[Any], *, force: bool = False,
+                     exchange: Path | None = None) -> Path:
     """Write the nbgrader course root for ``labs``; never half-writes the config."""
     from ladderlab.errors import UsageError
 
@@ -206,14 +283,17 @@ def init_course_root(settings: Any, directory: Path, labs: list[Any], *, force: 
         dest = root / "source" / lab.id
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(lab.notebook_path, dest / f"{lab.id}.ipynb")
-        readme = lab.directory / "README.md"
-        if readme.is_file():
-            shutil.copyfile(readme, dest / "README.md")
+        # Only the notebook: the trainer's README stays in the course checkout (labs/<id>/README.md), since
+        # nbgrader's generate_assignment copies every file of source/<lab>/ into the release.
+        stale = dest / "README.md"
+        if stale.is_file():
+            stale.unlink()
     text = CONFIG_TEMPLATE.format(
-        example=labs[0].id, course_id=labs[0].course.id, root=str(root), exchange=str(root / "exchange"),
-        sanitize=SANITIZE_PREPROCESSORS, preprocessors=AUTOGRADE_PREPROCESSORS, ladderlab_root=str(settings.root))
+        example=labs[0].id, course_id=labs[0].course.id, root=str(root), exchange=str(exchange or root / "exchange"),
+        sanitize=SANITIZE_PREPROCESSORS, preprocessors=AUTOGRADE_PREPROCESSORS, feedback=FEEDBACK_PREPROCESSORS,
+        ladderlab_root=str(settings.root))
     tmp = config.with_name(config.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(config)
-    (root / "exchange").mkdir(exist_ok=True)
+    (exchange or root / "exchange").mkdir(exist_ok=True)
     return root

@@ -1,0 +1,186 @@
+"""The submissions ledger: one row per submission *version*, so none is graded twice or lost.
+
+A version is nbgrader's inbound directory name, ``<student>+<lab>+<timestamp>+<random>``: a learner's
+second hand-in is a second row. The ledger is written only by the grading service (the one trusted
+writer); learners' tools read it (``ladderlab submit`` waits on it, ``lab.submit()`` shows it).
+
+=========  =====================================================================
+status     meaning
+=========  =====================================================================
+queued     seen in the exchange, waiting for a worker
+grading    a worker has it (``stage`` says where it is); left over after a crash = re-queued
+graded     scored and recorded (gradebook, evidence), feedback released
+error      the grader could not judge it, even after retries; nothing recorded ("try again")
+=========  =====================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+QUEUED, GRADING, GRADED, ERROR = "queued", "grading", "graded", "error"
+FINAL = (GRADED, ERROR)
+
+SCHEMA = """
+create table if not exists submissions (
+    key text primary key,          -- nbgrader's inbound directory name
+    student text not null,
+    lab text not null,
+    timestamp text not null,
+    status text not null,
+    stage text not null default '',
+    attempts integer not null default 0,
+    score real,
+    max_score real,
+    passed integer,
+    error text not null default '',
+    checks text not null default '[]',  -- [{id, title, status, feedback}] as the learner may see them
+    submitted_at real not null,
+    updated_at real not null,
+    log text not null default ''
+);
+create index if not exists by_student_lab on submissions (student, lab, submitted_at);
+"""
+
+
+@dataclass
+class Submission:
+    key: str
+    student: str
+    lab: str
+    timestamp: str
+    status: str
+    stage: str = ""
+    attempts: int = 0
+    score: float | None = None
+    max_score: float | None = None
+    passed: bool | None = None
+    error: str = ""
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    submitted_at: float = 0.0
+    updated_at: float = 0.0
+    log: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "student": self.student, "lab": self.lab, "timestamp": self.timestamp,
+                "status": self.status, "stage": self.stage, "attempts": self.attempts, "score": self.score,
+                "max_score": self.max_score, "passed": self.passed, "error": self.error, "checks": self.checks,
+                "log": self.log}
+
+
+def parse_key(key: str) -> tuple[str, str, str]:
+    """(student, lab, timestamp) from nbgrader's inbound name; ValueError when it is not one."""
+    parts = key.split("+")
+    if len(parts) not in (3, 4) or not all(parts[:3]):
+        raise ValueError(f"not an nbgrader submission name: {key!r}")
+    return parts[0], parts[1], parts[2]
+
+
+class Ledger:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        if not readonly:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._db() as db:
+                db.executescript(SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        uri = f"file:{self.path}?mode=ro" if self.readonly else f"file:{self.path}"
+        db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        try:
+            if not self.readonly:
+                db.execute("pragma journal_mode=wal")
+            db.row_factory = sqlite3.Row
+            yield db
+        finally:
+            db.close()
+
+    def add(self, key: str) -> bool:
+        """A new submission version, queued; False when the ledger already has it."""
+        student, lab, timestamp = parse_key(key)
+        now = time.time()
+        with self._db() as db:
+            cur = db.execute("insert or ignore into submissions (key, student, lab, timestamp, status, "
+                             "submitted_at, updated_at) values (?, ?, ?, ?, ?, ?, ?)",
+                             (key, student, lab, timestamp, QUEUED, now, now))
+            return cur.rowcount == 1
+
+    def claim(self, key: str) -> Submission | None:
+        """Mark ``key`` as being graded (one more attempt), unless it is already final or unknown."""
+        with self._db() as db:
+            db.execute("begin immediate")
+            row = db.execute("select status from submissions where key = ?", (key,)).fetchone()
+            if row is None or row["status"] in FINAL:
+                db.execute("commit")
+                return None
+            db.execute("update submissions set status = ?, stage = 'starting', attempts = attempts + 1, "
+                       "updated_at = ? where key = ?", (GRADING, time.time(), key))
+            db.execute("commit")
+        return self.get(key)
+
+    def stage(self, key: str, stage: str) -> None:
+        with self._db() as db:
+            db.execute("update submissions set stage = ?, updated_at = ? where key = ?", (stage, time.time(), key))
+
+    def requeue(self, key: str, why: str) -> None:
+        with self._db() as db:
+            db.execute("update submissions set status = ?, stage = ?, error = ?, updated_at = ? where key = ?",
+                       (QUEUED, "retrying", why, time.time(), key))
+
+    def finish(self, key: str, status: str, *, score: float | None = None, max_score: float | None = None,
+               passed: bool | None = None, error: str = "", checks: list[dict[str, Any]] | None = None,
+               log: str = "") -> None:
+        assert status in FINAL
+        with self._db() as db:
+            db.execute("update submissions set status = ?, stage = '', score = ?, max_score = ?, passed = ?, "
+                       "error = ?, checks = ?, log = ?, updated_at = ? where key = ?",
+                       (status, score, max_score, None if passed is None else int(passed), error,
+                        json.dumps(checks or []), log, time.time(), key))
+
+    def unfinished(self) -> list[Submission]:
+        """Rows left queued or grading (after a crash: the work that must be picked up again)."""
+        with self._db() as db:
+            rows = db.execute("select * from submissions where status not in (?, ?) order by submitted_at",
+                              FINAL).fetchall()
+        return [_row(r) for r in rows]
+
+    def get(self, key: str) -> Submission | None:
+        with self._db() as db:
+            row = db.execute("select * from submissions where key = ?", (key,)).fetchone()
+        return _row(row) if row else None
+
+    def latest(self, student: str, lab: str) -> Submission | None:
+        with self._db() as db:
+            row = db.execute("select * from submissions where student = ? and lab = ? "
+                             "order by submitted_at desc, key desc limit 1", (student, lab)).fetchone()
+        return _row(row) if row else None
+
+    def all(self, student: str | None = None) -> list[Submission]:
+        with self._db() as db:
+            if student is None:
+                rows = db.execute("select * from submissions order by submitted_at").fetchall()
+            else:
+                rows = db.execute("select * from submissions where student = ? order by submitted_at",
+                                  (student,)).fetchall()
+        return [_row(r) for r in rows]
+
+
+def _row(r: sqlite3.Row) -> Submission:
+    return Submission(key=r["key"], student=r["student"], lab=r["lab"], timestamp=r["timestamp"], status=r["status"],
+                      stage=r["stage"], attempts=r["attempts"], score=r["score"], max_score=r["max_score"],
+                      passed=None if r["passed"] is None else bool(r["passed"]), error=r["error"],
+                      checks=json.loads(r["checks"]), submitted_at=r["submitted_at"], updated_at=r["updated_at"],
+                      log=r["log"])

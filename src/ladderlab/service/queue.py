@@ -1,0 +1,399 @@
+"""The grading service: submissions from nbgrader's exchange, graded on a persistent queue.
+
+The queue is `Huey <https://huey.readthedocs.io>`_: a maintained task queue whose default storage is
+one SQLite file (``service/queue.db``: nothing to install or run on a laptop) and which has a Redis
+storage for workers on several hosts (``RedisHuey``, the same tasks; the fleet deployment). Huey gives
+the persistent queue, worker threads, retries with a delay and a scheduler for them; the ledger
+(:mod:`.ledger`) gives what a queue alone does not: each submission version graded at most once, and
+work a crash left half-done picked up again (a row still ``grading`` when the service starts).
+
+Grading one submission (:meth:`GradingService.grade_one`):
+
+1. the heavy part, in the worker, in parallel with other workers: the one pipeline
+   (:func:`ladderlab.grading.pipeline.grade`: fresh environment, sandbox, trusted checks); the
+   environment is torn down off the critical path;
+2. a grading error (the grader could not judge) is retried after a delay, up to a limit; after
+   that the learner is told "could not be graded, try again" and nothing is recorded;
+3. under the one writer lock: the submission is put in nbgrader's ``submitted/`` tree, nbgrader's
+   ``autograde`` records it in the gradebook (taking the grading just made, see
+   :func:`~ladderlab.grading.nbgrader_ext.pregraded`) and ladderlab's ``RecordEvidence`` appends
+   the evidence; ``generate_feedback`` and ``release_feedback`` put the feedback in the exchange.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ladderlab.config import Settings
+from ladderlab.course import load_course
+from ladderlab.course.labs import LabDef, load_lab
+from ladderlab.errors import LadderlabError, UsageError
+from ladderlab.grading.checks import one_line
+from ladderlab.service.ledger import ERROR, GRADED, GRADING, QUEUED, Ledger, Submission, parse_key
+from ladderlab.service.paths import ServicePaths
+
+Say = Callable[[str], None]
+
+#: Attempts for a submission whose grading could not judge (infrastructure), and the delay between them.
+RETRIES = 2
+RETRY_DELAY = 5.0
+
+
+class Retry(Exception):
+    """This attempt could not judge; the queue tries again after a delay."""
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+class ServiceLock:
+    """The lock held by the one process that runs grading workers for this cache (flock: dies with it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    @staticmethod
+    def held(path: Path) -> bool:
+        """Whether some process runs the grading service now."""
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+
+def _huey(paths: ServicePaths) -> Any:
+    from huey import SqliteHuey
+
+    url = os.environ.get("LADDERLAB_QUEUE_URL", "")
+    if url.startswith("redis://"):
+        from huey import RedisHuey
+
+        return RedisHuey("ladderlab-grading", url=url, results=False)
+    if url:
+        raise UsageError(f"environment variable LADDERLAB_QUEUE_URL: expected redis://..., got {url!r} "
+                         f"(leave it unset for the SQLite queue in {paths.queue_db})")
+    paths.base.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey("ladderlab-grading", filename=str(paths.queue_db), results=False)
+
+
+class GradingService:
+    """Picks submissions up from the exchange, grades them on the queue, records them, releases feedback."""
+
+    def __init__(self, settings: Settings, paths: ServicePaths, *, workers: int = 1, say: Say = _quiet,
+                 retries: int = RETRIES, retry_delay: float = RETRY_DELAY, scan_interval: float = 0.5) -> None:
+        self.settings = settings
+        self.paths = paths
+        self.workers = workers
+        self.say = say
+        self.scan_interval = scan_interval
+        self.course = load_course(settings.course_file, "course.yaml")
+        self.ledger = Ledger(paths.ledger_db)
+        self.writer = threading.Lock()  # nbgrader's gradebook, the evidence record, the feedback: one writer
+        self.huey = _huey(paths)
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.grade_task = self.huey.task(name="ladderlab.grade")(self._task)
+        self._labs: dict[str, LabDef] = {}
+        #: Gradings whose recording failed, kept so that a retry records them without grading again.
+        self._graded: dict[str, tuple[Any, Any]] = {}
+        self._labs_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._consumer: Any = None
+        self._client: Any = None
+
+    # --- life cycle -----------------------------------------------------------------------------
+    def start(self) -> GradingService:
+        """Recover what a crash left, start the workers and the exchange scanner (threads of this process)."""
+        from huey.consumer import Consumer
+
+        class _Consumer(Consumer):  # type: ignore[misc]
+            def _set_signal_handlers(self) -> None:  # this process's signals stay its own (JupyterLab's parent)
+                return None
+
+        self.recover()
+        self._consumer = _Consumer(self.huey, workers=self.workers, worker_type="thread", periodic=False,
+                                   initial_delay=0.1, max_delay=0.5, backoff=1.1, check_worker_health=False)
+        self._consumer.start()
+        scanner = threading.Thread(target=self._scan_loop, name="ladderlab-scan", daemon=True)
+        scanner.start()
+        self._threads.append(scanner)
+        return self
+
+    def stop(self, graceful: bool = True) -> None:
+        self._stop.set()
+        if self._consumer is not None:
+            self._consumer.stop(graceful=graceful)
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def recover(self) -> list[str]:
+        """Queue again every version the ledger has not finished (the queue itself is rebuilt from it)."""
+        self.huey.flush()
+        keys = []
+        for sub in self.ledger.unfinished():
+            if sub.status == GRADING:
+                self.ledger.requeue(sub.key, "the grading service stopped while grading it")
+            self.grade_task(sub.key)
+            keys.append(sub.key)
+        if keys:
+            self.say(f"grading service: {len(keys)} submission(s) picked up again: {', '.join(keys)}")
+        return keys
+
+    # --- intake -----------------------------------------------------------------------------------
+    def inbound(self) -> Path:
+        return self.paths.exchange / self.course.id / "inbound"
+
+    def scan(self) -> list[str]:
+        """Queue every submission version in the exchange the ledger has not seen; the new keys."""
+        new: list[str] = []
+        try:
+            names = sorted(os.listdir(self.inbound()))
+        except FileNotFoundError:
+            return new
+        for name in names:
+            try:
+                parse_key(name)
+            except ValueError:
+                continue
+            if not _complete(self.inbound() / name):
+                continue
+            if self.ledger.add(name):
+                self.say(f"grading service: queued {name}")
+                self.grade_task(name)
+                new.append(name)
+        return new
+
+    def _scan_loop(self) -> None:
+        while not self._stop.wait(self.scan_interval):
+            try:
+                self.scan()
+            except Exception as exc:  # the scanner must outlive one bad directory entry
+                self.say(f"grading service: scan failed: {one_line(str(exc))}")
+
+    # --- grading -------------------------------------------------------------------------------------
+    def lab(self, lab_id: str) -> LabDef:
+        from ladderlab.grading.checks import load_graders
+
+        with self._labs_lock:
+            if lab_id not in self._labs:
+                published = {lab.id for lab in self.course.labs if lab.status == "published"}
+                if lab_id not in published:
+                    raise UsageError(f"no published lab {lab_id!r} in this course")
+                self._labs[lab_id] = load_lab(self.settings, self.course, lab_id,
+                                              registry=load_graders(self.settings.root))
+            return self._labs[lab_id]
+
+    def client(self) -> Any:
+        from ladderlab.environments.engine import connect
+
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    def _task(self, key: str) -> None:
+        from huey.exceptions import RetryTask
+
+        try:
+            self.grade_one(key)
+        except Retry as exc:
+            self.ledger.requeue(key, str(exc))
+            raise RetryTask(delay=self.retry_delay) from exc
+
+    def grade_one(self, key: str) -> Submission | None:
+        """Grade one submission version; Retry when it could not be judged and attempts remain
+        (the ledger counts attempts, so a crash in the middle of one counts too)."""
+        sub = self.ledger.claim(key)
+        if sub is None:
+            return self.ledger.get(key)
+        final_attempt = sub.attempts > self.retries
+        self.paths.logs.mkdir(parents=True, exist_ok=True)
+        log_path = self.paths.logs / f"{key}.log"
+        with log_path.open("a") as log:
+
+            def note(message: str) -> None:
+                log.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+                log.flush()
+                self.ledger.stage(key, one_line(message)[:200])
+
+            note(f"attempt {sub.attempts}: grading {key}")
+            try:
+                outcome = self._grade(sub, note)
+            except Retry as exc:
+                note(f"could not be judged: {exc}")
+                if not final_attempt:
+                    raise
+                self.ledger.finish(key, ERROR, error=str(exc), log=str(log_path))
+                self._release_error_feedback(sub, str(exc))
+                self.say(f"grading service: {key}: could not be graded: {exc}")
+                return self.ledger.get(key)
+            except UsageError as exc:  # nothing to grade (no such lab, no notebook): the learner's to fix
+                note(str(exc))
+                self.ledger.finish(key, ERROR, error=str(exc), log=str(log_path))
+                self._release_error_feedback(sub, str(exc))
+                return self.ledger.get(key)
+            self.ledger.finish(key, GRADED, log=str(log_path), **outcome)
+            self.say(f"grading service: {key}: {outcome['score']:g}/{outcome['max_score']:g}"
+                     f"{' passed' if outcome['passed'] else ''}")
+        return self.ledger.get(key)
+
+    def _grade(self, sub: Submission, note: Say) -> dict[str, Any]:
+        from ladderlab.course.labs import read_notebook
+        from ladderlab.errors import ConfigError
+        from ladderlab.grading.nbgrader_ext import pregraded
+        from ladderlab.grading.pipeline import grade
+
+        lab = self.lab(sub.lab)
+        handed = self.inbound() / sub.key
+        try:
+            nb = read_notebook(handed / f"{lab.id}.ipynb", f"{sub.key}/{lab.id}.ipynb")
+        except ConfigError as exc:
+            raise UsageError(f"your hand-in has no readable {lab.id}.ipynb ({exc}); submit the lab's notebook") \
+                from None
+        if sub.key in self._graded:
+            report, graded = self._graded[sub.key]
+            note("recording again (the grading itself was done)")
+        else:
+            try:
+                report, graded = grade(self.settings, self.client(), lab, nb, sub.student, say=note,
+                                       detach_teardown=True)
+            except LadderlabError as exc:
+                raise Retry(one_line(str(exc))) from exc
+            for problem in report.problems:
+                note(f"note: {problem}")
+            if not report.complete:
+                raise Retry(report.error)
+            self._graded[sub.key] = (report, graded)
+        note("recording: nbgrader gradebook, evidence, feedback")
+        with self.writer:
+            self._collect(sub, lab)
+            api = self._api()
+            with pregraded(report, graded):
+                self._ok(api.autograde(lab.id, sub.student, force=True, create=True), "autograde")
+                self._ok(api.generate_feedback(lab.id, sub.student, force=True), "generate_feedback")
+                self._ok(api.release_feedback(lab.id, sub.student), "release_feedback")
+        self._graded.pop(sub.key, None)
+        hidden = {c.id for c in lab.checks if c.hidden}
+        titles = {c.id: c.spec.title for c in lab.checks}
+        checks = [{"id": c.id, "title": titles.get(c.id, c.id), "status": c.status, "points": c.points,
+                   "max_points": c.max_points, "hidden": c.id in hidden,
+                   "feedback": "" if c.id in hidden else c.feedback} for c in report.checks]
+        note(f"graded: {report.score:g}/{report.max_score:g}")
+        return {"score": report.score, "max_score": report.max_score, "passed": report.passed, "checks": checks}
+
+    def _api(self) -> Any:
+        from ladderlab.service.workspace import nbgrader_api
+
+        return nbgrader_api(self.paths)
+
+    @staticmethod
+    def _ok(result: dict[str, Any], what: str) -> None:
+        if not result.get("success"):
+            detail = (result.get("error") or result.get("log") or "").strip().splitlines()
+            raise Retry(f"nbgrader {what}: {one_line(detail[-1]) if detail else 'failed'}")
+
+    def _collect(self, sub: Submission, lab: LabDef) -> None:
+        """nbgrader's ``submitted/<student>/<lab>/``: exactly this version's notebook and its timestamp."""
+        dest = self.paths.course_root / "submitted" / sub.student / lab.id
+        tmp = dest.with_name(dest.name + ".incoming")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        handed = self.inbound() / sub.key
+        for name in (f"{lab.id}.ipynb", "timestamp.txt", "submission_secret.txt"):
+            if (handed / name).is_file() and not (handed / name).is_symlink():
+                shutil.copyfile(handed / name, tmp / name)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.replace(dest)
+
+    def _release_error_feedback(self, sub: Submission, why: str) -> None:
+        """Feedback in the exchange that says the submission could not be graded (never a failure)."""
+        from html import escape
+
+        from nbgrader.utils import notebook_hash
+
+        secret_file = self.inbound() / sub.key / "submission_secret.txt"
+        try:
+            secret = secret_file.read_text().strip()
+        except OSError:
+            return
+        target = self.paths.exchange / self.course.id / "feedback" / \
+            f"{notebook_hash(secret=secret, notebook_id=sub.lab)}.html"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(f"<!doctype html><meta charset='utf-8'><title>{escape(sub.lab)}: not graded</title>"
+                          f"<h1>{escape(sub.lab)}: could not be graded, try again</h1>"
+                          f"<p>This is not a failure and nothing was recorded. Hand the notebook in again.</p>"
+                          f"<p>Reason: {escape(why)}</p>")
+        target.chmod(0o644)
+
+    def wait(self, key: str, timeout: float, on_change: Callable[[Submission], None] | None = None) -> Submission:
+        return wait_for(self.ledger, key, timeout, on_change)
+
+
+def _complete(handed: Path) -> bool:
+    """nbgrader's submit has finished writing ``handed``: its secret (written after the notebooks) is there
+    and nothing in it changed for a moment."""
+    secret = handed / "submission_secret.txt"
+    try:
+        if not handed.is_dir() or handed.is_symlink() or secret.stat().st_size == 0:
+            return False
+        newest = max(p.stat().st_mtime for p in handed.iterdir())
+    except (OSError, ValueError):
+        return False
+    return time.time() - newest > 0.3
+
+
+def wait_for(ledger: Ledger, key: str, timeout: float,
+             on_change: Callable[[Submission], None] | None = None) -> Submission:
+    """Poll the ledger until ``key`` is graded or in error; TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    seen: tuple[str, str] | None = None
+    while True:
+        sub = ledger.get(key)
+        if sub is not None:
+            now = (sub.status, sub.stage)
+            if now != seen and on_change is not None:
+                on_change(sub)
+            seen = now
+            if sub.done:
+                return sub
+        if time.monotonic() > deadline:
+            state = f"{sub.status} ({sub.stage})" if sub else "not picked up"
+            raise TimeoutError(f"{key}: still {state} after {timeout:.0f} s")
+        time.sleep(0.3)
+
+
+__all__ = ["ERROR", "GRADED", "QUEUED", "GradingService", "Retry", "ServiceLock", "wait_for"]
