@@ -63,6 +63,51 @@ while time.time() < end:
         pass
 """
 
+#: Answer every UDP datagram on a port with the same bytes for a while, then exit (a UDP service the checks
+#: start themselves: a peer for "established" tests, or a port no rule should open).
+UDP_ECHO_SCRIPT = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.settimeout(0.5)
+print("listening", flush=True)
+end = time.time() + float(sys.argv[2])
+while time.time() < end:
+    try:
+        data, peer = s.recvfrom(2048); s.sendto(data, peer)
+    except OSError:
+        pass
+"""
+
+#: Send a datagram to each (host, port) and wait for the echo, trying again with each timeout in turn:
+#: open (an answer came back) / refused (ICMP port unreachable) / filtered (nothing came back).
+UDP_SCRIPT = r"""
+import json, os, socket, sys, concurrent.futures as cf
+attempts = [float(t) for t in json.loads(sys.argv[1])]
+targets = json.loads(sys.argv[2])
+def probe(t):
+    state = "filtered"
+    for timeout in attempts:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(timeout)
+        token = os.urandom(8)
+        try:
+            s.connect((t[0], int(t[1])))
+            s.send(token)
+            if s.recv(2048) == token:
+                return "open"
+        except ConnectionRefusedError:
+            state = "refused"
+        except (TimeoutError, socket.timeout):
+            state = "filtered"
+        except OSError as exc:
+            state = "unreachable" if exc.errno in (101, 113) else "error:%d" % (exc.errno or 0)
+        finally:
+            s.close()
+    return state
+with cf.ThreadPoolExecutor(max_workers=16) as pool:
+    print(json.dumps(list(pool.map(probe, targets))))
+"""
+
 #: Fetch one HTTP URL (optionally with headers, without following redirects); print JSON.
 HTTP_SCRIPT = r"""
 import json, signal, sys, urllib.request, urllib.error
@@ -143,6 +188,22 @@ def tcp_states(runner: Runner, targets: Iterable[tuple[str, int]],
     return states
 
 
+#: A UDP client's patience: three datagrams, 1 s apart (an echo on the same network answers within ms).
+UDP_CLIENT: tuple[float, ...] = (1.0, 1.0, 1.0)
+
+
+def udp_states(runner: Runner, targets: Iterable[tuple[str, int]],
+               attempts: Sequence[float] = UDP_CLIENT) -> list[str]:
+    """``open``/``refused``/``filtered``/``unreachable`` for each UDP (host, port) echo, seen from ``runner``."""
+    pairs = [[h, int(p)] for h, p in targets]
+    if not attempts or any(not 0 < t <= 30 for t in attempts):
+        raise ValueError(f"bad datagram attempts {attempts!r}")
+    states = _json(runner, UDP_SCRIPT, json.dumps(list(attempts)), json.dumps(pairs), timeout=sum(attempts) + 15)
+    if not isinstance(states, list) or len(states) != len(pairs) or not all(isinstance(s, str) for s in states):
+        raise ObservationError(f"unexpected probe answer {states!r}")
+    return states
+
+
 def states_from(ctx: Context, sources: list[str], address: str, port: int,
                 attempts: Sequence[float] = REAL_CLIENT) -> dict[str, str]:
     """The state of ``address:port`` seen from each of ``sources``, probed at the same time."""
@@ -161,14 +222,15 @@ def http_get(runner: Runner, url: str, timeout: float = 3.0, headers: dict[str, 
     return answer
 
 
-def listen(runner: Runner, port: int, seconds: float) -> None:
-    """Start a short-lived listener on ``port`` in the observer; return once it listens."""
+def listen(runner: Runner, port: int, seconds: float, *, udp: bool = False) -> None:
+    """Start a short-lived TCP listener (``udp``: a UDP echo) on ``port`` in the observer; return once it listens."""
     result = runner.run(
         "out=$(mktemp); (python3 -c %s %s %s >\"$out\" 2>&1 &); "
         "for _ in $(seq 200); do [ -s \"$out\" ] && break; sleep 0.01; done; cat \"$out\"",
-        LISTEN_SCRIPT, port, seconds, timeout=10)
+        UDP_ECHO_SCRIPT if udp else LISTEN_SCRIPT, port, seconds, timeout=10)
     if "listening" not in result.stdout:
-        raise ObservationError(f"could not listen on port {port}: {result.stdout.strip()[:200]}")
+        raise ObservationError(f"could not listen on {'udp' if udp else 'tcp'} port {port}: "
+                               f"{result.stdout.strip()[:200]}")
 
 
 #: Queueing disciplines a container interface has unless someone configured traffic control.

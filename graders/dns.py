@@ -64,22 +64,31 @@ def _values(answer: dict[str, Any], name: str, rtype: str) -> list[str]:
 
 
 @check
-def authoritative(ctx: Context, *, server: str, zone: str, source: str = "probe") -> Verdict:
-    """``server`` answers authoritatively (AA) for ``zone``'s SOA."""
+def authoritative(ctx: Context, *, server: str, zone: str, primary: str | None = None,
+                  source: str = "probe") -> Verdict:
+    """``server`` answers authoritatively (AA) for ``zone``'s SOA, which names ``primary`` (when given) as the
+    zone's primary name server."""
     a = query(ctx.observe(source), ctx.address(server), zone, "SOA")
     if "error" in a:
         return fail(f"from {source}: {server} did not answer for {zone} SOA ({a['error']})")
-    if a["rcode"] != "NOERROR" or not _values(a, zone, "SOA"):
+    soa = _values(a, zone, "SOA")
+    if a["rcode"] != "NOERROR" or not soa:
         return fail(f"from {source}: {server} answers {a['rcode']} without an SOA for {zone} - is the zone loaded?")
     if not a["aa"]:
         return fail(f"from {source}: {server} answers for {zone} but not authoritatively (no AA flag)")
+    mname = soa[0].split()[0] if soa[0].split() else ""
+    if primary is not None and mname != fqdn(primary).lower():
+        return fail(f"from {source}: the SOA of {zone} names {mname} as the primary name server, not "
+                    f"{fqdn(primary)}")
     return ok(f"{server} is authoritative for {zone}")
 
 
 @check
 def record(ctx: Context, *, server: str, name: str, rtype: str, values: list[str] | None = None,
-           host: str | None = None, source: str = "probe") -> Verdict:
-    """``name``/``rtype`` resolves at ``server`` to exactly ``values`` (or to ``host``'s address), authoritatively."""
+           host: str | None = None, target_host: str | None = None, source: str = "probe") -> Verdict:
+    """``name``/``rtype`` resolves at ``server`` to exactly ``values`` (or to ``host``'s address), authoritatively;
+    with ``target_host``, every name the records point to (an NS's server, an MX's exchange) has an A record at
+    ``server`` with exactly ``target_host``'s address."""
     want = sorted(v.lower() for v in (values or [])) + ([ctx.address(host)] if host else [])
     a = query(ctx.observe(source), ctx.address(server), name, rtype)
     if "error" in a:
@@ -91,6 +100,14 @@ def record(ctx: Context, *, server: str, name: str, rtype: str, values: list[str
         return fail(f"from {source}: {name} {rtype} at {server} is {', '.join(got)}, not {', '.join(sorted(want))}")
     if not a["aa"]:
         return fail(f"from {source}: {name} {rtype} answered without the AA flag (not from the zone)")
+    if target_host is not None:
+        address = ctx.address(target_host)
+        for target in sorted({v.split()[-1] for v in got}):
+            t = query(ctx.observe(source), ctx.address(server), target, "A")
+            addresses = _values(t, target, "A") if "error" not in t else []
+            if addresses != [address] or not t.get("aa"):
+                return fail(f"from {source}: {target} (the target of {name} {rtype}) has A "
+                            f"{', '.join(addresses) or 'none'} at {server}, not {target_host}'s address")
     return ok(f"{name} {rtype} -> {', '.join(got)}")
 
 
@@ -133,10 +150,18 @@ def reverse_name(address: str) -> str:
 
 
 @check
-def ptr(ctx: Context, *, server: str, host: str, name: str, source: str = "probe") -> Verdict:
-    """The reverse lookup of ``host``'s address at ``server`` gives ``name``, authoritatively."""
+def ptr(ctx: Context, *, server: str, host: str, name: str, zone_octets: int | None = None,
+        source: str = "probe") -> Verdict:
+    """The reverse lookup of ``host``'s address at ``server`` gives ``name``, authoritatively; with
+    ``zone_octets`` (3: the /24), ``server`` is authoritative for the reverse zone of that many leading octets."""
     address = ctx.address(host)
     rname = reverse_name(address)
+    if zone_octets is not None:
+        rzone = reverse_name(".".join(address.split(".")[:zone_octets]))
+        z = query(ctx.observe(source), ctx.address(server), rzone, "SOA")
+        if "error" in z or not _values(z, rzone, "SOA") or not z.get("aa"):
+            return fail(f"from {source}: {server} is not authoritative for the reverse zone {rzone} "
+                        f"({z.get('error') or z.get('rcode')}) - serve the whole /{8 * zone_octets} there")
     a = query(ctx.observe(source), ctx.address(server), rname, "PTR")
     if "error" in a:
         return fail(f"from {source}: {server} did not answer the reverse lookup of {address} ({a['error']})")

@@ -17,17 +17,21 @@ queue) is refused rather than judged closed: such a rule can drop exactly the
 probes a grader sends while real clients get through.
 
 UDP: the firewall lab's services are all TCP (ssh, http, the metrics endpoint,
-the internal line-protocol service), so reachability is probed over TCP only;
-the default-deny check covers everything else inbound.
+the internal line-protocol service), so their reachability is probed over TCP.
+What a rule set must do for every protocol is probed over UDP as well as TCP,
+with services the checks start themselves: the default-deny must drop a new
+TCP or UDP port nobody opened, and replies to UDP that the host sends (DNS)
+must come back in as TCP replies do.
 """
 
 from __future__ import annotations
 
+import secrets
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from graders._net import ObservationError, control_free, describe, listen, shaping, states_from, tcp_states
+from graders._net import ObservationError, control_free, describe, listen, shaping, states_from, tcp_states, udp_states
 from ladderlab.errors import LearnerState
 from ladderlab.grading.checks import Context, Verdict, check, fail, ok
 
@@ -263,26 +267,59 @@ def allowed_through(ctx: Context, *, source: str, target: str, ports: list[int])
     return ok(f"from {source}: {target} ports {', '.join(map(str, ports))} accept connections")
 
 
+def unused_port() -> int:
+    """A port for a service a check starts itself: random per grading, away from every port a lab seeds."""
+    return 20000 + secrets.randbelow(10000)
+
+
+def _served(ctx: Context, host: str, port: int, seconds: float) -> str:
+    """Start a TCP listener and a UDP echo on ``port`` in ``host``'s namespace; ``host``'s address."""
+    observer = ctx.observe(host)
+    listen(observer, port, seconds)
+    listen(observer, port, seconds, udp=True)
+    return ctx.address(host)
+
+
 @check
-def default_deny(ctx: Context, *, host: str) -> Verdict:
-    """Inbound traffic not explicitly allowed is dropped: INPUT policy DROP or a final catch-all drop."""
+def default_deny(ctx: Context, *, host: str, source: str | None = None) -> Verdict:
+    """Inbound traffic not explicitly allowed is dropped: INPUT policy DROP or a final catch-all drop, and (with
+    ``source``) a new TCP and UDP service on a port no rule should open is unreachable from ``source``."""
     chains = live_ruleset(ctx, host)
     chain = chains.get("INPUT", Chain("ACCEPT"))
-    if drops_by_default(chain):
-        return ok(f"{host}: INPUT drops what no rule allows (policy {chain.policy})")
-    return fail(f"{host}: INPUT policy is {chain.policy} and its last rule does not drop - inbound is "
-                f"default-allow (set `iptables -P INPUT DROP` after your allow rules)")
+    if not drops_by_default(chain):
+        return fail(f"{host}: INPUT policy is {chain.policy} and its last rule does not drop - inbound is "
+                    f"default-allow (set `iptables -P INPUT DROP` after your allow rules)")
+    if source is not None:
+        port = unused_port()
+        address = _served(ctx, host, port, 25)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            udp = pool.submit(udp_states, ctx.observe(source), [(address, port)])
+            tcp = tcp_states(ctx.observe(source), [(address, port)])[0]
+            reached = [proto for proto, state in (("TCP", tcp), ("UDP", udp.result()[0])) if state == "open"]
+        if reached:
+            return fail(f"{host}: a new {' and '.join(reached)} service on a port no rule should open is reachable "
+                        f"from {source} - accept only what must be reachable, for every protocol, and let the "
+                        f"policy drop the rest")
+    return ok(f"{host}: INPUT drops what no rule allows (policy {chain.policy})")
 
 
 @check
-def loopback_allowed(ctx: Context, *, host: str, port: int) -> Verdict:
-    """Behind ``host``'s default-deny, connections over the loopback interface still work."""
+def loopback_allowed(ctx: Context, *, host: str, port: int | None = None) -> Verdict:
+    """Behind ``host``'s default-deny, connections over the loopback interface still work: to 127.0.0.1 and to
+    the host's own address (both travel over ``lo``). Without ``port``, to a listener the check starts itself."""
     if (verdict := unfiltered(ctx, host)) is not None:
         return verdict
-    state = tcp_states(ctx.observe(host), [("127.0.0.1", port)])[0]
-    if state == "open":
-        return ok(f"{host}: 127.0.0.1:{port} accepts connections over loopback")
-    return fail(f"inside {host}: 127.0.0.1:{port} {describe(state)} - allow the loopback interface (-i lo)")
+    if port is None:
+        port = unused_port()
+        listen(ctx.observe(host), port, 20)
+    own = ctx.address(host)
+    states = tcp_states(ctx.observe(host), [("127.0.0.1", port), (own, port)])
+    bad = [f"{addr}:{port} {describe(state)}" for addr, state in zip(("127.0.0.1", own), states, strict=True)
+           if state != "open"]
+    if not bad:
+        return ok(f"{host}: connections over loopback work (127.0.0.1 and its own address)")
+    return fail(f"inside {host}: {'; '.join(bad)} - allow all traffic on the loopback interface (-i lo), "
+                f"not just some source addresses")
 
 
 @check
@@ -291,11 +328,17 @@ def established_allowed(ctx: Context, *, host: str, peer: str, port: int = 18080
     if (verdict := unfiltered(ctx, host)) is not None:
         return verdict
     listen(ctx.observe(peer), port, 20)
-    state = tcp_states(ctx.observe(host), [(ctx.address(peer), port)])[0]
-    if state == "open":
-        return ok(f"{host} can open connections to {peer}: replies are let back in")
-    return fail(f"from {host}: a connection to {peer}:{port} {describe(state)} - replies to traffic {host} "
-                f"starts are dropped (allow conntrack state ESTABLISHED,RELATED)")
+    listen(ctx.observe(peer), port, 20, udp=True)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        udp = pool.submit(udp_states, ctx.observe(host), [(ctx.address(peer), port)])
+        tcp = tcp_states(ctx.observe(host), [(ctx.address(peer), port)])[0]
+        udp_state = udp.result()[0]
+    if tcp == "open" and udp_state == "open":
+        return ok(f"{host} can open TCP connections and UDP exchanges with {peer}: replies are let back in")
+    bad = ([f"a TCP connection to {peer}:{port} {describe(tcp)}"] if tcp != "open" else []) + \
+          ([f"UDP datagrams to {peer}:{port} get no answer back"] if udp_state != "open" else [])
+    return fail(f"from {host}: {'; '.join(bad)} - replies to traffic {host} starts are dropped (allow conntrack "
+                f"state ESTABLISHED,RELATED for every protocol)")
 
 
 @check

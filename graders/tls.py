@@ -4,6 +4,7 @@ key files' modes from the Docker API's archive headers."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,10 +45,62 @@ def handshake(runner: Runner, address: str, port: int, server_name: str, cafile:
     return run_json(runner, HANDSHAKE_SCRIPT, address, port, server_name, cafile, max_version)
 
 
+#: Who signed the served leaf, and what the CA file holds: the root must be one self-signed CA certificate,
+#: and it must not have signed the leaf itself (an intermediate does). Verification itself is the handshake's.
+SIGNER_SCRIPT = r"""
+import json, signal, socket, ssl, sys
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+address, port, server_name, cafile = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def late(*_):
+    raise TimeoutError("no complete answer within 8s")
+signal.signal(signal.SIGALRM, late); signal.alarm(8)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+try:
+    with socket.create_connection((address, port), timeout=3) as raw:
+        with ctx.wrap_socket(raw, server_hostname=server_name) as s:
+            der = s.getpeercert(binary_form=True)
+except (ssl.SSLError, OSError) as exc:
+    print(json.dumps({"error": type(exc).__name__ + ": " + str(exc)[:200]})); sys.exit(0)
+def signed_by(cert, issuer):
+    key = issuer.public_key()
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+        else:
+            return cert.issuer == issuer.subject
+        return True
+    except Exception:
+        return False
+try:  # both are the learner's: what cannot be read is their failure, not a crash of ours
+    leaf = x509.load_der_x509_certificate(der)
+    text = open(cafile, "rb").read()
+    marker = b"-----BEGIN CERTIFICATE-----"
+    roots = [x509.load_pem_x509_certificate(marker + part) for part in text.split(marker)[1:]]
+    def is_ca(c):
+        try:
+            return c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            return False
+    out = {"roots": len(roots),
+           "self_signed": all(c.issuer == c.subject and signed_by(c, c) for c in roots),
+           "ca": all(is_ca(c) for c in roots),
+           "leaf_by_root": any(leaf.issuer == c.subject or signed_by(leaf, c) for c in roots)}
+except Exception as exc:
+    out = {"error": "unreadable certificate: " + type(exc).__name__ + ": " + str(exc)[:160]}
+print(json.dumps(out))
+"""
+
+
 @check
 def verified(ctx: Context, *, host: str, server_name: str, ca_host: str, ca_path: str, port: int = 443,
-             source: str = "probe") -> Verdict:
-    """``host:port`` presents a certificate for ``server_name`` that the lab's CA (``ca_host:ca_path``) verifies."""
+             source: str = "probe", intermediate: bool = True) -> Verdict:
+    """``host:port`` presents a certificate for ``server_name`` that the lab's CA (``ca_host:ca_path``) verifies.
+
+    With ``intermediate`` (the default) the CA file must hold one self-signed root CA certificate that did not
+    sign the served certificate itself: the chain runs leaf, intermediate (served), root."""
     ca = ctx.read_file(ca_host, ca_path)
     if ca is None:
         return fail(f"{ca_host}: {ca_path} (the CA certificate) does not exist")
@@ -57,13 +110,23 @@ def verified(ctx: Context, *, host: str, server_name: str, ca_host: str, ca_path
     if not a.get("ok"):
         what = "certificate does not verify" if a.get("verify") else "TLS handshake failed"
         return fail(f"from {source}: {host}:{port} as {server_name}: {what}: {a.get('error')}")
+    if intermediate:
+        chain = run_json(observer, SIGNER_SCRIPT, ctx.address(host), port, server_name, "/root/ladderlab-ca.pem")
+        if "error" in chain:
+            return fail(f"from {source}: {host}:{port}: {chain['error']}")
+        if chain.get("roots") != 1 or not chain.get("self_signed") or not chain.get("ca"):
+            return fail(f"{ca_host}: {ca_path} must hold exactly one self-signed CA certificate (the root), "
+                        f"not {chain.get('roots')} certificate(s) or an intermediate")
+        if chain.get("leaf_by_root"):
+            return fail(f"{host}:{port}: the root CA signed the server certificate itself - sign it with the "
+                        f"intermediate and serve the intermediate after it")
     return ok(f"{host}:{port} serves {server_name} with a certificate the CA verifies ({a['version']})")
 
 
 @check
 def modern_protocols_only(ctx: Context, *, host: str, server_name: str, port: int = 443,
                           source: str = "probe") -> Verdict:
-    """``host:port`` completes TLS 1.2+ handshakes and refuses TLS 1.0 and 1.1."""
+    """``host:port`` completes TLS 1.3 and TLS 1.2 handshakes and refuses TLS 1.0 and 1.1."""
     observer = ctx.observe(source)
     address = ctx.address(host)
     modern = handshake(observer, address, port, server_name)
@@ -73,31 +136,42 @@ def modern_protocols_only(ctx: Context, *, host: str, server_name: str, port: in
     if old:
         return fail(f"from {source}: {host}:{port} still accepts {', '.join(old).replace('_', '.')} - "
                     f"set ssl_protocols TLSv1.2 TLSv1.3")
-    return ok(f"{host}:{port} speaks {modern['version']} and refuses TLS 1.0/1.1")
+    tls12 = handshake(observer, address, port, server_name, "", "TLSv1_2")
+    missing = [v for v, a in (("TLS 1.3", modern if modern.get("version") == "TLSv1.3" else {}),
+                              ("TLS 1.2", tls12 if tls12.get("version") == "TLSv1.2" else {})) if not a.get("ok")]
+    if missing:
+        return fail(f"from {source}: {host}:{port} does not complete a {' or '.join(missing)} handshake - "
+                    f"both TLS 1.2 and TLS 1.3 must work")
+    return ok(f"{host}:{port} speaks TLS 1.3 and 1.2 and refuses TLS 1.0/1.1")
 
 
-def _https_to(location: str, server_name: str) -> bool:
-    """``location`` is an https URL for exactly ``server_name`` (default port), parsed, not prefix-matched
-    (``https://name.evil.example/`` starts with ``https://name`` too)."""
+def _https_to(location: str, server_name: str, target: str = "/") -> bool:
+    """``location`` is an https URL for exactly ``server_name`` (default port) and the same ``target`` (path and
+    query), parsed, not prefix-matched (``https://name.evil.example/`` starts with ``https://name`` too)."""
     try:
         url = urlsplit(location)
         port = url.port
     except ValueError:
         return False
-    return url.scheme == "https" and (url.hostname or "") == server_name.lower() and port in (None, 443)
+    want = urlsplit(target)
+    same = (url.path or "/") == want.path and url.query == want.query
+    return url.scheme == "https" and (url.hostname or "") == server_name.lower() and port in (None, 443) and same
 
 
 @check
 def redirects_to_https(ctx: Context, *, host: str, server_name: str, source: str = "probe") -> Verdict:
-    """Plain HTTP for ``server_name`` answers with a permanent redirect to https://``server_name``."""
-    answer = http_get(ctx.observe(source), f"http://{ctx.address(host)}/", headers={"Host": server_name},
-                      follow=False)
-    status = answer.get("status")
-    location = control_free(str(answer.get("location") or ""), f"the Location header of http://{server_name}/")
-    if status not in (301, 308) or not _https_to(location, server_name):
-        return fail(f"from {source}: http://{server_name}/ answers {status} {location or ''} - redirect it "
-                    f"permanently (301) to https://{server_name}/")
-    return ok(f"http://{server_name}/ redirects to {location}")
+    """Plain HTTP for ``server_name`` answers with a permanent redirect to the same URL over https:
+    for ``/`` and for a deeper path with a query (a redirect that drops them sends every link to the home page)."""
+    deep = f"/ladderlab/{secrets.token_hex(4)}/page?item={secrets.token_hex(2)}"
+    for target in ("/", deep):
+        answer = http_get(ctx.observe(source), f"http://{ctx.address(host)}{target}", headers={"Host": server_name},
+                          follow=False)
+        status = answer.get("status")
+        location = control_free(str(answer.get("location") or ""), f"the Location header of http://{server_name}/")
+        if status not in (301, 308) or not _https_to(location, server_name, target):
+            return fail(f"from {source}: http://{server_name}{target} answers {status} {location or ''} - redirect "
+                        f"it permanently (301) to https://{server_name}{target}")
+    return ok(f"http://{server_name}/... redirects permanently to the same URL over https")
 
 
 @check
@@ -163,7 +237,10 @@ except Exception as exc:
 
 #: TLS 1.2 suites without forward secrecy (RSA key exchange) or with CBC/SHA-1: a strong server refuses them all.
 WEAK_SUITES = "AES128-SHA:AES256-SHA:AES128-SHA256:AES256-SHA256:AES128-GCM-SHA256:AES256-GCM-SHA384:" \
-              "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:DES-CBC3-SHA"
+              "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:DES-CBC3-SHA:" \
+              "ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES256-SHA384:ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:" \
+              "DHE-RSA-AES128-SHA:DHE-RSA-AES256-SHA:DHE-RSA-AES128-SHA256:DHE-RSA-AES256-SHA256:" \
+              "CAMELLIA128-SHA:CAMELLIA256-SHA:AES128-CCM:AES256-CCM"
 
 WEAK_SCRIPT = r"""
 import json, signal, socket, ssl, sys

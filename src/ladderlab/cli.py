@@ -117,7 +117,7 @@ def cmd_lab(args: argparse.Namespace, settings: Settings) -> int:
     if args.author:
         return run_author(settings, args.port, say)
     return run_workspace(settings, args.port, say, workspace=Path(args.workspace) if args.workspace else None,
-                         workers=args.workers)
+                         workers=args.workers, token=args.token)
 
 
 def _show_submission(sub: Any) -> None:
@@ -510,6 +510,7 @@ def parser() -> argparse.ArgumentParser:
     lb.add_argument("--workspace", metavar="DIR", help="the workspace (default: $LADDERLAB_WORKSPACE or "
                                                        "<course>/workspace)")
     lb.add_argument("--workers", type=int, default=1, help="grading workers of the service (default 1)")
+    lb.add_argument("--token", help="JupyterLab's access token (default: a random one, printed in its log)")
     lb.set_defaults(func=cmd_lab)
 
     c = sub.add_parser("course", help="course.yaml").add_subparsers(dest="sub", required=True, metavar="SUB")

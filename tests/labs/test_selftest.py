@@ -1,31 +1,71 @@
-"""Every published lab's checks discriminate: `ladderlab selftest --json`, as CI runs it."""
+"""Every published lab's checks discriminate: `ladderlab selftest LAB --seeds K --json`, as CI runs it.
+
+For several learners (seeds) per lab: the source notebook and every other correct solution
+(``solutions/*.yaml``) score full marks, every decoy is rejected by exactly the checks it names, and the
+untouched release scores 0.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
 from ladderlab.course import load_course
+from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
+#: Seeds per lab, and the choice parameters whose every value the seeds must draw: the seeded choices that
+#: change what a check looks for (a threshold, the injected fault). Other parameters (ports, zone and host
+#: names) differ between any two seeds anyway; two seeds show nothing is tied to one learner's values.
+SEEDS: dict[str, tuple[int, list[str]]] = {
+    "sec-1-iptables-hardening": (2, []),
+    "net-2-dns-authoritative-zone": (2, []),
+    "sec-2-tls-server": (2, []),
+    "sre-2-golden-signal-alerts": (3, ["latency_ms", "error_pct", "min_rps", "saturation_pct"]),
+    "sre-4-slo-burn-rate-alerts": (3, ["slo_target"]),
+    "sre-5-strace-debugging": (4, ["fault"]),
+}
 
-def test_every_published_lab_passes_its_selftest(images, settings, root):
-    published = [lab.id for lab in load_course(settings.course_file).labs if lab.status == "published"]
-    assert published, "no published lab"
-    r = subprocess.run([sys.executable, "-m", "ladderlab.cli", "selftest", "--json"], capture_output=True,
-                       text=True, cwd=root, timeout=3000)
-    report = json.loads(r.stdout)
-    assert [lab["id"] for lab in report["labs"]] == published
-    for lab in report["labs"]:
-        assert lab["solution"]["ok"] and lab["solution"]["score"] == lab["solution"]["max_score"], lab
-        assert lab["untouched"]["ok"] and lab["untouched"]["score"] == 0, lab
-        assert len(lab["decoys"]) >= 3, lab["id"]
-        for decoy in lab["decoys"]:
-            assert decoy["rejected"], (lab["id"], decoy)
-            assert decoy["failed_checks"] == decoy["must_fail"], (lab["id"], decoy)
-        assert lab["passed"]
+
+def _published() -> list[str]:
+    from ladderlab.config import Settings
+
+    return [lab.id for lab in load_course(Settings.from_env(ROOT).course_file).labs if lab.status == "published"]
+
+
+def test_every_published_lab_has_a_seed_count():
+    assert sorted(_published()) == sorted(SEEDS), "say in SEEDS how many seeds each published lab needs"
+
+
+@pytest.mark.parametrize("lab_id", _published())
+def test_lab_passes_its_selftest_for_several_seeds(images, root, lab_id):
+    seeds, must_cover = SEEDS[lab_id]
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "ladderlab.cli", "selftest", lab_id, "--seeds", str(seeds), "--json"],
+                       capture_output=True, text=True, cwd=root, timeout=3000)
+    wall = time.monotonic() - t0
+    (lab,) = json.loads(r.stdout)["labs"]
+    print(f"{lab_id}: {seeds} seeds, {len(lab['runs'])} gradings, {wall:.0f}s wall")
+    assert lab["id"] == lab_id
+    learners = [s["learner"] for s in lab["seeds"]]
+    assert len(set(learners)) == seeds
+    assert not [u for u in lab["uncovered"] if u.split("=", 1)[0] in must_cover], lab["seeds"]
+    assert lab["untouched"]["ok"] and lab["untouched"]["score"] == 0, lab["untouched"]
+    solutions = [run for run in lab["runs"] if run["kind"] == "solution"]
+    assert {run["learner"] for run in solutions} == set(learners)
+    assert len({run["name"] for run in solutions}) >= 2, f"{lab_id}: no solutions/*.yaml graded"
+    for run in solutions:
+        assert run["ok"] and run["score"] == run["max_score"], run
+    decoys = lab["decoys"]
+    assert len({d["name"] for d in decoys}) >= 3, lab_id
+    for decoy in decoys:
+        assert decoy["rejected"], decoy
+        assert decoy["failed_checks"] == decoy["must_fail"], decoy
+        assert decoy["errored_checks"] == [], decoy
+    assert lab["passed"]
     assert r.returncode == 0, r.stderr[-3000:]

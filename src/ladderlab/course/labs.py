@@ -1,7 +1,7 @@
 """Lab definitions: ``labs/<id>/`` holds the nbgrader source notebook, ``lab.yaml``
 (the checks behind its check cells, the answers it asks for by name, sandbox
-limits) and ``decoys/`` (plausible wrong solutions, each naming the checks that
-must reject it).
+limits), ``decoys/`` (plausible wrong solutions, each naming the checks that
+must reject it) and ``solutions/`` (other correct solutions, in other styles).
 
 A *check cell* is an nbgrader test cell (``grade: true``, not a solution) whose
 code is exactly one ``lab.check("<check-id>")`` call, optionally inside
@@ -115,6 +115,14 @@ class DecoySpec(_Model):
     violates: RequirementId | None = None
 
 
+class SolutionSpec(_Model):
+    """``solutions/<name>.yaml``: another correct solution (a different style from the source notebook's),
+    the source notebook with some solution cells replaced; the self-test grades it to full marks."""
+
+    description: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    cells: dict[str, str] = Field(min_length=1, description="solution cell grade_id -> the solution's code")
+
+
 @dataclass(frozen=True)
 class Check:
     id: str
@@ -133,6 +141,13 @@ class Decoy:
     path: Path
 
 
+@dataclass(frozen=True)
+class Solution:
+    name: str
+    spec: SolutionSpec
+    path: Path
+
+
 @dataclass
 class LabDef:
     """Everything trusted about one lab: course entry, checks, check cells, decoys."""
@@ -146,6 +161,7 @@ class LabDef:
     source: NotebookNode
     checks: list[Check]
     decoys: list[Decoy] = field(default_factory=list)
+    solutions: list[Solution] = field(default_factory=list)
 
     @property
     def environment(self) -> str:
@@ -354,6 +370,7 @@ def load_lab(settings: Settings, course: Course, lab_id: str, *, registry: Check
         raise ConfigError(f"{rel}/lab.yaml", yaml_p + [(f"{nb_name} {w}", p) for w, p in nb_p])
     lab = LabDef(lab_id, course, entry, spec, directory, directory / nb_name, source, checks)
     lab.decoys = load_decoys(lab)
+    lab.solutions = load_solutions(lab)
     return lab
 
 
@@ -392,6 +409,22 @@ def load_decoys(lab: LabDef) -> list[Decoy]:
         if problems:
             raise ConfigError(display, problems)
         out.append(Decoy(path.stem, spec, path))
+    return out
+
+
+def load_solutions(lab: LabDef) -> list[Solution]:
+    """``labs/<id>/solutions/*.yaml``: other correct solutions, each replacing some solution cells."""
+    out = []
+    folder = lab.directory / "solutions"
+    solutions = set(lab.solution_ids())
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        display = f"labs/{lab.id}/solutions/{path.name}"
+        spec = load_model(path, SolutionSpec, display)
+        problems = [(f"cells.{gid}", f"no solution cell {gid!r} in the notebook (solution cells: "
+                                     f"{', '.join(sorted(solutions))})") for gid in spec.cells if gid not in solutions]
+        if problems:
+            raise ConfigError(display, problems)
+        out.append(Solution(path.stem, spec, path))
     return out
 
 

@@ -101,6 +101,24 @@ class Lab(_Model):
 class Policies(_Model):
     pass_threshold: Annotated[float, Field(gt=0, le=1)] = 0.8
     environment_ttl_minutes: Annotated[int, Field(gt=0, le=7 * 24 * 60)] = 240
+    #: The longest a learner's environment may live, from its start, with every ``lab.extend(minutes)``
+    #: (unset: twice ``environment_ttl_minutes``, at most a week).
+    environment_max_minutes: Annotated[int, Field(gt=0, le=7 * 24 * 60)] | None = None
+
+    @model_validator(mode="after")
+    def _max_covers_ttl(self) -> Policies:
+        if self.environment_max_minutes is not None and self.environment_max_minutes < self.environment_ttl_minutes:
+            raise ValueError(f"environment_max_minutes ({self.environment_max_minutes}) is shorter than "
+                             f"environment_ttl_minutes ({self.environment_ttl_minutes}): an environment would "
+                             "start past its limit")
+        return self
+
+    @property
+    def environment_limit_minutes(self) -> int:
+        """How long an environment may live from its start, extensions included."""
+        if self.environment_max_minutes is not None:
+            return self.environment_max_minutes
+        return min(2 * self.environment_ttl_minutes, 7 * 24 * 60)
 
 
 class Cell(_Model):

@@ -51,6 +51,19 @@ def owner_alive(token: str) -> bool | None:
     return _start_ticks(int(pid_s)) == start
 
 
+#: No extension keeps an environment alive longer than this after it was made (the course policy's own bound).
+MAX_LIFETIME = 7 * 24 * 3600
+
+
+def effective_expiry(label_expires: float, created: float, extended: float | None = None) -> float:
+    """When an environment expires. The expiry label is fixed when a container is made (labels cannot
+    change); ``lab.extend`` writes a later expiry into the environment's state record (``env.json``), and the
+    later of the two counts, never more than :data:`MAX_LIFETIME` after ``created``."""
+    if extended is None or extended <= label_expires or not created:
+        return label_expires
+    return max(label_expires, min(extended, created + MAX_LIFETIME))
+
+
 @dataclass(frozen=True)
 class Stamp:
     env_id: str

@@ -1,6 +1,8 @@
 """The reaper: removes what ladderlab left behind.
 
-An environment is reaped when it is **expired** (its expiry label is past), or
+An environment is reaped when it is **expired** (its expiry is past: the expiry label, or the later expiry
+that ``lab.extend`` wrote into its state record, within the course's limit; see
+:func:`ladderlab.environments.labels.effective_expiry`), or
 **orphaned**: it has no record in the state dir (its ``up`` never finished, or
 a ``down`` was cut short) and the process that was bringing it up is gone
 (checked by PID and process start time, so a reused PID does not fool it). An

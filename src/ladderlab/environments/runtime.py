@@ -545,10 +545,13 @@ def list_envs(settings: Settings, client: docker.DockerClient) -> list[EnvSummar
     def summary(lbl: dict[str, str]) -> EnvSummary:
         env_id = lbl.get(L.ENV_ID, "?")
         if env_id not in found:
+            record = load_record(settings, env_id)
+            created = _num(lbl.get(L.CREATED))
+            expires = L.effective_expiry(_num(lbl.get(L.EXPIRES)), created, record.expires if record else None)
             found[env_id] = EnvSummary(
                 id=env_id, env=lbl.get(L.ENV, ""), lab=lbl.get(L.LAB, ""), learner=lbl.get(L.LEARNER, ""),
-                hosts=[], networks=0, created=_num(lbl.get(L.CREATED)), expires=_num(lbl.get(L.EXPIRES)),
-                owner=lbl.get(L.OWNER, ""), recorded=load_record(settings, env_id) is not None)
+                hosts=[], networks=0, created=created, expires=expires,  # lab.extend: see labels.effective_expiry
+                owner=lbl.get(L.OWNER, ""), recorded=record is not None)
         return found[env_id]
 
     for c in containers:

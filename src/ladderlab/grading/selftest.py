@@ -1,18 +1,39 @@
 """Lab self-test: a lab's checks must discriminate.
 
-For every lab, each on a fresh environment:
+For every lab, each grading on a fresh environment:
 
 * the source notebook (the instructor's solutions) scores full marks;
+* every other correct solution (``labs/<id>/solutions/*.yaml``: the source notebook with some solution
+  cells replaced, written in another style) scores full marks;
 * the released notebook, untouched, scores 0 on every check;
 * every decoy (``labs/<id>/decoys/*.yaml``: the source notebook with some
   solution cells replaced) scores below the pass threshold and fails
   exactly the checks it declares in ``must_fail``.
+
+A verdict our side could not reach (a check in error, an incomplete grading) never counts as a rejection.
+
+With ``seeds=K`` the solutions and decoys are graded for K self-test learners (K seeds). The learners are
+chosen so that, between them, every value of every ``choice`` parameter of the lab's environment is drawn
+at least once where K allows it (which fault is injected, which threshold applies): the seeded choices that
+change what a check looks for. The untouched release is graded for the first learner only.
+
+``to_json`` (what ``ladderlab selftest --json`` prints per lab)::
+
+    {"id", "passed", "seconds",                     # seconds: gradings' wall time, summed
+     "seeds": [{"learner", "seed", "params"}],      # params: what the seed draws
+     "uncovered": ["param=value", ...],             # choice values no learner drew (K too small)
+     "solution": RUN, "untouched": RUN,             # the source notebook and the release, first learner
+     "solutions": [RUN...], "decoys": [RUN...],     # every learner
+     "runs": [RUN...]}                              # all of the above, flat
+    RUN = {"kind", "name", "learner", "ok", "score", "max_score", "failed_checks", "errored_checks",
+           "feedback": {check: line}, "seconds", ["must_fail", "violates", "rejected"] (decoys), ["error"]}
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +47,11 @@ from ladderlab.grading.pipeline import GradeReport, grade
 
 Say = Callable[[str], None]
 
+#: How many candidate learner ids the seed chooser looks through.
+CANDIDATES = 400
+#: Self-test learner ids: ``selftest-1``, ``selftest-2``, ...
+LEARNER_PREFIX = "selftest-"
+
 
 def released(lab: LabDef) -> NotebookNode:
     """The student version, made with nbgrader's own preprocessors (solutions and hidden tests removed)."""
@@ -38,30 +64,110 @@ def released(lab: LabDef) -> NotebookNode:
     return nb
 
 
-def with_decoy(lab: LabDef, decoy: Decoy) -> NotebookNode:
+def with_cells(lab: LabDef, cells: Mapping[str, str]) -> NotebookNode:
+    """The source notebook with the solution cells named in ``cells`` (grade_id -> code) replaced."""
     nb = copy.deepcopy(lab.source)
     for cell in nb.cells:
         gid = nbg(cell).get("grade_id")
-        if gid in decoy.spec.cells:
-            cell.source = decoy.spec.cells[gid]
+        if isinstance(gid, str) and gid in cells:
+            cell.source = cells[gid]
     return nb
+
+
+def with_decoy(lab: LabDef, decoy: Decoy) -> NotebookNode:
+    return with_cells(lab, decoy.spec.cells)
+
+
+@dataclass(frozen=True)
+class Learner:
+    """A self-test learner: the id grading derives the seed from, and the parameters that seed draws."""
+
+    id: str
+    seed: str
+    params: dict[str, str | int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"learner": self.id, "seed": self.seed, "params": self.params}
+
+
+def choose_learners(choices: Mapping[str, Iterable[str]], draws: Callable[[str], Mapping[str, str | int]],
+                    k: int, *, candidates: int = CANDIDATES) -> list[str]:
+    """``k`` learner ids from ``selftest-1 .. selftest-<candidates>``, chosen greedily so that every value of
+    every choice parameter (``choices``: name -> values) is drawn by at least one of them where ``k`` allows.
+
+    ``draws(learner)`` gives the parameters that learner's seed draws. Ties go to the lowest number, so the
+    choice is the same every time for the same course secret.
+    """
+    if k < 1:
+        raise ValueError("at least one seed is needed")
+    wanted = {(name, str(v)) for name, values in choices.items() for v in values}
+    pool = [f"{LEARNER_PREFIX}{i}" for i in range(1, max(candidates, k) + 1)]
+    drawn = {lid: {(n, str(v)) for n, v in draws(lid).items() if n in choices} for lid in pool} if wanted else {}
+    chosen: list[str] = []
+    covered: set[tuple[str, str]] = set()
+    for _ in range(k):
+        rest = [lid for lid in pool if lid not in chosen]
+        best = max(rest, key=lambda lid: len((drawn.get(lid, set()) & wanted) - covered))  # first of the best
+        chosen.append(best)
+        covered |= drawn.get(best, set())
+    return chosen
+
+
+def uncovered(choices: Mapping[str, Iterable[str]], learners: Iterable[Learner]) -> list[str]:
+    """``name=value`` for every choice value none of ``learners`` drew."""
+    drawn = {(n, str(v)) for lr in learners for n, v in lr.params.items()}
+    return [f"{n}={v}" for n, values in choices.items() for v in values if (n, str(v)) not in drawn]
+
+
+def env_choices(settings: Settings, lab: LabDef) -> dict[str, list[str]]:
+    """The lab environment's choice parameters: name -> values."""
+    from ladderlab.environments.runtime import load_spec
+    from ladderlab.environments.spec import ChoiceParam
+
+    spec = load_spec(settings, lab.environment)
+    return {n: list(p.values) for n, p in spec.params.items() if isinstance(p, ChoiceParam)}
+
+
+def learners_for(settings: Settings, lab: LabDef, k: int) -> list[Learner]:
+    """``k`` self-test learners for ``lab`` covering its environment's choice values (see :func:`choose_learners`).
+
+    Seeds and parameters are computed as grading computes them (keyed with the course secret)."""
+    from ladderlab.course.seeds import course_secret, derive_seed, render_params
+    from ladderlab.environments.runtime import load_spec
+
+    spec = load_spec(settings, lab.environment)
+    choices = env_choices(settings, lab)
+    key = course_secret(settings)
+
+    def draws(learner: str) -> dict[str, str | int]:
+        return render_params(spec.params, derive_seed(lab.course.id, learner, lab.id, secret=key), secret=key)
+
+    ids = choose_learners(choices, draws, k)
+    return [Learner(lid, derive_seed(lab.course.id, lid, lab.id, secret=key), draws(lid)) for lid in ids]
 
 
 @dataclass
 class Run:
     kind: str  # solution | untouched | decoy
-    name: str
+    name: str  # "notebook" for the source notebook, else the solution's or decoy's file name
+    learner: str = "selftest-1"
     report: GradeReport | None = None
     error: str = ""
     must_fail: list[str] = field(default_factory=list)
+    violates: str | None = None
+    seconds: float = 0.0
 
     @property
     def failed(self) -> list[str]:
         return sorted(self.report.failed()) if self.report else []
 
+    @property
+    def errored(self) -> list[str]:
+        return sorted(c.id for c in self.report.checks if c.status == "error") if self.report else []
+
     def verdict(self, lab: LabDef) -> bool:
         r = self.report
-        if r is None:
+        if r is None or not r.complete or self.errored:
             return False
         if self.kind == "solution":
             return r.score == r.max_score and not r.failed()
@@ -70,61 +176,112 @@ class Run:
         below = r.score < lab.threshold * r.max_score
         return below and set(r.failed()) == set(self.must_fail)
 
+    def to_json(self, lab: LabDef) -> dict[str, Any]:
+        r = self.report
+        out: dict[str, Any] = {
+            "kind": self.kind, "name": self.name, "learner": self.learner, "ok": self.verdict(lab),
+            "score": r.score if r else None, "max_score": lab.max_score, "failed_checks": self.failed,
+            "errored_checks": self.errored, "seconds": round(self.seconds, 1),
+            "feedback": {c.id: c.feedback for c in r.checks if not c.passed} if r else {}}
+        if self.kind == "decoy":
+            out.update(must_fail=sorted(self.must_fail), violates=self.violates, rejected=self.verdict(lab))
+        if self.error or (r and r.error):
+            out["error"] = self.error or (r.error if r else "")
+        return out
+
 
 @dataclass
 class LabResult:
     lab: LabDef
     runs: list[Run]
+    learners: list[Learner] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # choice values no learner drew
 
     @property
     def passed(self) -> bool:
         return all(run.verdict(self.lab) for run in self.runs)
 
-    def to_json(self) -> dict[str, Any]:
-        def summary(run: Run) -> dict[str, Any]:
-            r = run.report
-            return {"ok": run.verdict(self.lab), "score": r.score if r else None,
-                    "max_score": self.lab.max_score, "failed_checks": run.failed,
-                    **({"error": run.error} if run.error else {})}
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.runs)
 
-        runs = {r.kind: r for r in self.runs if r.kind != "decoy"}
+    def to_json(self) -> dict[str, Any]:
+        first = self.learners[0].id if self.learners else None
+
+        def the(kind: str, name: str) -> dict[str, Any] | None:
+            run = next((r for r in self.runs if r.kind == kind and r.name == name and r.learner == first), None)
+            return run.to_json(self.lab) if run else None
+
         return {
             "id": self.lab.id,
             "passed": self.passed,
-            "solution": summary(runs["solution"]),
-            "untouched": summary(runs["untouched"]),
-            "decoys": [{"name": r.name, "rejected": r.verdict(self.lab), "failed_checks": r.failed,
-                        "must_fail": sorted(r.must_fail), "score": r.report.score if r.report else None,
-                        **({"error": r.error} if r.error else {})}
-                       for r in self.runs if r.kind == "decoy"],
+            "seconds": round(self.seconds, 1),
+            "seeds": [lr.to_json() for lr in self.learners],
+            "uncovered": self.missing,
+            "solution": the("solution", "notebook"),
+            "untouched": the("untouched", "untouched"),
+            "solutions": [r.to_json(self.lab) for r in self.runs if r.kind == "solution" and r.name != "notebook"],
+            "decoys": [r.to_json(self.lab) for r in self.runs if r.kind == "decoy"],
+            "runs": [r.to_json(self.lab) for r in self.runs],
         }
 
 
+def plan(lab: LabDef, learners: list[Learner], only: Iterable[str] = ()) -> list[tuple[Run, NotebookNode]]:
+    """The gradings of one lab's self-test: every learner's solutions and decoys, the first's untouched release.
+
+    ``only`` keeps the runs with those names (``notebook``, ``untouched``, a solution's or a decoy's name)."""
+    keep = set(only)
+    work: list[tuple[Run, NotebookNode]] = []
+    for i, learner in enumerate(learners):
+        lid = learner.id
+        work.append((Run("solution", "notebook", lid), copy.deepcopy(lab.source)))
+        if i == 0:
+            work.append((Run("untouched", "untouched", lid), released(lab)))
+        for s in lab.solutions:
+            work.append((Run("solution", s.name, lid), with_cells(lab, s.spec.cells)))
+        for d in lab.decoys:
+            work.append((Run("decoy", d.name, lid, must_fail=list(d.spec.must_fail), violates=d.spec.violates),
+                         with_decoy(lab, d)))
+    return [(run, nb) for run, nb in work if not keep or run.name in keep]
+
+
 def selftest(settings: Settings, client: docker.DockerClient, labs: list[LabDef], *, jobs: int = 3,
-             student: str = "selftest", say: Say = print) -> list[LabResult]:
-    """Grade every lab's solution, untouched release and decoys (``jobs`` at a time)."""
+             seeds: int = 1, only: Iterable[str] = (), say: Say = print) -> list[LabResult]:
+    """Grade every lab's solutions, untouched release and decoys for ``seeds`` learners (``jobs`` at a time).
+
+    ``only``: grade just the runs with these names (see :func:`plan`)."""
+    only = list(only)
+    results: list[LabResult] = []
     work: list[tuple[LabDef, Run, NotebookNode]] = []
     for lab in labs:
-        work.append((lab, Run("solution", "solution"), copy.deepcopy(lab.source)))
-        work.append((lab, Run("untouched", "untouched"), released(lab)))
-        for d in lab.decoys:
-            work.append((lab, Run("decoy", d.name, must_fail=list(d.spec.must_fail)), with_decoy(lab, d)))
+        learners = learners_for(settings, lab, seeds)
+        runs = plan(lab, learners, only)
+        results.append(LabResult(lab, [run for run, _ in runs], learners,
+                                 uncovered(env_choices(settings, lab), learners)))
+        work += [(lab, run, nb) for run, nb in runs]
+    for res in results:
+        for lr in res.learners:
+            say(f"{res.lab.id}: learner {lr.id} seed {lr.seed[:12]} "
+                f"{' '.join(f'{n}={v}' for n, v in lr.params.items()) or ''}".rstrip())
+        if res.missing:
+            say(f"{res.lab.id}: no learner draws {', '.join(res.missing)} (use more --seeds)")
 
     def one(item: tuple[LabDef, Run, NotebookNode]) -> Run:
         lab, run, nb = item
+        t0 = time.monotonic()
         try:
-            run.report, _ = grade(settings, client, lab, nb, student)
+            run.report, _ = grade(settings, client, lab, nb, run.learner)
         except Exception as exc:
             run.error = f"{type(exc).__name__}: {exc}"
+        run.seconds = time.monotonic() - t0
         mark = "ok" if run.verdict(lab) else "FAILED"
-        score = f"{run.report.score:g}/{run.report.max_score:g}" if run.report else run.error
-        say(f"{lab.id}: {run.kind} {run.name if run.kind == 'decoy' else ''} {score} "
-            f"failed={','.join(run.failed) or '-'} -> {mark}")
+        r = run.report
+        score = f"{r.score:g}/{r.max_score:g}" if r else run.error
+        err = f" error={','.join(run.errored)}" if run.errored else ""
+        say(f"{lab.id}: {run.learner} {run.kind} {run.name} {score} failed={','.join(run.failed) or '-'}{err} "
+            f"({run.seconds:.0f}s) -> {mark}")
         return run
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        done = list(pool.map(one, work))
-    out = []
-    for lab in labs:
-        out.append(LabResult(lab, [run for (lb, run, _), _r in zip(work, done, strict=True) if lb is lab]))
-    return out
+        list(pool.map(one, work))
+    return results

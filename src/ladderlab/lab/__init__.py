@@ -16,6 +16,14 @@ the notebook. ``lab.sh`` returns the transports' own
 :class:`~ladderlab.environments.transports.base.CommandResult`, which shows
 like a terminal.
 
+The lab controls: ``lab.reset()`` shows what a fresh environment would cost and
+``lab.reset(confirm=True)`` replaces the environment with a fresh one for the
+same seed; ``lab.extend(minutes)`` keeps it alive longer, within the course's
+``environment_max_minutes``; ``lab.hint("<check-id>")`` shows the check's next
+hint from ``lab.yaml`` and records that it was used (the grading of a
+submission records the hints used with its evidence). The status panel shows
+the time left, and a warning is shown once when less than ten minutes remain.
+
 In the sandbox this module must import with the standard library and paramiko
 only, so every heavier import happens inside the functions that need it. It
 imports nothing from ``ladderlab.grading`` at module level: the grading side
@@ -25,10 +33,13 @@ imports the learner API's connection file, never the other way round at import t
 from __future__ import annotations
 
 import base64
+import datetime
 import getpass
 import html
 import json
+import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +53,11 @@ if TYPE_CHECKING:
     from ladderlab.environments.transports.base import CommandResult
 
 MAX_WRITE = 256 * 1024
+WARN_MINUTES = 10  # the status panel, lab.sh and lab.check warn when less time than this is left
+EXTEND_EXAMPLE = 30
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")  # a learner id or lab id that is a plain file name
+_CHECK_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+MAX_HINTS_PER_CHECK = 100
 
 
 class LabError(Exception):
@@ -122,6 +138,7 @@ class Lab:
         self._conn = conn
         self._backend = backend
         self._live = live  # (settings, environment) when the kernel can reach the engine
+        self._warned: set[tuple[int, str]] = set()  # (expiry, level) warnings already shown
 
     # --- what the instructions refer to ------------------------------------------------------
     @property
@@ -159,6 +176,7 @@ class Lab:
     def sh(self, host: str, command: str, *, timeout: float = 120, check: bool = False) -> CommandResult:
         """Run a shell command as root on ``host``; ``check=True`` raises when it fails."""
         self._entry(host)
+        self._notice_expiry()
         try:
             result = self._backend.run(host, command, timeout)
         except LabError:
@@ -212,6 +230,7 @@ class Lab:
         # Only a live session (the full package, an engine) gets here: never the sandbox.
         from ladderlab.grading.feedback import FAIL, line, live_feedback
 
+        self._notice_expiry()
         settings, env = self._live
         try:
             lines = live_feedback(settings, env, self.id, list(check_ids),
@@ -227,13 +246,176 @@ class Lab:
         """Every check of the lab, as in :meth:`check` with no arguments."""
         return self.check()
 
-    # --- status ----------------------------------------------------------------------------------
-    def _time_left(self) -> str:
-        left = self._conn.expires - time.time()
-        return "expired" if left <= 0 else f"{int(left // 3600)}h{int(left % 3600 // 60):02d}m"
+    # --- hints ----------------------------------------------------------------------------------
+    def hint(self, check_id: str) -> None:
+        """Show the next hint for a check (hint 1 of N, then 2 of N...); each hint shown is recorded, and
+        the grading of your submission records how many you used."""
+        if self._conn.grading:
+            print("hints are for practice: none are shown while the grader runs this notebook")
+            return
+        settings = self._settings("lab.hint")
+        hints = _lab_hints(settings, self.id)
+        if check_id not in hints:
+            raise LabError(f"this lab has no check {check_id!r} (checks: {', '.join(hints)})")
+        texts = hints[check_id]
+        if not texts:
+            print(f"there are no hints for {check_id}")
+            return
+        path = hint_log_path(settings.state_dir, self.learner, self.id)
+        if path is None:
+            raise LabError(f"learner id {self.learner!r} cannot keep a hint log")
+        try:
+            index = use_hint(path, check_id, len(texts))
+        except OSError as exc:
+            raise LabError(f"could not record the hint's use in {path}: {exc}") from None
+        if index is None:
+            print(f"no more hints for {check_id}: you have seen all {len(texts)}:")
+            for i, text in enumerate(texts, 1):
+                print(f"  {i}. {text}")
+            return
+        print(f"hint {index + 1} of {len(texts)} for {check_id}: {texts[index]}")
+        if index + 1 < len(texts):
+            print(f"  (lab.hint({check_id!r}) again for the next one; hints you use are recorded with your "
+                  f"submission)")
+        else:
+            print("  (that was the last one; hints you use are recorded with your submission)")
 
+    def hints_used(self) -> dict[str, int]:
+        """How many hints you have seen, per check of this lab."""
+        try:
+            settings = self._settings("lab.hints_used")
+        except LabError:
+            return {}
+        return hints_used(settings.state_dir, self.learner, self.id)
+
+    def _settings(self, what: str) -> Any:
+        if self._live is not None:
+            return self._live[0]
+        from ladderlab.config import Settings
+        from ladderlab.errors import LadderlabError
+
+        try:
+            return Settings.from_env()
+        except LadderlabError:
+            raise LabError(f"{what} needs the course files, which this session cannot see "
+                           f"(it reaches its environment over SSH)") from None
+
+    # --- the environment's lifetime -------------------------------------------------------------
+    def extend(self, minutes: float) -> None:
+        """Keep the environment alive ``minutes`` longer, up to the course's limit from its start."""
+        if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 < minutes < math.inf:
+            raise LabError(f"lab.extend(minutes): give a positive number of minutes, e.g. "
+                           f"lab.extend({EXTEND_EXAMPLE}), not {minutes!r}")
+        if self._conn.grading:
+            raise LabError("a graded run cannot extend its environment: the grader gives it the time it needs")
+        if self._live is None:
+            raise LabError("this session reaches its environment over SSH: extend it where it runs "
+                           "(ask whoever gave you the connection file)")
+        from ladderlab.course import load_course
+        from ladderlab.environments import runtime
+        from ladderlab.errors import LadderlabError
+
+        settings, env = self._live
+        try:
+            limit = load_course(settings.course_file, "course.yaml").policies.environment_limit_minutes
+        except LadderlabError as exc:
+            raise LabError(str(exc)) from None
+        record = runtime.load_record(settings, self.env_id)
+        if record is None:
+            raise LabError(f"environment {self.env_id} is gone (stopped or removed): "
+                           f"lab.reset(confirm=True) brings a fresh one")
+        try:
+            new = extended_expiry(record.created, record.expires, float(minutes), limit, time.time())
+        except ValueError as exc:
+            raise LabError(str(exc)) from None
+        record.expires = new
+        runtime._save_record(settings, record)  # the reaper and a reattaching start() read it there
+        env.record.expires = new
+        self._conn = replace(self._conn, expires=new)
+        until = datetime.datetime.fromtimestamp(new).strftime("%H:%M")
+        print(f"environment {self.env_id} extended by {minutes:g} min: {format_left(new - time.time())} left "
+              f"(until {until}); the course lets an environment live {format_left(limit * 60)} from its start")
+
+    def _expires(self) -> float:
+        """The current expiry (re-read from the environment's record: another kernel may have extended it)."""
+        if self._live is not None:
+            from ladderlab.environments.runtime import load_record
+
+            try:
+                record = load_record(self._live[0], self.env_id)
+            except Exception:  # reading the time left never breaks the command that asked
+                record = None
+            if record is not None and record.expires != self._conn.expires:
+                self._conn = replace(self._conn, expires=record.expires)
+        return self._conn.expires
+
+    def _time_left(self) -> str:
+        return format_left(self._expires() - time.time())
+
+    def _expiry_warning(self, *, once: bool) -> str | None:
+        """The warning for the time left, if any; with ``once``, None when it was shown for this expiry."""
+        if self._conn.grading:
+            return None
+        expires = self._expires()
+        left = expires - time.time()
+        level = expiry_level(left)
+        if level is None:
+            return None
+        key = (int(expires), level)
+        if once and key in self._warned:
+            return None
+        self._warned.add(key)
+        return expiry_warning(level, left)
+
+    def _notice_expiry(self) -> None:
+        warning = self._expiry_warning(once=True)
+        if warning:
+            print(warning, file=sys.stderr)
+
+    # --- reset -----------------------------------------------------------------------------------
+    def reset(self, *, confirm: bool = False) -> None:
+        """Replace the environment with a fresh one for the same seed (the same values). Without
+        ``confirm=True`` it only shows what would be lost."""
+        if self._conn.grading:
+            raise LabError("a graded run never resets: the grader started this environment fresh for your notebook")
+        if self._live is None:
+            raise LabError("this session reaches its environment over SSH: reset it where it runs "
+                           "(`ladderlab env down ID`, then a new connection file from `ladderlab env connect`)")
+        settings, env = self._live
+        record = env.record
+        if not confirm:
+            _show(_Notice(*reset_notice(self.id, record.id, list(record.hosts), record.created, time.time())))
+            return
+        from ladderlab.environments import runtime
+
+        transport = self._backend.transport if isinstance(self._backend, _DockerBackend) else "docker"
+        self._backend.close()
+        print(f"removing {record.id} ...", file=sys.stderr)
+        try:
+            env.down()
+        except Exception as exc:
+            raise LabError(f"could not remove {record.id}: {exc}".splitlines()[0]) from None
+        print(f"starting a fresh {record.env} environment for the same seed ...", file=sys.stderr)
+        try:
+            fresh = runtime.up(settings, record.env, client=env.client, learner=record.learner,
+                               lab=record.lab or self.id, seed=record.seed,
+                               overrides={k: str(v) for k, v in record.params.items()})
+        except Exception as exc:
+            raise LabError(f"{record.id} is removed, but a fresh environment did not start: "
+                           f"{exc}".splitlines()[0] + f" (ladderlab.start({self.id!r}) tries again)") from None
+        self._live = (settings, fresh)
+        self._backend = _DockerBackend(fresh, transport)
+        self._conn = live_connection(settings, fresh, self.id)
+        self._warned.clear()
+        print(f"{record.id} removed; fresh environment {fresh.id} started with the same values", file=sys.stderr)
+        _display(self)
+
+    # --- status ----------------------------------------------------------------------------------
     def __repr__(self) -> str:
         lines = [f"lab {self.id} - learner {self.learner} - environment {self.env_id} - {self._time_left()} left"]
+        warning = self._expiry_warning(once=False)
+        if warning:
+            lines.append(warning)
         for name, h in self._conn.hosts.items():
             lines.append(f"  {name:<10} {h.role:<8} {h.address}")
         if self._conn.params:
@@ -246,8 +428,12 @@ class Lab:
                        for n, h in self._conn.hosts.items())
         params = "".join(f"<tr><td><code>{e(k)}</code></td><td><code>{e(str(v))}</code></td></tr>"
                          for k, v in self._conn.params.items())
+        warning = self._expiry_warning(once=False)
+        banner = (f'<div style="background:#fff4ce;border:1px solid #e0b400;padding:4px 8px;margin:4px 0">'
+                  f"{e(warning)}</div>") if warning else ""
         return (f"<div><b>{e(self.id)}</b> &middot; learner <code>{e(self.learner)}</code> &middot; "
-                f"environment <code>{e(self.env_id)}</code> &middot; {e(self._time_left())} left"
+                f"environment <code>{e(self.env_id)}</code> &middot; <b>{e(self._time_left())}</b> left"
+                f"{banner}"
                 f"<table><tr><th>host</th><th>role</th><th>address</th></tr>{rows}</table>"
                 f"<table><tr><th>parameter</th><th>your value</th></tr>{params}</table></div>")
 
@@ -256,6 +442,157 @@ class Lab:
         self._backend.close()
         if self._live is not None:
             self._live[1].down()
+
+
+# --- the lab controls' logic (standard library only: this module imports in the sandbox) ------------
+
+
+def format_left(seconds: float) -> str:
+    """``1h05m`` (``expired`` when none is left)."""
+    if seconds <= 0:
+        return "expired"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def expiry_level(seconds_left: float) -> str | None:
+    """``expired``, ``low`` (less than :data:`WARN_MINUTES` left) or None."""
+    if seconds_left <= 0:
+        return "expired"
+    if seconds_left < WARN_MINUTES * 60:
+        return "low"
+    return None
+
+
+def expiry_warning(level: str, seconds_left: float) -> str:
+    if level == "expired":
+        return ("\u26a0 this lab environment has expired: ladderlab may remove it at any moment. "
+                "lab.reset(confirm=True) brings a fresh one (your notebook is kept).")
+    minutes = max(1, math.ceil(seconds_left / 60))
+    return (f"\u26a0 {minutes} minute{'s' if minutes != 1 else ''} left in this lab environment: "
+            f"lab.extend({EXTEND_EXAMPLE}) adds time (within the course's limit). When it expires, its hosts "
+            f"and what you did on them are gone; your notebook is kept.")
+
+
+def extended_expiry(created: float, expires: float, minutes: float, limit_minutes: int, now: float) -> float:
+    """The expiry after extending by ``minutes``; ValueError when it is past, or past the limit (counted
+    from ``created``)."""
+    if expires <= now:
+        raise ValueError("this environment has expired and may be removed at any moment: "
+                         "lab.reset(confirm=True) brings a fresh one")
+    room = max(0.0, created + limit_minutes * 60 - expires)
+    if minutes * 60 > room + 1:
+        raise ValueError(f"lab.extend({minutes:g}): the course lets an environment live "
+                         f"{format_left(limit_minutes * 60)} from its start; this one can be extended by "
+                         f"{int(room // 60)} more minute{'s' if int(room // 60) != 1 else ''}")
+    return expires + minutes * 60
+
+
+def reset_notice(lab_id: str, env_id: str, hosts: list[str], created: float, now: float) -> tuple[str, str]:
+    """What ``lab.reset()`` without ``confirm`` shows: (text, html)."""
+    since = datetime.datetime.fromtimestamp(created).strftime("%H:%M")
+    ago = max(0, int((now - created) // 60))
+    lost = (f"the hosts {', '.join(hosts)} as they are now: everything done on them since the environment "
+            f"started at {since} ({ago} min ago): files, firewall rules, services, packages")
+    kept = "this notebook, your recorded answers (lab.answer) and the hints you used"
+    text = (f"lab.reset() removes environment {env_id} and starts a fresh one for {lab_id} with your same "
+            f"values (same seed, same parameters).\n  lost: {lost}\n  kept: {kept}\n"
+            f"to go ahead: lab.reset(confirm=True)")
+    e = html.escape
+    markup = (f'<div style="border:1px solid #e0b400;background:#fff8e1;padding:6px 10px">'
+              f"<b>lab.reset()</b> removes environment <code>{e(env_id)}</code> and starts a fresh one for "
+              f"<code>{e(lab_id)}</code> with your same values (same seed, same parameters).<ul>"
+              f"<li><b>Lost:</b> {e(lost)}</li><li><b>Kept:</b> {e(kept)}</li></ul>"
+              f"To go ahead: <code>lab.reset(confirm=True)</code></div>")
+    return text, markup
+
+
+class _Notice:
+    """One cell output: plain text, or HTML in a notebook."""
+
+    def __init__(self, text: str, markup: str) -> None:
+        self.text = text
+        self.markup = markup
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str:
+        return self.markup
+
+
+def hint_log_path(state_dir: Path, learner: str, lab_id: str) -> Path | None:
+    """``<state>/hints/<learner>/<lab>.json``; None for an id that is not a plain name (never a path elsewhere)."""
+    if not (_SAFE_ID.fullmatch(learner) and _SAFE_ID.fullmatch(lab_id)):
+        return None
+    return state_dir / "hints" / learner / f"{lab_id}.json"
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _counts(raw: Any) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in sorted(raw.items())
+            if isinstance(k, str) and len(k) <= 64 and _CHECK_ID.fullmatch(k)
+            and isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_HINTS_PER_CHECK}
+
+
+def hints_used(state_dir: Path, learner: str, lab_id: str) -> dict[str, int]:
+    """How many hints ``learner`` has seen per check of ``lab_id`` (checks with none left out)."""
+    path = hint_log_path(state_dir, learner, lab_id)
+    return {} if path is None else _counts(_read_json_object(path).get("used"))
+
+
+def use_hint(path: Path, check_id: str, available: int, now: float | None = None) -> int | None:
+    """Record that the next hint of ``check_id`` is shown and return its index (0-based); None, recording
+    nothing, when all ``available`` hints were used. Writers take turns (a lock file); the log is replaced
+    atomically."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = os.open(path.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = _read_json_object(path)
+        used = _counts(data.get("used"))
+        n = used.get(check_id, 0)
+        if n >= min(available, MAX_HINTS_PER_CHECK):
+            return None
+        used[check_id] = n + 1
+        events = data.get("events")
+        events = [ev for ev in events if isinstance(ev, dict)] if isinstance(events, list) else []
+        events.append({"check": check_id, "hint": n + 1, "at": int(time.time() if now is None else now)})
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"version": 1, "used": used, "events": events[-1000:]}, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+        return n
+    finally:
+        os.close(lock)
+
+
+def _lab_hints(settings: Any, lab_id: str) -> dict[str, list[str]]:
+    """check id -> its hints, from the lab's ``lab.yaml`` (every check, hidden ones too: hints are written
+    for learners)."""
+    from ladderlab.course import load_course
+    from ladderlab.course.labs import LabSpec
+    from ladderlab.course.loading import load_model
+    from ladderlab.errors import LadderlabError
+
+    try:
+        load_course(settings.course_file, "course.yaml").lab(lab_id)
+        spec = load_model(settings.root / "labs" / lab_id / "lab.yaml", LabSpec, f"labs/{lab_id}/lab.yaml")
+    except LadderlabError as exc:
+        raise LabError(str(exc)) from None
+    except KeyError:
+        raise LabError(f"course.yaml has no lab {lab_id!r}") from None
+    return {cid: list(c.hints) for cid, c in spec.checks.items()}
 
 
 def _read_answers(path: Path) -> dict[str, Any]:
@@ -334,16 +671,21 @@ def _start_live(lab_id: str, learner: str | None, fresh: bool, transport: str) -
 
 
 def _display(lab: Lab) -> None:
+    _show(lab)
+
+
+def _show(obj: object) -> None:
+    """One cell output: rich in a notebook, else its text."""
     try:
         from IPython import get_ipython
         from IPython.display import display
     except ImportError:
-        print(repr(lab))
+        print(repr(obj))
         return
     if get_ipython() is None:
-        print(repr(lab))
+        print(repr(obj))
     else:
-        display(lab)
+        display(obj)
 
 
 def sh_magic(line: str, cell: str) -> CommandResult | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +17,30 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-def evidence_from_report(course_id: str, report: Any) -> Evidence:
-    """The evidence of one grading (a :class:`~ladderlab.grading.pipeline.GradeReport`)."""
+def hints_for(settings: Settings, learner: str, lab: str, checks: Iterable[str]) -> dict[str, int]:
+    """The hints ``learner`` has seen so far for the checks of ``lab`` (``lab.hint``: its log in the state dir)."""
+    from ladderlab.lab import hints_used
+
+    wanted = set(checks)
+    return {k: v for k, v in hints_used(settings.state_dir, learner, lab).items() if k in wanted}
+
+
+def evidence_from_report(course_id: str, report: Any, hints: dict[str, int] | None = None) -> Evidence:
+    """The evidence of one grading (a :class:`~ladderlab.grading.pipeline.GradeReport`), with the hints
+    the learner used (check id -> count)."""
     return Evidence(
         course=course_id, learner=report.student, lab=report.lab,
         checks=tuple(CheckResult(c.id, c.points, c.max_points, c.passed) for c in report.checks),
         score=report.score, max_score=report.max_score, passed=report.passed, threshold=report.threshold,
         seed=report.seed, submission_hash=report.submission_hash, image_digests=dict(report.image_digests),
-        check_suite_hash=report.check_suite_hash, grader_version=__version__, recorded_at=now(), source="grading")
+        check_suite_hash=report.check_suite_hash, grader_version=__version__, recorded_at=now(), source="grading",
+        hints=dict(hints or {}))
 
 
 def record(settings: Settings, course_id: str, report: Any, url: str | None = None) -> int:
-    """Append the evidence of one grading; return its sequence number."""
-    return Store.open(settings, url).append(evidence_from_report(course_id, report)).seq
+    """Append the evidence of one grading, with the hints the learner used so far; return its sequence number."""
+    hints = hints_for(settings, report.student, report.lab, [c.id for c in report.checks])
+    return Store.open(settings, url).append(evidence_from_report(course_id, report, hints)).seq
 
 
 def rebuild_from_gradebook(settings: Settings, course: Any, course_root: Path, store: Store,
@@ -40,7 +52,8 @@ def rebuild_from_gradebook(settings: Settings, course: Any, course_root: Path, s
     (:func:`ladderlab.grading.pipeline.submission_hash` over the submitted notebook), so rebuilding
     into the store that autograde wrote to adds nothing. Evidence is built from the automatic scores
     of the check cells only (``auto_score``): a manual override in the gradebook (``manual_score``,
-    which a formgrader user can set) never becomes evidence.
+    which a formgrader user can set) never becomes evidence. The hints recorded are those the learner's
+    hint log holds when the rebuild runs.
     """
     import nbformat
     from nbgrader.api import Gradebook, MissingEntry
@@ -94,7 +107,8 @@ def rebuild_from_gradebook(settings: Settings, course: Any, course_root: Path, s
                     max_score=max_score, passed=max_score > 0 and score >= threshold * max_score - 1e-9,
                     threshold=threshold, seed=derive_seed(course.id, student.id, lab.id, secret=key),
                     submission_hash=digest, image_digests={}, check_suite_hash=lab_def.suite_hash(),
-                    grader_version=__version__, recorded_at=str(submission.timestamp or now()), source="gradebook"))
+                    grader_version=__version__, recorded_at=str(submission.timestamp or now()), source="gradebook",
+                    hints=hints_for(settings, student.id, lab.id, wanted)))
                 known.add((student.id, lab.id, digest))
                 added += 1
     return added

@@ -7,8 +7,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ladderlab.course import Course
-from ladderlab.ladder.evidence import Entry
+from ladderlab.ladder.evidence import Entry, Evidence
 from ladderlab.ladder.rules import Progress, cell_labs, counted, ladder_for
+
+
+def outcome_label(ev: Evidence) -> str:
+    """``passed, 2 hints`` / ``passed, no hints`` / ``not passed, 1 hint``; the hints left out for an entry
+    recorded before hints were."""
+    verdict = "passed" if ev.passed else "not passed"
+    total = ev.hints_total
+    if total is None:
+        return verdict
+    return f"{verdict}, {'no' if total == 0 else total} hint{'' if total == 1 else 's'}"
 
 
 @dataclass

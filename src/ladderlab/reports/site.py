@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ladderlab.ladder.rules import Progress
-from ladderlab.reports.data import ReportData
+from ladderlab.reports.data import ReportData, outcome_label
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d2430;max-width:1200px}
@@ -132,7 +132,11 @@ def engineer_page(data: ReportData, p: Progress, title: str) -> str:
                 continue
             ev = best.evidence
             checks = ", ".join(c.id for c in ev.checks if c.passed)
-            evidence.append(f"<li><b>{e(titles.get(lab_id, lab_id))}</b> ({e(lab_id)}): {ev.score:g}/{ev.max_score:g}"
+            used = ", ".join(f"{k}: {v}" for k, v in sorted((ev.hints or {}).items()))
+            outcome = (f'<span class="outcome" title="hints used per check: {e(used)}">{e(outcome_label(ev))}</span>'
+                       if used else f'<span class="outcome">{e(outcome_label(ev))}</span>')
+            evidence.append(f"<li><b>{e(titles.get(lab_id, lab_id))}</b> ({e(lab_id)}): {outcome}, "
+                            f"{ev.score:g}/{ev.max_score:g}"
                             f" on {e(ev.recorded_at[:10])}; checks passed: {e(checks)} "
                             f'<span class="muted">entry #{best.seq}, {e(best.hash[:12])}</span></li>')
         track = course.track(track_id)
@@ -162,7 +166,7 @@ def exports(data: ReportData) -> dict[str, str]:
     tracks = [t.id for t in data.course.ladder.tracks]
     ladder_rows: list[list[Any]] = [["learner", "track", "level"]]
     evidence_rows: list[list[Any]] = [
-        ["learner", "lab", "passed", "score", "max_score", "entry", "hash", "recorded_at"]]
+        ["learner", "lab", "passed", "score", "max_score", "entry", "hash", "recorded_at", "hints"]]
     learners = []
     for learner, p in data.ladder.items():
         ladder_rows += [[learner, t, p.levels[t]] for t in tracks]
@@ -171,10 +175,13 @@ def exports(data: ReportData) -> dict[str, str]:
             if best is not None:
                 ev = best.evidence
                 evidence_rows.append([learner, lab_id, status.passed, ev.score, ev.max_score, best.seq, best.hash,
-                                      ev.recorded_at])
+                                      ev.recorded_at, "" if ev.hints_total is None else ev.hints_total])
         learners.append({"learner": learner, "levels": p.levels,
                          "demonstrated": [f"{t}:{lvl}" for (t, lvl), c in sorted(p.cells.items()) if c.demonstrated],
-                         "labs": {lab: s.passed for lab, s in sorted(p.labs.items())}})
+                         "labs": {lab: s.passed for lab, s in sorted(p.labs.items())},
+                         # hints used in the evidence behind each lab (null: recorded before hints were)
+                         "hints": {lab: s.best.evidence.hints_total if s.best else None
+                                   for lab, s in sorted(p.labs.items())}})
     labs_rows: list[list[Any]] = [["lab", "learners", "passed", "pass_rate", "attempts"]]
     labs_rows += [[s.lab, s.learners, s.passed, round(s.pass_rate, 4), s.attempts] for s in data.labs.values()]
     report = {"course": data.course.id, "generated": data.generated, "entries": data.entries, "learners": learners,
