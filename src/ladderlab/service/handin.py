@@ -28,15 +28,17 @@ def _quiet(_: str) -> None:
     return None
 
 
-def ensure_released(settings: Settings, paths: ServicePaths, say: Say = _quiet) -> Any:
-    """The course root, the exchange and every published lab released (cheap when nothing changed)."""
+def ensure_released(settings: Settings, paths: ServicePaths, say: Say = _quiet,
+                    only: list[str] | None = None) -> Any:
+    """The course root, the exchange and the published labs (``only`` those) released (cheap when nothing
+    changed)."""
     from ladderlab.course import load_course
     from ladderlab.course.labs import load_labs
     from ladderlab.grading.checks import load_graders
     from ladderlab.service.workspace import prepare_course_root, release
 
     course = load_course(settings.course_file, "course.yaml")
-    labs = load_labs(settings, course, None, registry=load_graders(settings.root))
+    labs = load_labs(settings, course, only, registry=load_graders(settings.root))
     prepare_course_root(settings, paths, labs)
     release(paths, labs, say)
     return course
@@ -81,11 +83,12 @@ def submit(settings: Settings, lab_id: str, notebook: Path, learner: str, *, say
     """Hand ``notebook`` in and wait for its grading (by the running service, or one started here)."""
     from ladderlab.service.queue import GradingService, ServiceLock, wait_for
 
+    from ladderlab.course import load_course
+    from ladderlab.course.labs import chosen_labs
+
     paths = paths or ServicePaths.of(settings)
-    course = ensure_released(settings, paths, say)
-    published = [lab.id for lab in course.labs if lab.status == "published"]
-    if lab_id not in published:
-        raise UsageError(f"unknown lab {lab_id!r} (published labs: {', '.join(published)})")
+    chosen_labs(load_course(settings.course_file, "course.yaml"), [lab_id])  # a clear error for an unknown lab
+    course = ensure_released(settings, paths, say, only=[lab_id])
     key = hand_in(paths, course.id, lab_id, notebook, learner)
     say(f"handed in {lab_id} as {learner} ({key})")
     lock = ServiceLock(paths.lock)

@@ -114,13 +114,22 @@ def prepare_course_root(settings: Settings, paths: ServicePaths, labs: Sequence[
     paths.exchange.chmod(0o755)
 
 
+def learner_cache(paths: ServicePaths, learner: str) -> Path:
+    """The learner's own nbgrader cache (their submissions' secrets). One per learner: nbgrader's Fetch
+    Feedback takes feedback for every submission in the cache it is given, whoever handed it in."""
+    from ladderlab.course.seeds import check_learner
+
+    return paths.learner_cache / check_learner(learner)
+
+
 def learner_config(paths: ServicePaths, course_id: str, learner: str) -> Path:
     """Write the learner server's Jupyter config dir: nbgrader's exchange for the workspace, instructor tools off."""
     conf = paths.jupyter_config
     (conf / "labconfig").mkdir(parents=True, exist_ok=True)
-    paths.learner_cache.mkdir(parents=True, exist_ok=True)
+    cache = learner_cache(paths, learner)
+    cache.mkdir(parents=True, exist_ok=True)
     (conf / "nbgrader_config.py").write_text(LEARNER_CONFIG.format(
-        course_id=course_id, learner=learner, exchange=str(paths.exchange), cache=str(paths.learner_cache),
+        course_id=course_id, learner=learner, exchange=str(paths.exchange), cache=str(cache),
         workspace=str(paths.workspace)))
     (conf / "labconfig" / "page_config.json").write_text(json.dumps(
         {"disabledExtensions": dict.fromkeys(INSTRUCTOR_PLUGINS, True)}, indent=1))
@@ -185,7 +194,7 @@ def _learner_exchange_config(paths: ServicePaths, course_id: str, learner: str, 
     config.CourseDirectory.assignment_id = lab_id
     config.CourseDirectory.student_id = learner
     config.Exchange.root = str(paths.exchange)
-    config.Exchange.cache = str(paths.learner_cache)
+    config.Exchange.cache = str(learner_cache(paths, learner))
     config.Exchange.assignment_dir = str(paths.workspace)
     return config
 
