@@ -81,10 +81,9 @@ def submit(settings: Settings, lab_id: str, notebook: Path, learner: str, *, say
            on_change: Callable[[Submission], None] | None = None, timeout: float = WAIT_SECONDS,
            paths: ServicePaths | None = None) -> Submission:
     """Hand ``notebook`` in and wait for its grading (by the running service, or one started here)."""
-    from ladderlab.service.queue import GradingService, ServiceLock, wait_for
-
     from ladderlab.course import load_course
     from ladderlab.course.labs import chosen_labs
+    from ladderlab.service.queue import GradingService, ServiceLock, wait_for
 
     paths = paths or ServicePaths.of(settings)
     chosen_labs(load_course(settings.course_file, "course.yaml"), [lab_id])  # a clear error for an unknown lab
