@@ -66,11 +66,15 @@ def prepare_workspace(settings: Settings, workspace: Path | None, say: Say) -> t
 
     paths = ServicePaths.of(settings, workspace)
     learner = check_learner(learner_id())
-    course = ensure_released(settings, paths, say)
+    course = ensure_released(settings, paths, say, skip_broken=True)
     published = [lab.id for lab in course.labs if lab.status == "published"]
     fill(paths, course.id, learner, published, say, start_here=settings.root / "start-here.ipynb")
     conf = learner_config(paths, course.id, learner)
     return paths, learner, workspace_environment(settings, paths.workspace, conf, learner)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run_workspace(settings: Settings, port: int, say: Say, *, workspace: Path | None = None,
@@ -90,6 +94,9 @@ def run_workspace(settings: Settings, port: int, say: Say, *, workspace: Path | 
         say(f"a grading service already runs for {settings.cache_dir} (pid in {paths.lock}): using it")
     argv = jupyter_command(settings, port, token, root_dir=paths.workspace)
     say(f"JupyterLab on your workspace {paths.workspace} as {learner}: http://{LOOPBACK}:{port}/ (Ctrl-C to stop)")
+    # SIGTERM (kill, systemd, a test) stops like Ctrl-C: without this, Python dies at once and leaves
+    # JupyterLab and its kernels running unowned, the port taken.
+    signal.signal(signal.SIGTERM, _interrupt)
     proc = subprocess.Popen(argv, env=env)
     try:
         return proc.wait()

@@ -150,7 +150,22 @@ def _get(url, token):
         return resp.status, resp.read()
 
 
-FORBIDDEN_TEXT = ("### BEGIN SOLUTION", "### BEGIN HIDDEN TESTS", "must_fail", "grader:")
+FORBIDDEN_TEXT = ("### BEGIN SOLUTION", "### BEGIN HIDDEN TESTS", "must_fail:", "violates:")
+
+
+def _secrets(settings):
+    """Every solution block and hidden check cell of the course's source notebooks, as text."""
+    import re
+
+    out = []
+    for nb_path in (settings.root / "labs").glob("*/*.ipynb"):
+        for cell in nbformat.read(str(nb_path), as_version=4).cells:
+            out += [m.strip() for m in re.findall(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", cell.source, re.S)
+                    if len(m.strip()) > 20]
+            out += [m.strip() for m in re.findall(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", cell.source,
+                                                  re.S)]
+    assert out
+    return out
 FORBIDDEN_NAMES = {"lab.yaml", "decoys", "graders", "course.yaml", "README.md", "solutions", "environments",
                    "nbgrader_config.py", "gradebook.db"}
 
@@ -173,6 +188,7 @@ def test_the_workspace_holds_released_notebooks_only(home, settings):
                 assert time.monotonic() < deadline, "JupyterLab did not answer"
                 time.sleep(0.5)
         seen, notebooks = [], []
+        secrets = _secrets(settings)
 
         def walk(path):
             _, body = _get(f"{base}/api/contents/{path}", token)
@@ -182,9 +198,12 @@ def test_the_workspace_holds_released_notebooks_only(home, settings):
                 if item["type"] == "directory":
                     walk(item["path"])
                 else:
-                    _, raw = _get(f"{base}/api/contents/{item['path']}?content=1&format=text&type=file", token)
-                    text = json.loads(raw)["content"]
+                    _, raw = _get(f"{base}/api/contents/{item['path']}?content=1", token)
+                    content = json.loads(raw)["content"]
+                    text = "\n".join(c["source"] for c in content["cells"]) if item["type"] == "notebook" \
+                        else str(content)
                     assert not any(bad in text for bad in FORBIDDEN_TEXT), item["path"]
+                    assert not any(secret in text for secret in secrets), item["path"]
                     notebooks.append(item["path"])
 
         walk("")

@@ -300,6 +300,42 @@ class Lab:
             raise LabError(f"{what} needs the course files, which this session cannot see "
                            f"(it reaches its environment over SSH)") from None
 
+    # --- hand in -----------------------------------------------------------------------------------
+    def submit(self, notebook: str | None = None, *, timeout: float = 1800) -> Any:
+        """Hand this lab's notebook in (nbgrader's exchange, as the Assignments panel's *Submit* does), show the
+        grading's progress and then its result; after a pass, your ladder.
+
+        The notebook must be saved first: what is handed in is the file, not this kernel's memory.
+        """
+        if self.grading:
+            print("lab.submit(): nothing is handed in while the notebook is being graded")
+            return None
+        settings = self._settings("lab.submit")
+        from ladderlab.service.handin import describe, kernel_notebook, submit, unsaved_cells
+
+        path = kernel_notebook(self.id, notebook)
+        if not path.is_file():
+            raise LabError(f"no notebook at {path}: save this notebook, or give its path: lab.submit('path.ipynb')")
+        missing = unsaved_cells(path, _executed_cells()) if notebook is None else []
+        if missing:
+            first = missing[0].strip().splitlines()[0][:60]
+            raise LabError(f"{path.name} has unsaved changes (code this kernel ran is not in the file, e.g. "
+                           f"{first!r}): save it (Ctrl+S) and run lab.submit() again")
+        handle = _Progress()
+
+        def on_change(sub: Any) -> None:
+            handle.show(f"{self.id}: {sub.status}{' — ' + sub.stage if sub.stage else ''}")
+
+        handle.show(f"{self.id}: handing in {path.name} as {self.learner}")
+        sub = submit(settings, self.id, path, self.learner, on_change=on_change, timeout=timeout)
+        lines = describe(sub)
+        handle.show("\n".join(lines))
+        if sub.passed:
+            from ladderlab.lab.ladder_view import my_ladder
+
+            _show(my_ladder(self.learner))
+        return sub
+
     # --- the environment's lifetime -------------------------------------------------------------
     def extend(self, minutes: float) -> None:
         """Keep the environment alive ``minutes`` longer, up to the course's limit from its start."""
@@ -668,6 +704,44 @@ def _start_live(lab_id: str, learner: str | None, fresh: bool, transport: str) -
         raise LabError(str(exc)) from None
     conn = live_connection(settings, env, lab_id)
     return Lab(lab_id, conn, _DockerBackend(env, transport), live=(settings, env))
+
+
+def _executed_cells() -> list[str]:
+    """The code this kernel ran before the current cell (IPython's input history), or nothing outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return []
+    ip = get_ipython()
+    if ip is None:
+        return []
+    history: list[str] = list(ip.history_manager.input_hist_raw)
+    return [h for h in history[1:-1] if h.strip()]
+
+
+class _Progress:
+    """One cell output, updated in place while a submission is graded (printed lines outside a notebook)."""
+
+    def __init__(self) -> None:
+        self._handle: Any = None
+
+    def show(self, text: str) -> None:
+        from html import escape
+
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:
+            print(text)
+            return
+        if get_ipython() is None:
+            print(text)
+            return
+        notice = _Notice(text, f"<pre>{escape(text)}</pre>")
+        if self._handle is None:
+            self._handle = display(notice, display_id=True)
+        else:
+            self._handle.update(notice)
 
 
 def _display(lab: Lab) -> None:

@@ -7,6 +7,16 @@ from html import escape as e
 from typing import Any
 
 
+def notebook_link(lab_id: str) -> str:
+    """Where a lab's notebook is, relative to start-here.ipynb: the workspace's released copy when JupyterLab
+    serves a workspace (``ladderlab lab``), else the course's source (``ladderlab lab --author``)."""
+    import os
+
+    if os.environ.get("LADDERLAB_WORKSPACE"):
+        return f"{lab_id}/{lab_id}.ipynb"
+    return f"labs/{lab_id}/{lab_id}.ipynb"
+
+
 @dataclass
 class LadderView:
     learner: str
@@ -28,7 +38,7 @@ class LadderView:
         for t in self.course.ladder.tracks:
             lines.append(f"  {t.name:<28} level {self.progress.levels[t.id]}")
         for name, level, lab, title in self.next_labs():
-            lines.append(f"  next: {name} L{level} <- {lab} ({title}): labs/{lab}/{lab}.ipynb")
+            lines.append(f"  next: {name} L{level} <- {lab} ({title}): {notebook_link(lab)}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -38,7 +48,7 @@ class LadderView:
             f"<li><b>{e(self.course.track(t).name)} L{lvl}</b>: {e(self.course.cell(t, lvl).text)}</li>"
             for (t, lvl), c in sorted(self.progress.cells.items())
             if c.demonstrated and lvl <= self.progress.levels[t])
-        nxt = "".join(f'<li>{e(name)} L{level}: <a href="labs/{e(lab)}/{e(lab)}.ipynb">{e(title)}</a> '
+        nxt = "".join(f'<li>{e(name)} L{level}: <a href="{e(notebook_link(lab))}">{e(title)}</a> '
                       f"(<code>{e(lab)}</code>)</li>" for name, level, lab, title in self.next_labs())
         return (f"<div><h3>Your ladder, {e(self.learner)}</h3><table><tr><th>track</th><th>level</th></tr>{rows}"
                 f"</table><h4>Demonstrated</h4><ul>{shown or '<li>nothing yet</li>'}</ul>"

@@ -29,16 +29,26 @@ def _quiet(_: str) -> None:
 
 
 def ensure_released(settings: Settings, paths: ServicePaths, say: Say = _quiet,
-                    only: list[str] | None = None) -> Any:
+                    only: list[str] | None = None, skip_broken: bool = False) -> Any:
     """The course root, the exchange and the published labs (``only`` those) released (cheap when nothing
     changed)."""
     from ladderlab.course import load_course
-    from ladderlab.course.labs import load_labs
+    from ladderlab.course.labs import chosen_labs, load_lab, load_labs
+    from ladderlab.errors import ConfigError
     from ladderlab.grading.checks import load_graders
     from ladderlab.service.workspace import prepare_course_root, release
 
     course = load_course(settings.course_file, "course.yaml")
-    labs = load_labs(settings, course, only, registry=load_graders(settings.root))
+    registry = load_graders(settings.root)
+    if skip_broken:  # the workspace opens with every lab that loads; a broken one is named, not fatal
+        labs = []
+        for lab_id in chosen_labs(course, only):
+            try:
+                labs.append(load_lab(settings, course, lab_id, registry=registry))
+            except ConfigError as exc:
+                say(f"warning: {lab_id} is not released: {exc}")
+    else:
+        labs = load_labs(settings, course, only, registry=registry)
     prepare_course_root(settings, paths, labs)
     release(paths, labs, say)
     return course
