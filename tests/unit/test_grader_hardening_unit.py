@@ -386,7 +386,16 @@ def test_rule_file_names_and_promtool_output_with_control_characters(ch):
     ("https://www.example.test\x1b[0m/", False), ("https://www.example.test\n.evil/", False),
 ])
 def test_redirect_target_is_parsed_not_prefix_matched(location, good):
-    probe = FakeRunner([(r"urllib", json.dumps({"status": 301, "location": location}), 0)])
+    class Probe(FakeRunner):  # ``location`` for /, a correct redirect for the deeper path the check asks next
+        def run(self, command, *args, timeout=None):
+            from urllib.parse import urlsplit
+
+            from ladderlab.environments.transports import CommandResult
+            url = urlsplit(str(args[1]))
+            here = location if url.path == "/" else f"https://www.example.test{url.path}?{url.query}"
+            return CommandResult("x", 0, json.dumps({"status": 301, "location": here}), "")
+
+    probe = Probe()
     v = evaluate(Ctx({"probe": probe}), REGISTRY["tls.redirects_to_https"], {"host": "web",
                                                                                "server_name": "www.example.test"})
     assert v.passed is good and v.status != "error" and v.feedback.isprintable()

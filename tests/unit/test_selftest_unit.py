@@ -1,0 +1,121 @@
+"""The self-test's plan (no Docker): which learners, which gradings; other correct solutions load or fail clearly."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from ladderlab.config import Settings
+from ladderlab.course import load_course
+from ladderlab.course.labs import load_lab
+from ladderlab.errors import ConfigError
+from ladderlab.grading.checks import load_graders
+from ladderlab.grading.selftest import Learner, choose_learners, env_choices, learners_for, plan, uncovered
+
+LAB = "sec-1-iptables-hardening"
+
+
+def fake_draws(table):
+    """Learner ``selftest-<n>`` draws ``table[n - 1]`` (else the first row)."""
+    def draws(learner):
+        n = int(learner.rsplit("-", 1)[1])
+        return table[n - 1] if n <= len(table) else table[0]
+    return draws
+
+
+def test_learners_are_chosen_to_cover_every_choice_value():
+    choices = {"fault": ["a", "b", "c"], "port": ["1", "2"]}
+    # selftest-1..3 all draw fault a; b first appears at 4, c at 6: the greedy choice finds them.
+    table = [{"fault": "a", "port": "1"}, {"fault": "a", "port": "1"}, {"fault": "a", "port": "2"},
+             {"fault": "b", "port": "1"}, {"fault": "a", "port": "1"}, {"fault": "c", "port": "2"}]
+    chosen = choose_learners(choices, fake_draws(table), 3, candidates=6)
+    drawn = [fake_draws(table)(lid) for lid in chosen]
+    assert {d["fault"] for d in drawn} == {"a", "b", "c"}
+    assert {d["port"] for d in drawn} == {"1", "2"}
+    assert chosen == ["selftest-1", "selftest-6", "selftest-4"]  # ties go to the lowest number
+    assert chosen == choose_learners(choices, fake_draws(table), 3, candidates=6)  # the same every time
+
+
+def test_too_few_seeds_report_what_is_not_covered():
+    choices = {"fault": ["a", "b", "c"]}
+    table = [{"fault": "a"}, {"fault": "b"}, {"fault": "c"}]
+    chosen = choose_learners(choices, fake_draws(table), 2, candidates=3)
+    learners = [Learner(lid, "s", fake_draws(table)(lid)) for lid in chosen]
+    assert len(uncovered(choices, learners)) == 1
+    assert uncovered(choices, [Learner(f"selftest-{i}", "s", row) for i, row in enumerate(table, 1)]) == []
+
+
+def test_without_choices_the_first_learners_are_taken():
+    assert choose_learners({}, lambda _l: {}, 3) == ["selftest-1", "selftest-2", "selftest-3"]
+    with pytest.raises(ValueError):
+        choose_learners({}, lambda _l: {}, 0)
+
+
+def test_real_seeds_cover_the_real_choices(settings):
+    """With as many seeds as a lab's largest choice has values, every value is drawn (course secret keyed)."""
+    course = load_course(settings.course_file)
+    registry = load_graders(settings.root)
+    for entry in course.labs:
+        if entry.status != "published":
+            continue
+        lab = load_lab(settings, course, entry.id, registry=registry)
+        choices = env_choices(settings, lab)
+        k = max((len(v) for v in choices.values()), default=1)
+        learners = learners_for(settings, lab, k)
+        assert len({lr.id for lr in learners}) == k
+        assert uncovered(choices, learners) == [], (lab.id, [lr.params for lr in learners])
+
+
+def test_plan_grades_every_learner_and_the_release_once(settings):
+    lab = load_lab(settings, load_course(settings.course_file), LAB, registry=load_graders(settings.root))
+    learners = [Learner("selftest-1", "s1", {}), Learner("selftest-2", "s2", {})]
+    runs = [run for run, _nb in plan(lab, learners)]
+    per_learner = 1 + len(lab.solutions) + len(lab.decoys)
+    assert len(runs) == 2 * per_learner + 1
+    assert [r.learner for r in runs if r.kind == "untouched"] == ["selftest-1"]
+    only = [(r.kind, r.name) for r, _nb in plan(lab, learners, only=["untouched", lab.decoys[0].name])]
+    assert only == [("untouched", "untouched"), ("decoy", lab.decoys[0].name), ("decoy", lab.decoys[0].name)]
+
+
+@pytest.fixture
+def course_copy(tmp_path, root):
+    shutil.copy(root / "course.yaml", tmp_path / "course.yaml")
+    (tmp_path / "environments").mkdir()
+    shutil.copytree(root / "graders", tmp_path / "graders", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(root / "labs" / LAB, tmp_path / "labs" / LAB)
+    return tmp_path
+
+
+def load(tmp):
+    return load_lab(Settings(root=tmp, cache_dir=tmp / ".cache"), load_course(tmp / "course.yaml"), LAB,
+                    registry=load_graders(tmp))
+
+
+def test_a_solution_replaces_solution_cells_and_is_graded_as_one(course_copy):
+    folder = course_copy / "labs" / LAB / "solutions"
+    folder.mkdir(exist_ok=True)
+    (folder / "zz-extra.yaml").write_text(yaml.safe_dump({"description": "d", "cells": {"persist": "pass"}}))
+    lab = load(course_copy)
+    sol = next(s for s in lab.solutions if s.name == "zz-extra")
+    runs = plan(lab, [Learner("selftest-1", "s", {})], only=["zz-extra"])
+    (run, nb), = runs
+    assert run.kind == "solution"
+    assert [c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "persist"] == ["pass"]
+    assert sol.spec.cells == {"persist": "pass"}
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"description": "d", "cells": {"no-such-cell": "pass"}}, "cells.no-such-cell: no solution cell"),
+    ({"description": "d", "cells": {"persist": "pass"}, "must_fail": ["default-deny"]}, "must_fail"),
+    ({"cells": {"persist": "pass"}}, "description"),
+])
+def test_a_bad_solution_file_names_file_and_field(course_copy, data, message):
+    folder = course_copy / "labs" / LAB / "solutions"
+    folder.mkdir(exist_ok=True)
+    (folder / "zz-bad.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as exc:
+        load(course_copy)
+    assert f"labs/{LAB}/solutions/zz-bad.yaml" in str(exc.value)
+    assert message in str(exc.value)
