@@ -1,5 +1,5 @@
 # ladderlab: two commands from a fresh clone.
-#   make lab    set everything up, then start JupyterLab on 127.0.0.1 with the course
+#   make lab    set everything up, then start JupyterLab on 127.0.0.1 on your workspace (+ the grading service)
 #   make test   set everything up, then run every test (lint, types, unit, integration, labs)
 #
 # "Set everything up" = a virtualenv in .venv with ladderlab installed, a Docker
@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/python benchmarks/env_startup.py
 	$(BIN)/python benchmarks/grade_one.py
 	$(BIN)/python benchmarks/report.py
+	$(BIN)/python benchmarks/submit.py
 
 clean:
 	-$(BIN)/ladderlab env reap
