@@ -43,7 +43,8 @@ def _printable(text: str) -> str:
 
 def _first_problem(text: str) -> str:
     text = _printable(text)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Checking")]
+    lines = [ln.strip() for ln in text.splitlines()
+             if ln.strip() and not ln.startswith(("Checking", "Unit Testing")) and ln.strip() != "FAILED:"]
     bad = [ln for ln in lines if "FAILED" in ln or "error" in ln.lower() or "err" in ln.lower()]
     return (bad or lines or ["rejected"])[0][:200]
 
@@ -64,15 +65,16 @@ def promtool_failure(text: str) -> str:
     for ln in rest:
         if ln.startswith("Unit Testing"):
             break
-        if ln.startswith("exp:"):
-            target = exp
-        elif ln.startswith("got:"):
-            target = got
+        if ln.startswith(("exp:", "got:")):
+            target = exp if ln.startswith("exp:") else got
+            inline = ln[4:].strip().rstrip(",")
+            if inline not in ("", "[", "[]", "nil"):  # a query's result, printed on the line itself
+                target.append(inline)
         elif ln.startswith("Labels:") and target is not None:
             target.append(ln[len("Labels:"):])
     if not head:
         return _first_problem(text)
-    return f"{head}: expected {' '.join(exp) or 'no alert'}, got {' '.join(got) or 'no alert'}"[:280]
+    return f"{head}: expected {' '.join(exp) or 'nothing'}, got {' '.join(got) or 'nothing'}"[:280]
 
 
 @check
@@ -302,7 +304,7 @@ def golden_scenarios(signal: str, threshold: float, alert: str, severity: str) -
     ]
 
 
-def _suite(scenarios: list[Scenario]) -> tuple[list[dict[str, Any]], dict[str, tuple[Scenario, Expect]]]:
+def promtool_suite(scenarios: list[Scenario]) -> tuple[list[dict[str, Any]], dict[str, tuple[Scenario, Expect]]]:
     """promtool test groups, and which scenario and expectation each tagged query stands for (a PromQL
     comment makes every query's text unique, so promtool's report names the one that failed)."""
     groups: list[dict[str, Any]] = []
@@ -365,7 +367,7 @@ def scenarios_behave(ctx: Context, *, scenarios: list[Scenario], what: str, host
     if isinstance(staged, Verdict):
         return staged
     tools, names = staged
-    groups, tags = _suite(scenarios)
+    groups, tags = promtool_suite(scenarios)
     suite = {"rule_files": names, "evaluation_interval": "1m", "tests": groups}
     suite_path = names[0].rsplit("/rules/", 1)[0] + "/tests.yml"
     tools.put_file(suite_path, yaml.safe_dump(suite).encode())

@@ -135,7 +135,10 @@ def diagnosis(ctx: Context, *, part: str, answer: str, fault_param: str = "fault
     accepted = FAULTS[fault][part](dict(ctx.params))
     given = _norm(ctx.answers[answer])
     if part == "target" and fault == "dependency-port":  # "cache:7586", "172.18.0.3:7586" or "7586"
-        given = given.rsplit(":", 1)[-1]
+        host, _, port = given.rpartition(":")
+        if host and host not in {"cache", ctx.address("cache")}:  # the port alone is fine; a wrong host is not
+            return fail(f"answer {answer!r} ({ctx.answers[answer]!r}) is not the {part} the trace shows")
+        given = port
         accepted = {a.rsplit(":", 1)[-1] for a in accepted}
     if given in accepted:
         return ok(f"the {part} is right")

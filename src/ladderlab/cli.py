@@ -26,7 +26,7 @@ from rich.text import Text
 
 from ladderlab import __version__
 from ladderlab.config import Settings
-from ladderlab.errors import LadderlabError
+from ladderlab.errors import LadderlabError, UsageError
 
 if TYPE_CHECKING:
     from ladderlab.course.labs import LabDef
@@ -142,6 +142,16 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     def progress(sub: Any) -> None:
         say(f"{sub.lab}: {sub.status}{': ' + sub.stage if sub.stage else ''}")
 
+    if args.no_wait:
+        from ladderlab.course import load_course
+        from ladderlab.course.labs import chosen_labs
+        from ladderlab.service.handin import ensure_released, hand_in
+
+        chosen_labs(load_course(settings.course_file, "course.yaml"), [args.lab])
+        course = ensure_released(settings, paths, say, only=[args.lab])
+        key = hand_in(paths, course.id, args.lab, notebook, learner)
+        print(json.dumps({"key": key}) if args.json else key)
+        return 0
     sub = submit(settings, args.lab, notebook, learner, say=say, on_change=progress, timeout=args.timeout,
                  paths=paths)
     if args.json:
@@ -151,8 +161,136 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     return 4 if sub.status == "error" else 0
 
 
+def _cohort_paths(settings: Settings) -> Any:
+    from ladderlab.service.paths import ServicePaths
+
+    return ServicePaths.of(settings)
+
+
+def cmd_cohort_create(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.service import cohorts
+
+    path = cohorts.create(_cohort_paths(settings), args.name)
+    say(f"cohort {args.name} created ({path}); add learners with: ladderlab cohort add {args.name} --roster F.csv")
+    return 0
+
+
+def cmd_cohort_add(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from ladderlab.service import cohorts
+
+    added, updated = cohorts.add(_cohort_paths(settings), args.name, Path(args.roster))
+    say(f"cohort {args.name}: {added} learner(s) added, {updated} updated (also in nbgrader's gradebook)")
+    return 0
+
+
+def cmd_cohort_release(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.service import cohorts
+    from ladderlab.service.handin import ensure_released
+
+    paths = _cohort_paths(settings)
+    cohorts.members(paths, args.name)  # the cohort exists
+    course = ensure_released(settings, paths, say, only=[args.lab])
+    say(f"{args.lab} released to {paths.exchange / course.id / 'outbound' / args.lab} (nbgrader exchange); "
+        f"learners fetch it from the Assignments panel")
+    return 0
+
+
+def cmd_cohort_collect(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.course import load_course
+    from ladderlab.course.labs import chosen_labs
+    from ladderlab.service import cohorts
+
+    paths = _cohort_paths(settings)
+    course = load_course(settings.course_file, "course.yaml")
+    chosen_labs(course, [args.lab])
+    rows = cohorts.collect(paths, course.id, [m.id for m in cohorts.members(paths, args.name)], args.lab)
+    out.print(_table(["learner", "submission", "collected"], [[a, b or "-", c] for a, b, c in rows]))
+    say(f"{sum(1 for r in rows if r[1])} of {len(rows)} learners have handed {args.lab} in")
+    return 0
+
+
+def cmd_cohort_grade(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ladderlab.service import cohorts
+    from ladderlab.service.queue import default_workers
+
+    paths = _cohort_paths(settings)
+    workers, why = default_workers()
+    if args.jobs is not None:
+        if args.jobs < 1:
+            raise UsageError(f"--jobs {args.jobs}: at least 1")
+        workers, why = args.jobs, f"{args.jobs} workers (--jobs)"
+    say(why)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[detail]}"), console=err, transient=False) as bar:
+        task = bar.add_task(f"grading {args.lab}", total=None, detail="")
+
+        def progress(t: Any) -> None:
+            eta = t.eta(time.monotonic())
+            detail = (f"passed {t.passed}, not passed {t.graded - t.passed}, errors {t.errors}, remaining "
+                      f"{t.remaining}" + (f", ETA {eta:.0f} s" if eta is not None else ""))
+            bar.update(task, total=t.total, completed=t.done, detail=detail)
+
+        subs = cohorts.grade(settings, paths, args.name, args.lab, workers=workers, say=say, progress=progress,
+                             regrade=args.regrade)
+    rows = [[s.student, s.status, "" if s.score is None else f"{s.score:g}/{s.max_score:g}",
+             "" if s.passed is None else ("yes" if s.passed else "no"), s.error or "", s.log] for s in subs]
+    out.print(_table(["learner", "status", "score", "passed", "error", "log"], rows))
+    errors = sum(1 for s in subs if s.status == "error")
+    say(f"{len(subs)} graded in {args.lab}: {sum(1 for s in subs if s.passed)} passed, {errors} could not be "
+        f"graded; release feedback with: ladderlab cohort feedback {args.name} {args.lab}")
+    return 4 if errors else 0
+
+
+def cmd_cohort_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.service import cohorts
+
+    done = cohorts.release_feedback(settings, _cohort_paths(settings), args.name, args.lab)
+    say(f"feedback released to {len(done)} learner(s) for {args.lab} (hidden checks by title only)")
+    return 0
+
+
+def cmd_cohort_status(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.course import load_course
+    from ladderlab.course.labs import chosen_labs
+    from ladderlab.service import cohorts
+
+    paths = _cohort_paths(settings)
+    course = load_course(settings.course_file, "course.yaml")
+    labs = chosen_labs(course, [args.lab] if args.lab else None)
+    learners = [m.id for m in cohorts.members(paths, args.name)]
+
+    def snapshot() -> tuple[list[Any], dict[str, Any]]:
+        rows = cohorts.states(paths, course.id, learners, labs)
+        return rows, cohorts.pass_rates(rows)
+
+    def table(rows: list[Any], rates: dict[str, Any]) -> Table:
+        t = _table(["learner", "lab", "state", "score", "passed", "note"],
+                   [[r.learner, r.lab, r.state, "" if r.score is None else f"{r.score:g}/{r.max_score:g}",
+                     "" if r.passed is None else ("yes" if r.passed else "no"), r.note] for r in rows])
+        t.caption = "; ".join(f"{lab}: {v['passed']}/{v['learners']} passed" for lab, v in rates.items())
+        return t
+
+    if args.json:
+        rows, rates = snapshot()
+        print(json.dumps({"cohort": args.name, "learners": learners, "labs": labs,
+                          "states": [r.to_json() for r in rows], "pass_rates": rates}, indent=2))
+        return 0
+    if not args.watch:
+        out.print(table(*snapshot()))
+        return 0
+    from rich.live import Live
+
+    with Live(table(*snapshot()), console=out, refresh_per_second=1) as live:
+        while True:
+            time.sleep(2)
+            live.update(table(*snapshot()))
+
+
 def cmd_service_run(args: argparse.Namespace, settings: Settings) -> int:
-    from ladderlab.errors import UsageError
     from ladderlab.service.handin import ensure_released
     from ladderlab.service.paths import ServicePaths
     from ladderlab.service.queue import GradingService, ServiceLock
@@ -575,7 +713,37 @@ def parser() -> argparse.ArgumentParser:
     sm.add_argument("--learner", metavar="ID", help="default: $LADDERLAB_LEARNER, the JupyterHub user or login")
     sm.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the result (default 1800)")
     sm.add_argument("--json", action="store_true")
+    sm.add_argument("--no-wait", action="store_true", help="hand in only (a trainer grades with `cohort grade`)")
     sm.set_defaults(func=cmd_submit)
+
+    co = sub.add_parser("cohort", help="a trainer's cohort over nbgrader: roster, release, collect, grade, feedback")
+    cos = co.add_subparsers(dest="sub", required=True, metavar="SUB")
+    cc_ = cos.add_parser("create", help="a new, empty cohort")
+    cc_.add_argument("name", metavar="NAME")
+    cc_.set_defaults(func=cmd_cohort_create)
+    ca = cos.add_parser("add", help="add learners from a roster CSV (id,name,email,team); all rows or none")
+    ca.add_argument("name", metavar="NAME")
+    ca.add_argument("--roster", required=True, metavar="CSV")
+    ca.set_defaults(func=cmd_cohort_add)
+    for verb, fn, text in (("release", cmd_cohort_release, "release LAB through nbgrader's exchange"),
+                           ("collect", cmd_cohort_collect, "take each learner's newest hand-in of LAB"),
+                           ("feedback", cmd_cohort_feedback, "release nbgrader feedback for LAB")):
+        cv = cos.add_parser(verb, help=text)
+        cv.add_argument("name", metavar="NAME")
+        cv.add_argument("lab", metavar="LAB")
+        cv.set_defaults(func=fn)
+    cg = cos.add_parser("grade", help="grade the collected hand-ins of LAB in parallel (resumable)")
+    cg.add_argument("name", metavar="NAME")
+    cg.add_argument("lab", metavar="LAB")
+    cg.add_argument("--jobs", type=int, help="gradings at once (default: what the cores and memory allow)")
+    cg.add_argument("--regrade", action="store_true", help="grade again what is graded (replaces its scores)")
+    cg.set_defaults(func=cmd_cohort_grade)
+    cst = cos.add_parser("status", help="per learner and lab: not submitted / submitted / grading / graded / error")
+    cst.add_argument("name", metavar="NAME")
+    cst.add_argument("--lab", metavar="LAB")
+    cst.add_argument("--json", action="store_true")
+    cst.add_argument("--watch", action="store_true", help="refresh every 2 s until Ctrl-C")
+    cst.set_defaults(func=cmd_cohort_status)
 
     sv = sub.add_parser("service", help="the grading service").add_subparsers(dest="sub", required=True,
                                                                              metavar="SUB")

@@ -107,5 +107,6 @@ def test_who_a_ladder_command_selects(settings):
     assert members(course, learner="ada", cohort="spring") == ["ada"]
     assert members(course, learner="cy", cohort="spring") == []  # not in that cohort: nobody
     assert members(course, learner="cy") == ["cy"]
-    with pytest.raises(UsageError, match=r"no cohort 'autumn' in course.yaml \(cohorts: spring\)"):
+    with pytest.raises(UsageError, match=r"no cohort .autumn. in course.yaml or .ladderlab cohort. "
+                                         r"\(cohorts: spring\)"):
         members(course, cohort="autumn")

@@ -95,7 +95,8 @@ def hs(**fields):
 
 def test_tls_verified_protocols_redirect_and_key_mode():
     args = {"host": "web", "server_name": "www.x", "ca_host": "web", "ca_path": "/etc/ca/ca.crt"}
-    probe = FakeRunner([hs(ok=True, version="TLSv1.3", cipher="X", not_after="", san=["www.x"])])
+    signer = (r"leaf_by_root", json.dumps({"roots": 1, "self_signed": True, "ca": True, "leaf_by_root": False}), 0)
+    probe = FakeRunner([signer, hs(ok=True, version="TLSv1.3", cipher="X", not_after="", san=["www.x"])])
     ctx = Ctx({"probe": probe}, files={("web", "/etc/ca/ca.crt"): b"PEM"})
     assert evaluate(ctx, REGISTRY["tls.verified"], args).passed
     assert probe.files["/root/ladderlab-ca.pem"] == b"PEM"
@@ -118,7 +119,8 @@ def test_tls_verified_protocols_redirect_and_key_mode():
             from ladderlab.environments.transports import CommandResult
             old = args[-1] in ("TLSv1", "TLSv1_1")
             ok_ = self.old_ok if old else True
-            return CommandResult("x", 0, json.dumps({"ok": ok_, "version": "TLSv1.3", "error": "no"}), "")
+            version = "TLSv1.2" if args[-1] == "TLSv1_2" else "TLSv1.3"
+            return CommandResult("x", 0, json.dumps({"ok": ok_, "version": version, "error": "no"}), "")
 
     fn = REGISTRY["tls.modern_protocols_only"]
     assert evaluate(Ctx({"probe": VersionRunner(False)}), fn, {"host": "web", "server_name": "www.x"}).passed
@@ -126,9 +128,19 @@ def test_tls_verified_protocols_redirect_and_key_mode():
     assert not v.passed and "TLSv1, TLSv1.1" in v.feedback
 
     red = REGISTRY["tls.redirects_to_https"]
-    good = FakeRunner([(r"urllib", json.dumps({"status": 301, "location": "https://www.x/"}), 0)])
+    class Redirects(FakeRunner):  # answers as `return 301 https://www.x$request_uri` does
+        def run(self, command, *args, timeout=None):
+            from urllib.parse import urlsplit
+
+            from ladderlab.environments.transports import CommandResult
+            self.ran.append(f"{command} {args}")
+            url = urlsplit(str(args[1]))  # python3 -c SCRIPT URL ...
+            target = url.path + (f"?{url.query}" if url.query else "")
+            return CommandResult("x", 0, json.dumps({"status": 301, "location": f"https://www.x{target}"}), "")
+
+    good = Redirects()
     assert evaluate(Ctx({"probe": good}), red, {"host": "web", "server_name": "www.x"}).passed
-    assert '"Host": "www.x"' in good.ran[0]
+    assert '"Host": "www.x"' in good.ran[0] and len(good.ran) == 2
     plain = FakeRunner([(r"urllib", json.dumps({"status": 200, "location": ""}), 0)])
     assert not evaluate(Ctx({"probe": plain}), red, {"host": "web", "server_name": "www.x"}).passed
 
@@ -254,48 +266,53 @@ def test_tls_certificate_ciphers_and_hsts():
 def test_golden_signal_and_burn_rate_scenarios_are_written_from_the_seed():
     from graders.slo import burn_rate_scenarios, golden_scenarios
 
-    fire, quiet = golden_scenarios("errors", 2.0, "A", "page")
-    assert [t["eval_time"] for t in fire["promql_expr_test"]] == ["16m", "25m"]
-    assert [s["exp_samples"][0]["value"] for s in fire["promql_expr_test"]] == [0, 1]
-    err = next(s for s in fire["input_series"] if 'code="500"' in s["series"])["values"].split()
+    fire, near, spike = golden_scenarios("errors", 2.0, "A", "page")
+    assert [(e.at, e.samples) for e in fire.expects] == [(17, ()), (20, (('{severity="page"}', 1),)),
+                                                         (25, (('{severity="page"}', 1),))]
+    err = next(s for s in fire.series if 'code="500"' in s["series"])["values"].split()
     assert err[10] == "0" and float(err[11]) == pytest.approx(6000 * 0.03)  # 1.5 x 2% from minute 10
-    quiet_err = next(s for s in quiet["input_series"] if 'code="500"' in s["series"])["values"].split()
-    assert float(quiet_err[11]) == pytest.approx(6000 * 0.014)
-    assert 'severity="page"' in fire["promql_expr_test"][1]["expr"]
-    lat_fire, _ = golden_scenarios("latency", 500, "L", "page")
-    buckets = {s["series"].split('le="')[1].rstrip('"}'): s["values"].split() for s in lat_fire["input_series"]}
-    assert float(buckets["0.5"][12]) - float(buckets["0.5"][11]) == pytest.approx(6000 * 0.95)  # 5% slower than 0.5s
+    near_err = next(s for s in near.series if 'code="500"' in s["series"])["values"].split()
+    assert float(near_err[11]) == pytest.approx(6000 * 0.014)
+    assert any('code="404"' in s["series"] for s in near.series)  # client errors are not 5xx
+    assert all(e.samples == () for e in near.expects + spike.expects)
+    lat_fire, _, _ = golden_scenarios("latency", 500, "L", "page")
+    buckets = {s["series"].split('le="')[1].rstrip('"}'): s["values"].split() for s in lat_fire.series}
+    assert float(buckets["0.5"][12]) - float(buckets["0.5"][11]) == pytest.approx(6000 * 0.985)  # 1.5% slower
     assert float(buckets["1"][12]) - float(buckets["1"][11]) == pytest.approx(6000)
     with pytest.raises(ValueError):
         golden_scenarios("vibes", 1, "A", "page")
 
     slow = burn_rate_scenarios("slow", 99.5, "Page", "Ticket")[0]
-    err = next(s for s in slow["input_series"] if 'code="500"' in s["series"])["values"].split()
+    err = next(s for s in slow.series if 'code="500"' in s["series"])["values"].split()
     assert float(err[62]) - float(err[61]) == pytest.approx(6000 * 8 * 0.005)
-    assert {(t["eval_time"], t["exp_samples"][0]["value"]) for t in slow["promql_expr_test"]} == \
-        {("390m", 1), ("390m", 0), ("120m", 0)}
-    rec = burn_rate_scenarios("recording", 99.9, "P", "T")[0]["promql_expr_test"]
-    assert [t["expr"].split("(")[2].split(")")[0] for t in rec] == [
+    assert float(err[400]) == pytest.approx(6000 * 8 * 0.005 * 340)  # no precision lost in long series
+    rec = burn_rate_scenarios("recording", 99.9, "P", "T")[0].expects
+    assert [e.expr.split("(")[2].split(")")[0] for e in rec] == [
         "slo:checkout_errors:ratio_rate5m", "slo:checkout_errors:ratio_rate30m", "slo:checkout_errors:ratio_rate1h",
         "slo:checkout_errors:ratio_rate6h"]
 
 
 def test_burn_rate_feedback_names_the_property():
     rules = {("prometheus", "/etc/prometheus/rules"): {"slo.yml": b"groups: []"}}
-    output = PROMTOOL_FAILED.replace("alertname: HighErrorRate, time: 10m,", 'expr: "count(ALERTS...)", time: 115m,')
+    output = ('  FAILED:\n    expr: "clamp_max(count by (severity) (ALERTS{alertname=\\"P\\",alertstate=\\"firing\\"'
+              '}), 1) # e1", time: 105m,\n        exp: nil\n        got: {severity="page"} 1E+00\n')
     failing = FakeRunner([(r"promtool test rules", output, 1)])
     v = evaluate(Ctx({}, dirs=rules, tools=failing), REGISTRY["slo.burn_rate"],
                  {"part": "reset", "slo_target": "99.9", "page_alert": "P", "ticket_alert": "T"})
-    assert not v.passed and v.feedback.startswith("not so: P stops soon after the burn stops (SLO 99.9%)")
-    assert "time: 115m" in v.feedback
+    assert not v.passed and v.feedback.startswith("P and T clear soon after the burn stops (SLO 99.9%): no - ")
+    assert v.feedback.endswith("a 50x burn from minute 60 to 95: at minute 105 expected P not firing, "
+                               "got firing with severity page")
 
 
 def test_diagnosis_accepts_spellings_and_never_tells():
     fn = REGISTRY["tracing.diagnosis"]
     params = {"fault": "dependency-port", "dep_port": 7000}
     for given in ("cache:7001", "172.18.0.3:7001", "7001"):
-        assert evaluate(Ctx({}, params=params, answers={"target": given}), fn,
+        assert evaluate(Ctx({}, params=params, answers={"target": given}, addresses={"cache": "172.18.0.3"}), fn,
                         {"part": "target", "answer": "target"}).passed, given
+    for wrong in ("localhost:7001", "10.0.0.9:7001", "cache"):  # the right port on the wrong host is wrong
+        assert not evaluate(Ctx({}, params=params, answers={"target": wrong}, addresses={"cache": "172.18.0.3"}),
+                            fn, {"part": "target", "answer": "target"}).passed, wrong
     v = evaluate(Ctx({}, params=params, answers={"target": "cache:7000"}), fn, {"part": "target", "answer": "target"})
     assert not v.passed and "7001" not in v.feedback
     slow = {"fault": "slow-syscall", "dep_port": 7000}

@@ -11,7 +11,7 @@ same selection.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,16 +39,27 @@ class Selection:
         return [t.id for t in self.course.ladder.tracks]
 
 
-def members(course: Course, learner: str | None = None, cohort: str | None = None) -> list[str] | None:
-    """Who ``--learner``/``--cohort`` name: None for everyone; a learner outside the cohort gives nobody."""
+def members(course: Course, learner: str | None = None, cohort: str | None = None,
+            trainer_cohorts: Mapping[str, list[str]] | None = None) -> list[str] | None:
+    """Who ``--learner``/``--cohort`` name: None for everyone; a learner outside the cohort gives nobody.
+    A cohort is one of ``course.yaml``'s or one a trainer made with ``ladderlab cohort create``."""
     chosen: list[str] | None = None
     if cohort:
-        if cohort not in course.cohorts:
-            raise UsageError(f"no cohort {cohort!r} in course.yaml (cohorts: {', '.join(course.cohorts) or 'none'})")
-        chosen = list(course.cohorts[cohort])
+        known = {**(trainer_cohorts or {}), **course.cohorts}
+        if cohort not in known:
+            raise UsageError(f"no cohort {cohort!r} in course.yaml or `ladderlab cohort` "
+                             f"(cohorts: {', '.join(sorted(known)) or 'none'})")
+        chosen = list(known[cohort])
     if learner:
         chosen = [learner] if chosen is None or learner in chosen else []
     return chosen
+
+
+def _trainer_cohorts(settings: Settings) -> dict[str, list[str]]:
+    from ladderlab.service.cohorts import names
+    from ladderlab.service.paths import ServicePaths
+
+    return names(ServicePaths.of(settings))
 
 
 def select(settings: Settings, learner: str | None = None, cohort: str | None = None,
@@ -56,7 +67,7 @@ def select(settings: Settings, learner: str | None = None, cohort: str | None = 
     """The course, the evidence entries and the ladder of the learners chosen."""
     course = course or load_course(settings.course_file, "course.yaml")
     store = store or Store.open(settings)
-    who = members(course, learner, cohort)
+    who = members(course, learner, cohort, _trainer_cohorts(settings) if cohort else None)
     entries = store.entries(learners=who) if who is not None else store.entries()
     return Selection(course, who, entries, ladder_for(course, entries, who))
 

@@ -11,6 +11,7 @@ queued     seen in the exchange, waiting for a worker
 grading    a worker has it (``stage`` says where it is); left over after a crash = re-queued
 graded     scored and recorded (gradebook, evidence), feedback released
 error      the grader could not judge it, even after retries; nothing recorded ("try again")
+superseded a newer version of the same learner's lab was collected before this one was graded
 =========  =====================================================================
 """
 
@@ -25,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-QUEUED, GRADING, GRADED, ERROR = "queued", "grading", "graded", "error"
-FINAL = (GRADED, ERROR)
+QUEUED, GRADING, GRADED, ERROR, SUPERSEDED = "queued", "grading", "graded", "error", "superseded"
+FINAL = (GRADED, ERROR, SUPERSEDED)
 
 SCHEMA = """
 create table if not exists submissions (
@@ -150,10 +151,24 @@ class Ledger:
                        (status, score, max_score, None if passed is None else int(passed), error,
                         json.dumps(checks or []), log, time.time(), key))
 
+    def supersede(self, key: str, by: str) -> None:
+        """``key`` will not be graded: ``by`` (a newer version) was collected. Graded versions stay graded."""
+        with self._db() as db:
+            db.execute("update submissions set status = ?, error = ?, updated_at = ? where key = ? and status = ?",
+                       (SUPERSEDED, f"superseded by {by}", time.time(), key, QUEUED))
+
+    def regrade(self, keys: list[str]) -> int:
+        """Put finished versions back in the queue (a re-grade replaces their scores when it is done)."""
+        with self._db() as db:
+            cur = db.executemany("update submissions set status = ?, stage = 'regrade', attempts = 0, "
+                                 "updated_at = ? where key = ? and status in (?, ?)",
+                                 [(QUEUED, time.time(), k, GRADED, ERROR) for k in keys])
+            return cur.rowcount
+
     def unfinished(self) -> list[Submission]:
         """Rows left queued or grading (after a crash: the work that must be picked up again)."""
         with self._db() as db:
-            rows = db.execute("select * from submissions where status not in (?, ?) order by submitted_at",
+            rows = db.execute("select * from submissions where status not in (?, ?, ?) order by submitted_at",
                               FINAL).fetchall()
         return [_row(r) for r in rows]
 
@@ -163,9 +178,10 @@ class Ledger:
         return _row(row) if row else None
 
     def latest(self, student: str, lab: str) -> Submission | None:
+        """The newest version (by nbgrader's timestamp) the ledger has of ``student``'s ``lab``."""
         with self._db() as db:
-            row = db.execute("select * from submissions where student = ? and lab = ? "
-                             "order by submitted_at desc, key desc limit 1", (student, lab)).fetchone()
+            row = db.execute("select * from submissions where student = ? and lab = ? and status != ? "
+                             "order by timestamp desc, key desc limit 1", (student, lab, SUPERSEDED)).fetchone()
         return _row(row) if row else None
 
     def all(self, student: str | None = None) -> list[Submission]:

@@ -46,6 +46,26 @@ RETRIES = 2
 RETRY_DELAY = 5.0
 
 
+#: What one grading holds at its peak: the lab's hosts, the sandbox (its limit is 1 GiB) and the observers.
+MEMORY_PER_GRADING = 1.5 * (1 << 30)
+
+
+def default_workers() -> tuple[int, str]:
+    """Gradings at once this machine allows, and why: two per core (a grading mostly waits on the engine, on
+    probes and on the sandbox's kernel), no more than the available memory holds."""
+    cores = os.cpu_count() or 1
+    try:
+        with open("/proc/meminfo") as fh:
+            info = dict(line.split(":", 1) for line in fh)
+        available = int(info["MemAvailable"].strip().split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        available = 0
+    by_memory = max(1, int(available // MEMORY_PER_GRADING)) if available else 2 * cores
+    n = max(1, min(2 * cores, by_memory))
+    return n, (f"{n} workers: {cores} cores x 2, memory for {by_memory} "
+               f"({available / (1 << 30):.1f} GiB available, 1.5 GiB per grading)")
+
+
 class Retry(Exception):
     """This attempt could not judge; the queue tries again after a delay."""
 
@@ -114,12 +134,14 @@ class GradingService:
     """Picks submissions up from the exchange, grades them on the queue, records them, releases feedback."""
 
     def __init__(self, settings: Settings, paths: ServicePaths, *, workers: int = 1, say: Say = _quiet,
-                 retries: int = RETRIES, retry_delay: float = RETRY_DELAY, scan_interval: float = 0.5) -> None:
+                 retries: int = RETRIES, retry_delay: float = RETRY_DELAY, scan_interval: float | None = 0.5,
+                 release_feedback: bool = True) -> None:
         self.settings = settings
         self.paths = paths
         self.workers = workers
         self.say = say
-        self.scan_interval = scan_interval
+        self.scan_interval = scan_interval  # None: take only what is enqueued (cohort grading), never scan
+        self.release_feedback = release_feedback  # False: the trainer releases feedback (cohort feedback)
         self.course = load_course(settings.course_file, "course.yaml")
         self.ledger = Ledger(paths.ledger_db)
         self.writer = threading.Lock()  # nbgrader's gradebook, the evidence record, the feedback: one writer
@@ -149,10 +171,16 @@ class GradingService:
         self._consumer = _Consumer(self.huey, workers=self.workers, worker_type="thread", periodic=False,
                                    initial_delay=0.1, max_delay=0.5, backoff=1.1, check_worker_health=False)
         self._consumer.start()
-        scanner = threading.Thread(target=self._scan_loop, name="ladderlab-scan", daemon=True)
-        scanner.start()
-        self._threads.append(scanner)
+        if self.scan_interval is not None:
+            scanner = threading.Thread(target=self._scan_loop, name="ladderlab-scan", daemon=True)
+            scanner.start()
+            self._threads.append(scanner)
         return self
+
+    def enqueue(self, keys: list[str]) -> None:
+        """Queue these versions (already in the ledger as queued), e.g. a cohort's collected submissions."""
+        for key in keys:
+            self.grade_task(key)
 
     def stop(self, graceful: bool = True) -> None:
         self._stop.set()
@@ -199,7 +227,7 @@ class GradingService:
         return new
 
     def _scan_loop(self) -> None:
-        while not self._stop.wait(self.scan_interval):
+        while not self._stop.wait(self.scan_interval or 0.5):
             try:
                 self.scan()
             except Exception as exc:  # the scanner must outlive one bad directory entry
@@ -304,8 +332,8 @@ class GradingService:
             api = self._api()
             with pregraded(report, graded):
                 self._ok(api.autograde(lab.id, sub.student, force=True, create=True), "autograde")
-                self._ok(api.generate_feedback(lab.id, sub.student, force=True), "generate_feedback")
-                self._ok(api.release_feedback(lab.id, sub.student), "release_feedback")
+            if self.release_feedback:
+                self.feedback(lab.id, sub.student)
         self._graded.pop(sub.key, None)
         hidden = {c.id for c in lab.checks if c.hidden}
         titles = {c.id: c.spec.title for c in lab.checks}
@@ -314,6 +342,12 @@ class GradingService:
                    "feedback": "" if c.id in hidden else c.feedback} for c in report.checks]
         note(f"graded: {report.score:g}/{report.max_score:g}")
         return {"score": report.score, "max_score": report.max_score, "passed": report.passed, "checks": checks}
+
+    def feedback(self, lab_id: str, student: str) -> None:
+        """nbgrader's generate_feedback and release_feedback for one learner (hidden checks redacted)."""
+        api = self._api()
+        self._ok(api.generate_feedback(lab_id, student, force=True), "generate_feedback")
+        self._ok(api.release_feedback(lab_id, student), "release_feedback")
 
     def _api(self) -> Any:
         from ladderlab.service.workspace import nbgrader_api
