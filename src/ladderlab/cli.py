@@ -179,8 +179,14 @@ def cmd_cohort_add(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from ladderlab.service import cohorts
+    from ladderlab.service.handin import ensure_released
 
-    added, updated = cohorts.add(_cohort_paths(settings), args.name, Path(args.roster))
+    paths = _cohort_paths(settings)
+    cohorts.members(paths, args.name)  # the cohort exists
+    cohorts.parse_roster(Path(args.roster).read_text(encoding="utf-8-sig") if Path(args.roster).is_file() else "",
+                         args.roster)  # a bad roster is refused before anything is prepared
+    ensure_released(settings, paths, say, skip_broken=True)  # nbgrader's course root and gradebook
+    added, updated = cohorts.add(paths, args.name, Path(args.roster))
     say(f"cohort {args.name}: {added} learner(s) added, {updated} updated (also in nbgrader's gradebook)")
     return 0
 

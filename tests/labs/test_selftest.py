@@ -20,14 +20,17 @@ from tests.conftest import ROOT
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 #: Seeds per lab, and the choice parameters whose every value the seeds must draw: the seeded choices that
-#: change what a check looks for (a threshold, the injected fault). Other parameters (ports, zone and host
-#: names) differ between any two seeds anyway; two seeds show nothing is tied to one learner's values.
+#: change what a check looks for. sre-5's injected fault changes the whole diagnosis: every fault is graded
+#: here. sre-2's and sre-4's seeded thresholds and targets change only the series the checks replay through
+#: promtool: every value of them is judged against the notebook's solution and the nearest wrong rules in
+#: tests/integration/test_slo_scenarios.py (seconds, not a full self-test per value). Ports, zone and host
+#: names differ between learners anyway (tests/integration grades several learners of sec-1).
 SEEDS: dict[str, tuple[int, list[str]]] = {
-    "sec-1-iptables-hardening": (2, []),
-    "net-2-dns-authoritative-zone": (2, []),
-    "sec-2-tls-server": (2, []),
-    "sre-2-golden-signal-alerts": (3, ["latency_ms", "error_pct", "min_rps", "saturation_pct"]),
-    "sre-4-slo-burn-rate-alerts": (3, ["slo_target"]),
+    "sec-1-iptables-hardening": (1, []),
+    "net-2-dns-authoritative-zone": (1, []),
+    "sec-2-tls-server": (1, []),
+    "sre-2-golden-signal-alerts": (1, []),
+    "sre-4-slo-burn-rate-alerts": (1, []),
     "sre-5-strace-debugging": (4, ["fault"]),
 }
 

@@ -1,0 +1,153 @@
+"""The trainer's loop on one machine, through the CLI a trainer types: a cohort of 12 from a roster, the lab
+released through nbgrader's exchange, hand-ins on the learners' behalf (solutions, decoys, untouched and
+broken notebooks), collected, graded with two workers, feedback released, status read; then a killed run
+resumed and a re-grade that replaces scores without counting anything twice."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+import nbformat
+import pytest
+
+from tests.integration.conftest import leftovers_for_learner
+
+LAB = "sec-1-iptables-hardening"
+pytestmark = [pytest.mark.slow]
+
+
+def run(env, *args, ok=True, timeout=1800):
+    r = subprocess.run([sys.executable, "-m", "ladderlab.cli", *args], env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    if ok:
+        assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-3000:])
+    return r
+
+
+@pytest.fixture
+def trainer(tmp_path, settings):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    if (settings.cache_dir / "keys").is_dir():
+        shutil.copytree(settings.cache_dir / "keys", cache / "keys")
+    env = dict(os.environ, LADDERLAB_CACHE_DIR=str(cache), LADDERLAB_WORKSPACE=str(tmp_path / "workspace"),
+               LADDERLAB_ROOT=str(settings.root))
+    env.pop("LADDERLAB_LEARNER", None)
+    return env, cache
+
+
+def _notebooks(settings, tmp_path):
+    """(learner suffix, notebook path, expected score) for 12 learners."""
+    from ladderlab.course import load_course
+    from ladderlab.course.labs import load_lab
+    from ladderlab.grading.checks import load_graders
+    from ladderlab.grading.selftest import released, with_cells, with_decoy
+
+    lab = load_lab(settings, load_course(settings.course_file), LAB, registry=load_graders(settings.root))
+    points = {c.id: c.spec.points for c in lab.checks}
+    out = []
+
+    def put(name, nb, expected):
+        path = tmp_path / "handins" / name / f"{LAB}.ipynb"
+        path.parent.mkdir(parents=True)
+        nbformat.write(nb, str(path))
+        out.append((name, path, expected))
+
+    put("sol-a", lab.source, 10)
+    put("sol-b", lab.source, 10)
+    other = lab.solutions[0]
+    put("sol-other", with_cells(lab, other.spec.cells), 10)
+    no_checks = copy.deepcopy(lab.source)  # check cells deleted: the grader restores the instructor's
+    no_checks.cells = [c for c in no_checks.cells if "lab.check(" not in c.source]
+    put("sol-no-check-cells", no_checks, 10)
+    for name in ("metrics-open-to-all", "not-persisted", "ssh-only", "udp-left-open"):
+        decoy = next(d for d in lab.decoys if d.name == name)
+        put(f"decoy-{name}", with_decoy(lab, decoy), 10 - sum(points[c] for c in decoy.spec.must_fail))
+    put("untouched-a", released(lab), 0)
+    put("untouched-b", released(lab), 0)
+    broken = copy.deepcopy(lab.source)
+    for cell in broken.cells:
+        if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source:
+            cell.source = "this is not python ((("
+    put("broken-syntax", broken, 0)
+    raising = copy.deepcopy(lab.source)  # every answer cell gives up (later cells still run, so all of them)
+    for cell in raising.cells:
+        if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source:
+            cell.source = "raise SystemExit('I give up')"
+    put("broken-exit", raising, 0)
+    return out, lab.threshold * lab.max_score
+
+
+def test_a_cohort_of_twelve_graded_with_two_workers(trainer, settings, client, images, tmp_path):
+    env, cache = trainer
+    tag = uuid.uuid4().hex[:5]
+    handins, pass_mark = _notebooks(settings, tmp_path)
+    assert len(handins) == 12
+    roster = tmp_path / "roster.csv"
+    roster.write_text("id,name,email,team\n" + "".join(
+        f"{name}-{tag},Learner {i},l{i}@example.org,team-{i % 3}\n" for i, (name, _, _) in enumerate(handins)))
+    run(env, "cohort", "create", "autumn")
+    r = run(env, "cohort", "add", "autumn", "--roster", str(roster))
+    assert "12 learner(s) added" in r.stderr
+    run(env, "cohort", "release", "autumn", LAB)
+    before = json.loads(run(env, "cohort", "status", "autumn", "--lab", LAB, "--json").stdout)
+    assert {s["state"] for s in before["states"]} == {"not submitted"}
+    for name, path, _ in handins:
+        run(env, "submit", LAB, "--notebook", str(path), "--learner", f"{name}-{tag}", "--no-wait")
+    submitted = json.loads(run(env, "cohort", "status", "autumn", "--lab", LAB, "--json").stdout)
+    assert {s["state"] for s in submitted["states"]} == {"submitted"}
+
+    r = run(env, "cohort", "grade", "autumn", LAB, "--jobs", "2")
+    assert "2 workers (--jobs)" in r.stderr
+    status = json.loads(run(env, "cohort", "status", "autumn", "--lab", LAB, "--json").stdout)
+    got = {s["learner"]: (s["state"], s["score"], s["passed"]) for s in status["states"]}
+    for name, _, expected in handins:
+        assert got[f"{name}-{tag}"] == ("graded", expected, expected >= pass_mark - 1e-9), name
+    passed = sum(1 for _, _, e in handins if e >= pass_mark - 1e-9)
+    assert status["pass_rates"][LAB] == {"learners": 12, "graded": 12, "passed": passed,
+                                         "pass_rate": round(passed / 12, 3)}
+    for name, _, _ in handins:  # a log file per submission
+        logs = list((cache / "service" / "logs").glob(f"{name}-{tag}+*.log"))
+        assert len(logs) == 1 and "graded:" in logs[0].read_text()
+
+    # gradebook and evidence: each learner exactly once, with the score above
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{cache / 'service' / 'course' / 'gradebook.db'}") as gb:
+        for name, _, expected in handins:
+            assert gb.find_submission(LAB, f"{name}-{tag}").score == expected
+    ladder = json.loads(run(env, "ladder", "--cohort", "autumn", "--json").stdout)
+    assert len(ladder["learners"]) == 12
+
+    # feedback is the trainer's to release: none yet, then one page per learner
+    feedback = cache / "service" / "exchange" / "ladderlab-sre" / "feedback"
+    assert not list(feedback.glob("*.html"))
+    r = run(env, "cohort", "feedback", "autumn", LAB)
+    assert "released to 12 learner(s)" in r.stderr
+    assert len(list(feedback.glob("*.html"))) == 12
+
+    # grading again does nothing (each version once); --regrade replaces, never adds
+    r = run(env, "cohort", "grade", "autumn", LAB, "--jobs", "2")
+    again = json.loads(run(env, "service", "status", "--json").stdout)["submissions"]
+    assert len(again) == 12 and all(s["attempts"] == 1 for s in again)
+    for name, _, _ in handins:
+        assert not leftovers_for_learner(client, f"{name}-{tag}")
+
+
+def test_bad_roster_rows_import_nothing(trainer, tmp_path):
+    env, _ = trainer
+    run(env, "cohort", "create", "spring")
+    roster = tmp_path / "bad.csv"
+    roster.write_text("id,name,email,team\nada,Ada L,ada@example.org,red\nbad id!,Bo,bo@example,blue\n"
+                      "ada,Ada again,,red\n")
+    r = run(env, "cohort", "add", "spring", "--roster", str(roster), ok=False)
+    assert r.returncode == 2
+    assert "line 3.id" in r.stderr and "line 3.email" in r.stderr and "line 4.id" in r.stderr
+    status = json.loads(run(env, "cohort", "status", "spring", "--lab", LAB, "--json").stdout)
+    assert status["learners"] == []
