@@ -76,7 +76,7 @@ def test_dns_and_tls_checks(envctx):
                 ("dns.not_open_resolver", {"server": "dns"}),
                 ("dns.zone_valid", {"host": "dns", "zone": zone, "path": f"/etc/bind/db.{zone}"})]
     tls_plan = [("tls.verified", {"host": "web", "server_name": name, "ca_host": "web",
-                                  "ca_path": "/etc/ladderlab-ca/ca.crt"}),
+                                  "ca_path": "/etc/ladderlab-ca/ca.crt", "intermediate": False}),
                 ("tls.modern_protocols_only", {"host": "web", "server_name": name}),
                 ("tls.redirects_to_https", {"host": "web", "server_name": name}),
                 ("tls.key_private", {"host": "web", "path": f"/etc/ssl/private/{name}.key"})]
@@ -88,6 +88,9 @@ def test_dns_and_tls_checks(envctx):
     assert fixed.succeeded, fixed.stderr
     after = [evaluate(ctx, *step) for step in _fns(dns_plan + tls_plan)]
     assert all(v.passed for v in after), after
+    # the fix above signs the leaf with the root itself: what sec-2 requires (an intermediate) is not met
+    strict = evaluate(ctx, *_fns([("tls.verified", {**tls_plan[0][1], "intermediate": True})])[0])
+    assert not strict.passed and "root CA signed the server certificate itself" in strict.feedback
     # a key readable by others, and a zone file with a typo, are caught
     env.host("web").run("chmod 644 /etc/ssl/private/%s.key", name)
     env.host("dns").run("echo 'oops IN AAA 1' >> /etc/bind/db.%s", zone)

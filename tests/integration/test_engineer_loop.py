@@ -170,12 +170,13 @@ FORBIDDEN_NAMES = {"lab.yaml", "decoys", "graders", "course.yaml", "README.md", 
                    "nbgrader_config.py", "gradebook.db"}
 
 
-def test_the_workspace_holds_released_notebooks_only(home, settings):
+def test_the_workspace_holds_released_notebooks_only(home, settings, tmp_path):
     env, _cache, _workspace = home
     port, token = _free_port(), uuid.uuid4().hex
     env = dict(env, LADDERLAB_LEARNER="walker")
+    log = (tmp_path / "lab.log").open("w")  # a file, not a pipe: JupyterLab logs every request
     proc = subprocess.Popen([sys.executable, "-m", "ladderlab.cli", "lab", "--port", str(port), "--token", token],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -184,7 +185,7 @@ def test_the_workspace_holds_released_notebooks_only(home, settings):
                 _get(f"{base}/api/status", token)
                 break
             except (urllib.error.URLError, ConnectionError):
-                assert proc.poll() is None, proc.stdout.read()[-3000:]
+                assert proc.poll() is None, (tmp_path / "lab.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "JupyterLab did not answer"
                 time.sleep(0.5)
         seen, notebooks = [], []
@@ -232,9 +233,10 @@ def test_the_workspace_holds_released_notebooks_only(home, settings):
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # JupyterLab too: it is in the same session
             proc.wait()
-    output = proc.stdout.read()
+        log.close()
+    output = (tmp_path / "lab.log").read_text()
     assert "grading service running" in output and "stopping the grading service" in output, output[-2000:]
 
 
@@ -274,3 +276,24 @@ def test_a_lab_changed_after_the_learner_started_arrives_beside_their_work(home,
     untouched = workspace / "net-2-dns-authoritative-zone"
     assert outcome["net-2-dns-authoritative-zone"] == "kept" and untouched.is_dir()
     assert Path(workspace / "start-here.ipynb").exists() is False  # fill() was not asked for it here
+
+
+def test_lab_submit_from_the_notebook_api(home, settings, images, client, monkeypatch):
+    """``lab.submit()`` as a learner's kernel calls it: hand-in through the exchange, graded, the result back."""
+    import ladderlab
+    from ladderlab.course import load_course
+    from ladderlab.course.labs import load_lab
+    from ladderlab.grading.checks import load_graders
+
+    env, _cache, _workspace = home
+    for name in ("LADDERLAB_CACHE_DIR", "LADDERLAB_WORKSPACE", "LADDERLAB_ROOT"):
+        monkeypatch.setenv(name, env[name])
+    source = load_lab(settings, load_course(settings.course_file), LAB, registry=load_graders(settings.root))
+    learner = f"kernel-{uuid.uuid4().hex[:6]}"
+    lab = ladderlab.start(LAB, learner=learner)
+    try:
+        sub = lab.submit(str(source.notebook_path))
+    finally:
+        lab.stop()
+    assert (sub.status, sub.score, sub.passed, sub.student) == ("graded", 10, True, learner)
+    assert not leftovers_for_learner(client, learner)
