@@ -277,7 +277,8 @@ class Home:
     keys: dict[str, str]
     course_keys: dict[str, str]
     secrets: list[str]
-    learners: list[str]
+    learners: list[str]  # every learner handed in so far
+    recorded: list[str]  # those whose grading was recorded (graded)
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +307,7 @@ def home(tmp_path_factory, settings, images, client) -> Iterator[Home]:
     try:
         yield Home(mine, ServicePaths.of(mine, workspace), canary, _chains(),
                    {c["Id"] for c in client.api.containers(all=True)}, _uid_processes(SANDBOX_UID),
-                   {p.name: _digest(p) for p in (cache / "keys").iterdir()}, course_keys, secrets, [])
+                   {p.name: _digest(p) for p in (cache / "keys").iterdir()}, course_keys, secrets, [], [])
     finally:
         canary.close()
         mp.undo()
@@ -335,7 +336,10 @@ def hand_in(home: Home, lab: Any, notebook: dict[str, Any], learner: str) -> Any
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(notebook))
     home.learners.append(learner)
-    return submit(home.settings, lab.id, path, learner, paths=home.paths, timeout=1200)
+    sub = submit(home.settings, lab.id, path, learner, paths=home.paths, timeout=1200)
+    if sub.status == "graded":
+        home.recorded.append(learner)
+    return sub
 
 
 # --- what was recorded ---------------------------------------------------------------------------------
@@ -376,6 +380,8 @@ def assert_recorded(home: Home, lab: Any, learner: str, sub: Any, failed: set[st
     assert (evidence.lab, evidence.score, evidence.max_score) == (lab.id, score, lab.max_score)
     assert {c.id: c.points for c in evidence.checks} == want
     assert evidence.passed == (score >= lab.threshold * lab.max_score - 1e-9)
+    everyone = [e.evidence.learner for e in store.entries()]  # one entry per recorded grading, nothing else
+    assert sorted(everyone) == sorted(home.recorded)
     assert store.verify().ok
 
 

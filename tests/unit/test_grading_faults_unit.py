@@ -56,8 +56,11 @@ def test_settle_the_learners_broken_host_is_a_failure_an_outside_stop_is_an_erro
     assert [v.status for _, v in final] == ["passed", "failed", "error"] and "APIError" in fault
     # the learner's code stopped the host: what could not be observed fails, naming the host
     final, fault = settle(mixed, HostState(broken_by_learner={"target": "host target stopped during grading"}))
+    assert fault == "" and [v.status for _, v in final] == ["failed", "failed", "failed"]
+    assert all("host target stopped" in v.feedback for _, v in final)  # even a pass seen on a dead host
+    # a broken host only takes down the checks that name it (default-deny observes target and outsider)
+    final, fault = settle(mixed, HostState(broken_by_learner={"monitor": "host monitor stopped during grading"}))
     assert fault == "" and [v.status for _, v in final] == ["passed", "failed", "failed"]
-    assert all("host target stopped" in v.feedback for _, v in final[1:])
     # stopped from outside: nothing failed stands as the learner's failure, the grading is incomplete
     final, fault = settle(mixed, HostState(disturbed={"target": "host target received an engine-level stop"}))
     assert "engine-level stop" in fault and [v.status for _, v in final] == ["passed", "error", "error"]

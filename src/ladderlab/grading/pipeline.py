@@ -375,8 +375,10 @@ def host_state(client: docker.DockerClient, env: runtime.Environment, since: flo
 def settle(verdicts: list[tuple[Check, Verdict]], hosts: HostState) -> tuple[list[tuple[Check, Verdict]], str]:
     """Final verdicts and the grading's fault line ('' when it is complete).
 
-    Checks that could not observe because the learner broke a host fail, naming the host; a host
-    disturbed from outside, or any check the grader could not judge, leaves the grading incomplete.
+    Checks that could not observe because the learner broke a host fail, naming the host, and so does
+    every check that names a broken host in its arguments even if it passed (a stopped host answers
+    nothing, which a probe takes for a closed port); a host disturbed from outside, or any check the
+    grader could not judge, leaves the grading incomplete.
     """
     if hosts.disturbed:  # nothing observed after that means anything about the learner's work
         why = "; ".join(sorted(hosts.disturbed.values()))
@@ -385,13 +387,24 @@ def settle(verdicts: list[tuple[Check, Verdict]], hosts: HostState) -> tuple[lis
     out = []
     broken = "; ".join(sorted(hosts.broken_by_learner.values()))
     for check, verdict in verdicts:
+        down = [why for host, why in sorted(hosts.broken_by_learner.items()) if host in _named(check.spec.args)]
         if broken and verdict.status == ERROR_VERDICT:
             verdict = fail(one_line(broken))
         elif broken and verdict.status == FAILED:
             verdict = fail(one_line(f"{broken} ({verdict.feedback})"))
+        elif down:  # a host that is down answers nothing: a "closed port" or a "default deny" seen on it means nothing
+            verdict = fail(one_line(f"{'; '.join(down)}: nothing observed on it counts"))
         out.append((check, verdict))
     errors = [f"check {c.id}: {v.feedback}" for c, v in out if v.status == ERROR_VERDICT]
     return out, errors[0] if errors else ""
+
+
+def _named(args: Any) -> set[str]:
+    """Every string among a check's arguments (the hosts it observes are named there)."""
+    if isinstance(args, str):
+        return {args}
+    values = args.values() if isinstance(args, Mapping) else args if isinstance(args, list | tuple) else ()
+    return {name for value in values for name in _named(value)}
 
 
 def write_verdict(cell: NotebookNode, result: CheckOutcome) -> None:
