@@ -13,9 +13,7 @@ Prints both wall times and the throughput ratio (issue 12's target on a 2-core m
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -28,19 +26,17 @@ from ladderlab.grading.checks import load_graders
 from ladderlab.service import cohorts, handin
 from ladderlab.service.paths import ServicePaths
 from ladderlab.service.queue import default_workers
+from ladderlab.testing import private_cache
 
 
 def measure(base: Settings, lab_id: str, notebook: Path, n: int, workers: int, tmp: Path) -> float:
-    cache = tmp / f"cache-{workers}"
-    if (base.cache_dir / "keys").is_dir():
-        shutil.copytree(base.cache_dir / "keys", cache / "keys")
-    settings = dataclasses.replace(base, cache_dir=cache)
+    settings = private_cache(base, tmp / f"cache-{workers}")
     paths = ServicePaths.of(settings, tmp / f"workspace-{workers}")
     course = handin.ensure_released(settings, paths, only=[lab_id])
     cohorts.create(paths, "bench")
     roster = tmp / f"roster-{workers}.csv"
     roster.write_text("id,name,email,team\n" + "".join(f"bench-{i:03d},Bench {i},,\n" for i in range(n)))
-    cohorts.add(paths, "bench", roster)
+    cohorts.add(paths, "bench", cohorts.read_roster(roster))
     for i in range(n):
         handin.hand_in(paths, course.id, lab_id, notebook, f"bench-{i:03d}")
     time.sleep(0.5)  # the exchange's hand-ins count as complete after a quiet moment

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ladderlab.config import Settings
 from ladderlab.course import load_course
-from ladderlab.course.labs import load_lab
+from ladderlab.course.labs import LabDef, load_lab
 from ladderlab.grading.checks import load_graders
 from ladderlab.grading.nbgrader_ext import init_course_root
 
@@ -53,6 +53,19 @@ def submit(root: Path, lab_id: str, notebook: Path) -> None:
     shutil.copyfile(notebook, dest / f"{lab_id}.ipynb")
 
 
+def plain_course_root(plain: Path, lab: LabDef) -> None:
+    """The baseline: a course root with nbgrader's default configuration, the lab generated, ``STUDENT``
+    added and the lab's source notebook submitted for them."""
+    (plain / "source" / lab.id).mkdir(parents=True)
+    shutil.copyfile(lab.notebook_path, plain / "source" / lab.id / f"{lab.id}.ipynb")
+    (plain / "nbgrader_config.py").write_text(
+        f"c = get_config()  # noqa: F821\nc.CourseDirectory.root = {str(plain)!r}\n"
+        f"c.CourseDirectory.course_id = 'plain'\n")
+    nbgrader(plain, "generate_assignment", lab.id, "--force")
+    nbgrader(plain, "db", "student", "add", STUDENT)
+    submit(plain, lab.id, lab.notebook_path)
+
+
 def score(root: Path, lab_id: str) -> float:
     from nbgrader.api import Gradebook
 
@@ -71,15 +84,10 @@ def main() -> None:
         ours = Path(tmp) / "ladderlab"
         plain = Path(tmp) / "plain"
         init_course_root(settings, ours, [lab])
-        (plain / "source" / lab.id).mkdir(parents=True)
-        shutil.copyfile(lab.notebook_path, plain / "source" / lab.id / f"{lab.id}.ipynb")
-        (plain / "nbgrader_config.py").write_text(
-            f"c = get_config()  # noqa: F821\nc.CourseDirectory.root = {str(plain)!r}\n"
-            f"c.CourseDirectory.course_id = 'plain'\n")
-        for root in (ours, plain):
-            nbgrader(root, "generate_assignment", lab.id, "--force")
-            nbgrader(root, "db", "student", "add", STUDENT)
-            submit(root, lab.id, lab.notebook_path)
+        nbgrader(ours, "generate_assignment", lab.id, "--force")
+        nbgrader(ours, "db", "student", "add", STUDENT)
+        submit(ours, lab.id, lab.notebook_path)
+        plain_course_root(plain, lab)
         no_env = {"LADDERLAB_CONNECT": str(Path(tmp) / "no-such-connection.json")}
         nbgrader(ours, "autograde", lab.id, "--force")  # warm caches (imports, images) once
         nbgrader(plain, "autograde", lab.id, "--force", env=no_env)

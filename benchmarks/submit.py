@@ -15,9 +15,7 @@ Prints medians and the ratio (issue 11's target: no slower than the baseline, ra
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -26,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from grade_one import STUDENT, nbgrader
+from grade_one import STUDENT, nbgrader, plain_course_root
 
 from ladderlab.config import Settings
 from ladderlab.course import load_course
@@ -35,6 +33,7 @@ from ladderlab.grading.checks import load_graders
 from ladderlab.service import handin
 from ladderlab.service.paths import ServicePaths
 from ladderlab.service.queue import GradingService, wait_for
+from ladderlab.testing import private_cache
 
 
 def main() -> None:
@@ -45,41 +44,30 @@ def main() -> None:
     base = Settings.from_env()
     lab = load_lab(base, load_course(base.course_file), args.lab, registry=load_graders(base.root))
     with tempfile.TemporaryDirectory(prefix="ll-bench-submit-") as tmp:
-        cache = Path(tmp) / "cache"
-        if (base.cache_dir / "keys").is_dir():
-            shutil.copytree(base.cache_dir / "keys", cache / "keys")
-        settings = dataclasses.replace(base, cache_dir=cache)
+        settings = private_cache(base, Path(tmp) / "cache")
         paths = ServicePaths.of(settings, Path(tmp) / "workspace")
         course = handin.ensure_released(settings, paths, only=[lab.id])
         service = GradingService(settings, paths).start()
 
         plain = Path(tmp) / "plain"
-        (plain / "source" / lab.id).mkdir(parents=True)
-        shutil.copyfile(lab.notebook_path, plain / "source" / lab.id / f"{lab.id}.ipynb")
-        (plain / "nbgrader_config.py").write_text(
-            f"c = get_config()  # noqa: F821\nc.CourseDirectory.root = {str(plain)!r}\n"
-            f"c.CourseDirectory.course_id = 'plain'\n")
-        nbgrader(plain, "generate_assignment", lab.id, "--force")
-        nbgrader(plain, "db", "student", "add", STUDENT)
-        (plain / "submitted" / STUDENT / lab.id).mkdir(parents=True)
-        shutil.copyfile(lab.notebook_path, plain / "submitted" / STUDENT / lab.id / f"{lab.id}.ipynb")
+        plain_course_root(plain, lab)
         no_env = {"LADDERLAB_CONNECT": str(Path(tmp) / "no-such-connection.json")}
 
-        def hand_in_and_wait() -> tuple[float, dict[str, float]]:
+        def hand_in_and_wait() -> float:
             started = time.perf_counter()
             key = handin.hand_in(paths, course.id, lab.id, lab.notebook_path, STUDENT)
             sub = wait_for(service.ledger, key, 1800)
             took = time.perf_counter() - started
             if sub.status != "graded" or sub.score != lab.max_score:
                 sys.exit(f"the solution was not graded full marks: {sub.to_json()}")
-            return took, {}
+            return took
 
         try:
             hand_in_and_wait()  # warm once (imports, first gradebook, image caches), as grade_one does
             nbgrader(plain, "autograde", lab.id, "--force", env=no_env)
             times: dict[str, list[float]] = {"submit": [], "plain": []}
             for i in range(args.rounds):
-                times["submit"].append(hand_in_and_wait()[0])
+                times["submit"].append(hand_in_and_wait())
                 times["plain"].append(nbgrader(plain, "autograde", lab.id, "--force", env=no_env))
                 print(f"round {i + 1}: hand-in to feedback {times['submit'][-1]:.2f}s  "
                       f"plain autograde {times['plain'][-1]:.2f}s", file=sys.stderr)

@@ -143,13 +143,9 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         say(f"{sub.lab}: {sub.status}{': ' + sub.stage if sub.stage else ''}")
 
     if args.no_wait:
-        from ladderlab.course import load_course
-        from ladderlab.course.labs import chosen_labs
-        from ladderlab.service.handin import ensure_released, hand_in
+        from ladderlab.service.handin import hand_in_lab
 
-        chosen_labs(load_course(settings.course_file, "course.yaml"), [args.lab])
-        course = ensure_released(settings, paths, say, only=[args.lab])
-        key = hand_in(paths, course.id, args.lab, notebook, learner)
+        key = hand_in_lab(settings, paths, args.lab, notebook, learner, say)
         print(json.dumps({"key": key}) if args.json else key)
         return 0
     sub = submit(settings, args.lab, notebook, learner, say=say, on_change=progress, timeout=args.timeout,
@@ -183,10 +179,9 @@ def cmd_cohort_add(args: argparse.Namespace, settings: Settings) -> int:
 
     paths = _cohort_paths(settings)
     cohorts.members(paths, args.name)  # the cohort exists
-    cohorts.parse_roster(Path(args.roster).read_text(encoding="utf-8-sig") if Path(args.roster).is_file() else "",
-                         args.roster)  # a bad roster is refused before anything is prepared
+    rows = cohorts.read_roster(Path(args.roster))  # a bad roster is refused before anything is prepared
     ensure_released(settings, paths, say, skip_broken=True)  # nbgrader's course root and gradebook
-    added, updated = cohorts.add(paths, args.name, Path(args.roster))
+    added, updated = cohorts.add(paths, args.name, rows)
     say(f"cohort {args.name}: {added} learner(s) added, {updated} updated (also in nbgrader's gradebook)")
     return 0
 

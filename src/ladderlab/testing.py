@@ -32,8 +32,10 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ladderlab.config import Settings
 from ladderlab.environments.transports.base import CommandResult, quote_command
 from ladderlab.grading.checks import FileStat, Listener, Process, Runner
 
@@ -166,3 +168,17 @@ if TYPE_CHECKING:  # mypy proves the doubles are the protocols they stand in for
 
     _context: Context = FakeContext()
     _runner: Runner = FakeRunner()
+
+
+def private_cache(settings: Settings, cache_dir: Path) -> Settings:
+    """``settings`` with a cache of its own (queue, ledger, gradebook, evidence, environment state) at
+    ``cache_dir``, holding a copy of the machine's course keys so that seeds are the course's. Tests and
+    benchmarks that hand work in use it: nothing they do is written to the machine's cache."""
+    import dataclasses
+    import shutil
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    keys = settings.cache_dir / "keys"
+    if keys.is_dir() and not (cache_dir / "keys").exists():
+        shutil.copytree(keys, cache_dir / "keys")
+    return dataclasses.replace(settings, cache_dir=cache_dir)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -16,6 +15,7 @@ import uuid
 import nbformat
 import pytest
 
+from ladderlab.testing import private_cache
 from tests.integration.conftest import leftovers_for_learner
 
 LAB = "sec-1-iptables-hardening"
@@ -32,10 +32,7 @@ def run(env, *args, ok=True, timeout=1800):
 
 @pytest.fixture
 def trainer(tmp_path, settings):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    if (settings.cache_dir / "keys").is_dir():
-        shutil.copytree(settings.cache_dir / "keys", cache / "keys")
+    cache = private_cache(settings, tmp_path / "cache").cache_dir
     env = dict(os.environ, LADDERLAB_CACHE_DIR=str(cache), LADDERLAB_WORKSPACE=str(tmp_path / "workspace"),
                LADDERLAB_ROOT=str(settings.root))
     env.pop("LADDERLAB_LEARNER", None)

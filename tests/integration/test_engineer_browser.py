@@ -35,6 +35,7 @@ import nbformat
 import pytest
 
 from ladderlab import browser
+from ladderlab.testing import private_cache
 from tests.integration.conftest import leftovers_for_learner
 
 LAB = "sec-1-iptables-hardening"
@@ -109,10 +110,7 @@ class Shots:
 @pytest.fixture
 def lab_server(tmp_path, settings, client):
     """``ladderlab lab`` for a fresh learner in a fresh workspace and cache; stopped and cleaned up afterwards."""
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    if (settings.cache_dir / "keys").is_dir():
-        shutil.copytree(settings.cache_dir / "keys", cache / "keys")
+    cache = private_cache(settings, tmp_path / "cache").cache_dir
     lab_settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
     lab_settings.mkdir(parents=True)
     # no "news" toast over the screenshots (and no request for it: the machine is offline)

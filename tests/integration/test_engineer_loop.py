@@ -25,6 +25,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from ladderlab.testing import private_cache
 from tests.integration.conftest import leftovers_for_learner
 
 LAB = "sec-1-iptables-hardening"
@@ -33,10 +34,7 @@ pytestmark = [pytest.mark.slow]
 
 @pytest.fixture
 def home(tmp_path, settings):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    if (settings.cache_dir / "keys").is_dir():
-        shutil.copytree(settings.cache_dir / "keys", cache / "keys")
+    cache = private_cache(settings, tmp_path / "cache").cache_dir
     env = dict(os.environ, LADDERLAB_CACHE_DIR=str(cache), LADDERLAB_WORKSPACE=str(tmp_path / "workspace"),
                LADDERLAB_ROOT=str(settings.root))
     env.pop("LADDERLAB_LEARNER", None)

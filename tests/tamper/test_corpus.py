@@ -51,6 +51,7 @@ from nbformat.v4 import new_code_cell
 from ladderlab.config import Settings
 from ladderlab.course.labs import is_check_cell, nbg
 from ladderlab.environments import labels as L
+from ladderlab.testing import private_cache
 
 CORPUS = Path(__file__).parent / "corpus"
 ENTRIES = sorted(p.stem for p in CORPUS.glob("*.yaml"))
@@ -288,10 +289,8 @@ def home(tmp_path_factory, settings, images, client) -> Iterator[Home]:
 
     tmp = tmp_path_factory.mktemp("tamper-corpus")
     cache, workspace = tmp / "cache", tmp / "workspace"
-    cache.mkdir()
+    private_cache(settings, cache)  # the course's seed and signing keys, so seeds are the course's
     real_keys = settings.cache_dir / "keys"
-    if real_keys.is_dir():  # the course's seed and signing keys, so seeds are the course's
-        shutil.copytree(real_keys, cache / "keys")
     mp = pytest.MonkeyPatch()
     # nbgrader's steps (LadderlabExecute, RecordEvidence) find the cache from the environment, as in production
     mp.setenv("LADDERLAB_CACHE_DIR", str(cache))

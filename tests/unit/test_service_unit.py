@@ -5,7 +5,6 @@ exchange, Huey's queue) is the real thing."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import time
@@ -18,6 +17,7 @@ from ladderlab.service import handin, queue
 from ladderlab.service.ledger import ERROR, GRADED, GRADING, QUEUED, Ledger, Submission, parse_key
 from ladderlab.service.paths import ServicePaths
 from ladderlab.service.workspace import _place
+from ladderlab.testing import private_cache
 
 LAB = "sec-1-iptables-hardening"
 
@@ -94,11 +94,7 @@ def test_placement_fetches_keeps_updates_untouched_and_puts_changed_labs_beside(
 @pytest.fixture(scope="module")
 def released(tmp_path_factory, settings):
     """A private cache (course root, exchange, queue, ledger) with every published lab released by nbgrader."""
-    cache = tmp_path_factory.mktemp("cache")
-    keys = settings.cache_dir / "keys"
-    if keys.is_dir():  # the course's seed key, so seeds match the machine's (nothing is written back)
-        shutil.copytree(keys, cache / "keys")
-    mine = dataclasses.replace(settings, cache_dir=cache)
+    mine = private_cache(settings, tmp_path_factory.mktemp("cache"))
     paths = ServicePaths.of(mine, tmp_path_factory.mktemp("workspace"))
     course = handin.ensure_released(mine, paths)
     return mine, paths, course

@@ -127,14 +127,18 @@ def parse_roster(text: str, display: str) -> list[Member]:
     return out
 
 
-def add(paths: ServicePaths, name: str, roster: Path) -> tuple[int, int]:
-    """Add a roster to cohort ``name`` and to nbgrader's gradebook; (added, updated)."""
-    data = _read(paths, name)
+def read_roster(roster: Path) -> list[Member]:
+    """The roster file's rows (:func:`parse_roster`); ConfigError when it cannot be read."""
     try:
         text = roster.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(roster), [("", f"cannot read the roster: {exc}")]) from None
-    rows = parse_roster(text, str(roster))
+    return parse_roster(text, str(roster))
+
+
+def add(paths: ServicePaths, name: str, rows: Sequence[Member]) -> tuple[int, int]:
+    """Add roster rows to cohort ``name`` and to nbgrader's gradebook; (added, updated)."""
+    data = _read(paths, name)
     existing = {m["id"]: m for m in data["members"]}
     added = sum(1 for m in rows if m.id not in existing)
     _gradebook_add(paths, rows)
@@ -302,10 +306,10 @@ def grade(settings: Any, paths: ServicePaths, name: str, lab_id: str, *, workers
         service.start()  # recovers: every unfinished version in the ledger is queued again, ours included
         deadline = time.monotonic() + timeout
         while True:
-            subs = [ledger.get(k) for k in keys]
-            tally.graded = sum(1 for s in subs if s is not None and s.status == GRADED)
-            tally.passed = sum(1 for s in subs if s is not None and s.status == GRADED and s.passed)
-            tally.errors = sum(1 for s in subs if s is not None and s.status == ERROR)
+            subs = ledger.many(keys).values()
+            tally.graded = sum(1 for s in subs if s.status == GRADED)
+            tally.passed = sum(1 for s in subs if s.status == GRADED and s.passed)
+            tally.errors = sum(1 for s in subs if s.status == ERROR)
             if progress is not None:
                 progress(tally)
             if tally.remaining == 0 or time.monotonic() > deadline:
@@ -314,7 +318,8 @@ def grade(settings: Any, paths: ServicePaths, name: str, lab_id: str, *, workers
     finally:
         service.stop(graceful=False)
         lock.release()
-    return [s for s in (ledger.get(k) for k in keys) if s is not None]
+    found = ledger.many(keys)
+    return [found[k] for k in keys if k in found]
 
 
 def release_feedback(settings: Any, paths: ServicePaths, name: str, lab_id: str) -> list[str]:

@@ -87,18 +87,25 @@ def hand_in(paths: ServicePaths, course_id: str, lab_id: str, notebook: Path, le
         return str(submit.assignment_filename)
 
 
+def hand_in_lab(settings: Settings, paths: ServicePaths, lab_id: str, notebook: Path, learner: str,
+                say: Say = _quiet) -> str:
+    """Release ``lab_id`` if needed and hand ``notebook`` in as ``learner``; the version's key."""
+    from ladderlab.course import load_course
+    from ladderlab.course.labs import chosen_labs
+
+    chosen_labs(load_course(settings.course_file, "course.yaml"), [lab_id])  # a clear error for an unknown lab
+    course = ensure_released(settings, paths, say, only=[lab_id])
+    return hand_in(paths, course.id, lab_id, notebook, learner)
+
+
 def submit(settings: Settings, lab_id: str, notebook: Path, learner: str, *, say: Say = _quiet,
            on_change: Callable[[Submission], None] | None = None, timeout: float = WAIT_SECONDS,
            paths: ServicePaths | None = None) -> Submission:
     """Hand ``notebook`` in and wait for its grading (by the running service, or one started here)."""
-    from ladderlab.course import load_course
-    from ladderlab.course.labs import chosen_labs
     from ladderlab.service.queue import GradingService, ServiceLock, wait_for
 
     paths = paths or ServicePaths.of(settings)
-    chosen_labs(load_course(settings.course_file, "course.yaml"), [lab_id])  # a clear error for an unknown lab
-    course = ensure_released(settings, paths, say, only=[lab_id])
-    key = hand_in(paths, course.id, lab_id, notebook, learner)
+    key = hand_in_lab(settings, paths, lab_id, notebook, learner, say)
     say(f"handed in {lab_id} as {learner} ({key})")
     lock = ServiceLock(paths.lock)
     if not lock.acquire():  # a grading service runs (ladderlab lab): it picks the submission up

@@ -177,6 +177,14 @@ class Ledger:
             row = db.execute("select * from submissions where key = ?", (key,)).fetchone()
         return _row(row) if row else None
 
+    def many(self, keys: list[str]) -> dict[str, Submission]:
+        """The rows of ``keys`` that the ledger has, in one query."""
+        with self._db() as db:
+            db.execute("create temp table wanted (key text primary key)")
+            db.executemany("insert or ignore into temp.wanted values (?)", [(k,) for k in keys])
+            rows = db.execute("select s.* from submissions s join temp.wanted w on s.key = w.key").fetchall()
+        return {r["key"]: _row(r) for r in rows}
+
     def latest(self, student: str, lab: str) -> Submission | None:
         """The newest version (by nbgrader's timestamp) the ledger has of ``student``'s ``lab``."""
         with self._db() as db:

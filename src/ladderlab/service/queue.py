@@ -157,6 +157,7 @@ class GradingService:
         self._threads: list[threading.Thread] = []
         self._consumer: Any = None
         self._client: Any = None
+        self._nbgrader: Any = None
 
     # --- life cycle -----------------------------------------------------------------------------
     def start(self) -> GradingService:
@@ -350,9 +351,12 @@ class GradingService:
         self._ok(api.release_feedback(lab_id, student), "release_feedback")
 
     def _api(self) -> Any:
+        """nbgrader's API on the course root, made once (used only under the writer lock)."""
         from ladderlab.service.workspace import nbgrader_api
 
-        return nbgrader_api(self.paths)
+        if self._nbgrader is None:
+            self._nbgrader = nbgrader_api(self.paths)
+        return self._nbgrader
 
     @staticmethod
     def _ok(result: dict[str, Any], what: str) -> None:
