@@ -157,7 +157,6 @@ class GradingService:
         self._threads: list[threading.Thread] = []
         self._consumer: Any = None
         self._client: Any = None
-        self._nbgrader: Any = None
 
     # --- life cycle -----------------------------------------------------------------------------
     def start(self) -> GradingService:
@@ -351,12 +350,9 @@ class GradingService:
         self._ok(api.release_feedback(lab_id, student), "release_feedback")
 
     def _api(self) -> Any:
-        """nbgrader's API on the course root, made once (used only under the writer lock)."""
         from ladderlab.service.workspace import nbgrader_api
 
-        if self._nbgrader is None:
-            self._nbgrader = nbgrader_api(self.paths)
-        return self._nbgrader
+        return nbgrader_api(self.paths)
 
     @staticmethod
     def _ok(result: dict[str, Any], what: str) -> None:
