@@ -44,6 +44,10 @@ pytestmark = [pytest.mark.slow]
 #: Console errors the feedback page itself causes in JupyterLab's sandboxed HTML viewer: nbgrader's
 #: feedback HTML carries scripts (blocked by the sandbox) and links to a CDN (no network here).
 FEEDBACK_PAGE_NOISE = ("Blocked script execution in 'blob:", "net::ERR_NAME_NOT_RESOLVED")
+#: Chromium aborts whatever request is in flight when the host's network interfaces change, and Docker adds
+#: and removes bridges and veths whenever a lab environment starts or stops. JupyterLab retries its polls;
+#: an aborted request that mattered fails the test's own waits, so the console line alone is not a finding.
+HOST_NETWORK_NOISE = ("net::ERR_NETWORK_CHANGED",)
 FRAMES = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
 CURRENT_TAB = "#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current"
 INSTRUCTOR_TOOLS = ("Formgrader", "Course List", "Create Assignment", "Manage Assignments", "Generate Assignment")
@@ -398,8 +402,8 @@ def test_the_engineers_loop_in_the_browser(lab_server, settings, client, tmp_pat
         assert re.search(rf"^{re.escape(security.name)}\s+1$", shown, re.M), shown
         said = " ".join(f"{security.name} L1: {course.cell('security', 1).text}".split())  # as HTML shows it
         assert said in " ".join(shown.split()), shown
-        noise = [e for e in page.errors if not e.startswith(FEEDBACK_PAGE_NOISE) and  # type: ignore[attr-defined]
-                 not any(n in e for n in FEEDBACK_PAGE_NOISE)]
+        noise = [e for e in page.errors  # type: ignore[attr-defined]
+                 if not any(n in e for n in FEEDBACK_PAGE_NOISE + HOST_NETWORK_NOISE)]
         assert noise == [], noise
         assert page.dialogs == []  # type: ignore[attr-defined]
 
