@@ -1,7 +1,7 @@
 """The trainer's loop on one machine, through the CLI a trainer types: a cohort of 12 from a roster, the lab
 released through nbgrader's exchange, hand-ins on the learners' behalf (solutions, decoys, untouched and
-broken notebooks), collected, graded with two workers, feedback released, status read; then a killed run
-resumed and a re-grade that replaces scores without counting anything twice."""
+broken notebooks), collected, graded with two workers, feedback released, status read, the cohort report built; then grading
+again counts nothing twice. Faults (a daemon restart, a host never ready, a killed run): test_cohort_faults.py."""
 
 from __future__ import annotations
 
@@ -128,6 +128,16 @@ def test_a_cohort_of_twelve_graded_with_two_workers(trainer, settings, client, i
     r = run(env, "cohort", "feedback", "autumn", LAB)
     assert "released to 12 learner(s)" in r.stderr
     assert len(list(feedback.glob("*.html"))) == 12
+
+    # the walkthrough's last step: the cohort report (heatmap, engineer pages, exports) from the signed record
+    site = tmp_path / "site"
+    r = run(env, "report", "--cohort", "autumn", "--out", str(site))
+    report = json.loads((site / "report.json").read_text())
+    assert report["verification"]["ok"] is True, report["verification"]
+    assert {row["learner"] for row in report["learners"]} == {f"{name}-{tag}" for name, _, _ in handins}
+    assert [(lab["lab"], lab["learners"], lab["passed"]) for lab in report["labs"]] == [(LAB, 12, passed)]
+    assert all((site / "engineer" / f"{name}-{tag}.html").is_file() for name, _, _ in handins), \
+        sorted(p.name for p in site.rglob("*.html"))[:20]
 
     # grading again does nothing (each version once); --regrade replaces, never adds
     r = run(env, "cohort", "grade", "autumn", LAB, "--jobs", "2")

@@ -48,6 +48,8 @@ def _host(**kw):
     ({"name": "x", "hosts": {"a": _host(labels={"io.ladderlab.expires": "0"})}}, "hosts.a.labels", "reserved"),
     ({"name": "x", "hosts": {"a": _host(environment={"P": "{nope}"})}}, "hosts.a.environment.P",
      "unknown parameter nope"),
+    ({"name": "x", "hosts": {"a": _host(ready=[{"command": "test {nope} -gt 0"}])}}, "hosts.a.ready[0].command",
+     "unknown parameter nope"),
     ({"name": "x", "hosts": {"a": _host(depends_on=["b"]), "b": _host(depends_on=["a"])}}, "hosts",
      "cycle"),
     ({"name": "x", "hosts": {"a": _host(networks=["wan"])}}, "hosts.a.networks", "unknown network"),
@@ -89,3 +91,13 @@ def test_cli_env_up_with_bad_env_yaml_exits_2_without_traceback(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "environments/bad/env.yaml: hosts.a.capabilities: capabilities SYS_MODULE are not allowed" in proc.stderr
+
+
+def test_a_ready_command_gets_the_params_shell_quoted():
+    from ladderlab.environments.readiness import CommandSucceeds
+    from ladderlab.environments.runtime import _strategies
+    from ladderlab.environments.spec import CommandReady
+
+    host = load_env_spec(ENVS["firewall"]).hosts["target"]
+    host = host.model_copy(update={"ready": [CommandReady(command="test {port} -ne 6001")]})
+    assert _strategies(host, {"port": "1; reboot"}) == [CommandSucceeds("test '1; reboot' -ne 6001")]

@@ -239,3 +239,8 @@ def test_service_paths_follow_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("LADDERLAB_WORKSPACE", str(tmp_path / "elsewhere"))
     assert ServicePaths.of(settings).workspace == (tmp_path / "elsewhere").resolve()
     assert ServicePaths.of(settings, Path(tmp_path / "given")).workspace == (tmp_path / "given").resolve()
+
+
+def test_retries_back_off_exponentially_up_to_a_ceiling():
+    assert [queue.backoff(n, 5.0, 120.0) for n in range(1, 8)] == [5.0, 10.0, 20.0, 40.0, 80.0, 120.0, 120.0]
+    assert queue.backoff(0, 5.0) == 5.0  # an attempt count the ledger has not raised yet: the first delay

@@ -50,13 +50,18 @@ def _why(summary_status: str, owner: str, created: float, grace: float, now: flo
 
 
 def reap(settings: Settings, client: docker.DockerClient, *, dry_run: bool = False,
-         grace: float = DEFAULT_GRACE) -> ReapReport:
+         grace: float = DEFAULT_GRACE, graders_gone_only: bool = False) -> ReapReport:
+    """Remove what is expired or orphaned; ``graders_gone_only``: only grading environments whose grader
+    process is gone (what a grading service may remove whatever cache it uses: nothing else needs them)."""
     report = ReapReport()
     now = time.time()
     live = set()
     for s in list_envs(settings, client):
         live.add(s.id)
-        why = _why(s.status, s.owner, s.created, grace, now, s.bound)
+        if graders_gone_only:
+            why = "its grader is gone" if s.bound and L.owner_alive(s.owner) is False else None
+        else:
+            why = _why(s.status, s.owner, s.created, grace, now, s.bound)
         if why is None:
             report.kept.append(s.id)
             continue
@@ -65,7 +70,7 @@ def reap(settings: Settings, client: docker.DockerClient, *, dry_run: bool = Fal
             teardown(client, s.id)
             shutil.rmtree(env_dir(settings, s.id), ignore_errors=True)
     records = settings.state_dir / "envs"
-    if records.is_dir():
+    if records.is_dir() and not graders_gone_only:
         for d in sorted(records.iterdir()):
             # Young records may belong to an ``up`` that has not created containers yet.
             if d.name not in live and now - d.stat().st_mtime > STALE_RECORD_AGE:

@@ -224,7 +224,7 @@ def _strategies(spec: HostSpec, params: dict[str, str | int]) -> list[Strategy]:
     out: list[Strategy] = []
     for r in spec.ready:
         if isinstance(r, CommandReady):
-            out.append(CommandSucceeds(r.command))
+            out.append(CommandSucceeds(_render_setup(r.command, params)))
         elif isinstance(r, LogReady):
             out.append(LogContains(r.log))
         else:

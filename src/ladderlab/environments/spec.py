@@ -94,7 +94,8 @@ class PortReady(_Model):
 
 
 class CommandReady(_Model):
-    """Ready when ``command`` exits 0 inside the host."""
+    """Ready when ``command`` exits 0 inside the host (``{param}`` placeholders rendered shell-quoted, as in
+    ``setup``)."""
 
     command: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 
@@ -225,6 +226,8 @@ class EnvSpec(_Model):
             templated += [(f"{where}.setup[{i}]", c) for i, c in enumerate(host.setup)]
             templated += [(f"{where}.ready[{i}].port", r.port) for i, r in enumerate(host.ready)
                           if isinstance(r, PortReady) and isinstance(r.port, str)]
+            templated += [(f"{where}.ready[{i}].command", r.command) for i, r in enumerate(host.ready)
+                          if isinstance(r, CommandReady)]
             for field, text in templated:
                 try:
                     unknown = placeholders(text) - set(self.params)

@@ -479,6 +479,8 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
         timings["checks"] = time.monotonic() - t1
     except Exception as exc:  # infrastructure or our own tools: the grading is incomplete, never a verdict
         fault = one_line(f"{type(exc).__name__}: {exc}") if not isinstance(exc, LadderlabError) else one_line(str(exc))
+        for detail in getattr(exc, "__notes__", ()):  # e.g. the last log lines of a host that never got ready
+            say(f"{lab.id}/{student}: {detail}")
     finally:
         t2 = time.monotonic()
         if watch is not None:

@@ -300,7 +300,7 @@ def grade(settings: Any, paths: ServicePaths, name: str, lab_id: str, *, workers
         raise UsageError(f"a grading service already runs for {paths.settings.cache_dir} (`ladderlab lab` or "
                          f"`ladderlab service run`): stop it, then grade the cohort")
     tally = Tally(total=len(keys), started=time.monotonic())
-    service = GradingService(settings, paths, workers=workers, say=lambda _m: None, scan_interval=None,
+    service = GradingService(settings, paths, workers=workers, say=say, scan_interval=None,
                              release_feedback=False)
     try:
         service.start()  # recovers: every unfinished version in the ledger is queued again, ours included

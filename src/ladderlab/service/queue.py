@@ -41,9 +41,16 @@ from ladderlab.service.paths import ServicePaths
 
 Say = Callable[[str], None]
 
-#: Attempts for a submission whose grading could not judge (infrastructure), and the delay between them.
+#: Attempts for a submission whose grading could not judge (infrastructure), and the delay before the first
+#: retry; each later retry waits twice as long as the one before, never more than RETRY_DELAY_MAX.
 RETRIES = 2
 RETRY_DELAY = 5.0
+RETRY_DELAY_MAX = 120.0
+
+
+def backoff(attempt: int, first: float = RETRY_DELAY, most: float = RETRY_DELAY_MAX) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based): ``first``, then doubling, capped."""
+    return float(min(most, first * 2 ** max(0, attempt - 1)))
 
 
 #: What one grading holds at its peak: the lab's hosts, the sandbox (its limit is 1 GiB) and the observers.
@@ -190,8 +197,10 @@ class GradingService:
             t.join(timeout=5)
 
     def recover(self) -> list[str]:
-        """Queue again every version the ledger has not finished (the queue itself is rebuilt from it)."""
+        """Queue again every version the ledger has not finished (the queue itself is rebuilt from it), after
+        removing the grading environments whose grader is gone (a killed run leaves its hosts behind)."""
         self.huey.flush()
+        self._reap()
         keys = []
         for sub in self.ledger.unfinished():
             if sub.status == GRADING:
@@ -201,6 +210,17 @@ class GradingService:
         if keys:
             self.say(f"grading service: {len(keys)} submission(s) picked up again: {', '.join(keys)}")
         return keys
+
+    def _reap(self) -> None:
+        from ladderlab.environments.reaper import reap
+
+        try:
+            report = reap(self.settings, self.client(), graders_gone_only=True)
+        except Exception as exc:  # an engine that does not answer yet: the workers' gradings will say so
+            self.say(f"grading service: could not look for environments left behind: {one_line(str(exc))}")
+            return
+        for env_id, why in sorted(report.removed.items()):
+            self.say(f"grading service: removed environment {env_id} ({why})")
 
     # --- intake -----------------------------------------------------------------------------------
     def inbound(self) -> Path:
@@ -260,7 +280,10 @@ class GradingService:
             self.grade_one(key)
         except Retry as exc:
             self.ledger.requeue(key, str(exc))
-            raise RetryTask(delay=self.retry_delay) from exc
+            sub = self.ledger.get(key)
+            delay = backoff(sub.attempts if sub is not None else 1, self.retry_delay)
+            self.say(f"grading service: {key}: could not be judged ({exc}); trying again in {delay:g} s")
+            raise RetryTask(delay=delay) from exc
 
     def grade_one(self, key: str) -> Submission | None:
         """Grade one submission version; Retry when it could not be judged and attempts remain
