@@ -1,7 +1,8 @@
 """The trainer's loop on one machine, through the CLI a trainer types: a cohort of 12 from a roster, the lab
 released through nbgrader's exchange, hand-ins on the learners' behalf (solutions, decoys, untouched and
-broken notebooks), collected, graded with two workers, feedback released, status read, the cohort report built; then grading
-again counts nothing twice. Faults (a daemon restart, a host never ready, a killed run): test_cohort_faults.py."""
+broken notebooks), collected, graded with two workers, feedback released, status read, the cohort report
+built; then grading again counts nothing twice. Faults (a daemon restart, a host never ready, a killed
+run): test_cohort_faults.py."""
 
 from __future__ import annotations
 
