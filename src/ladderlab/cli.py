@@ -337,6 +337,19 @@ def cmd_course_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_new_lab(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.course.scaffold import scaffold_lab
+    from ladderlab.grading.checks import load_graders
+
+    clauses = [c.strip() for c in (args.clauses or "").split(",") if c.strip()]
+    made = scaffold_lab(settings, args.id, env=args.env, registry=load_graders(settings.root), title=args.title,
+                        points=args.points, clauses=clauses, say=say)
+    out.print(f"{made.lab_id}: {len(made.remaining)} places to fill (docs/authoring.md), each marked TODO(author):")
+    for where, line in made.remaining:
+        out.print(f"  {where}: {line}")
+    return 0
+
+
 def cmd_env_up(args: argparse.Namespace, settings: Settings) -> int:
     from ladderlab.environments.runtime import load_spec, up
     from ladderlab.environments.views import env_json, host_rows
@@ -620,7 +633,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 def _who(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The learner/cohort filter every ladder-reading command takes."""
     p.add_argument("--learner", metavar="ID")
-    p.add_argument("--cohort", metavar="NAME", help="a cohort from course.yaml")
+    p.add_argument("--cohort", metavar="NAME", help="a cohort: `ladderlab cohort create` or course.yaml")
     return p
 
 
@@ -655,6 +668,18 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("course", help="course.yaml").add_subparsers(dest="sub", required=True, metavar="SUB")
     cc = c.add_parser("check", help="validate course.yaml")
     cc.set_defaults(func=cmd_course_check)
+
+    nw = sub.add_parser("new", help="start new course content").add_subparsers(dest="sub", required=True,
+                                                                             metavar="SUB")
+    nl = nw.add_parser("lab", help="scaffold labs/ID/ (lab.yaml, notebook, decoy, solution, README) and its "
+                                   "course.yaml entry")
+    nl.add_argument("id", metavar="ID", help="<track code>-<level 1-6>-<slug>, e.g. sec-3-postgres-least-privilege")
+    nl.add_argument("--env", required=True, metavar="ENV", help="an environment under environments/")
+    nl.add_argument("--title", help="the lab's title (default: a TODO(author) to fill)")
+    nl.add_argument("--points", type=int, default=10, metavar="N", help="the lab's points (default 10)")
+    nl.add_argument("--clauses", metavar="ID,...", help="the ladder cell's clauses the lab shows (without it, "
+                                                        "the error lists them)")
+    nl.set_defaults(func=cmd_new_lab)
 
     i = sub.add_parser("images", help="lab images").add_subparsers(dest="sub", required=True, metavar="SUB")
     ib = i.add_parser("build", help="build the images of ENV (default: all), cached by content")

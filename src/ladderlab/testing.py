@@ -29,9 +29,10 @@ provide is a ``KeyError`` that names it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -81,8 +82,9 @@ class FakeContext:
     host -> runner. ``files``, ``dirs``, ``stats``: ``(host, path)`` -> bytes, ``{name: bytes}``,
     :class:`~ladderlab.grading.checks.FileStat`. ``procs``: host -> processes. ``listeners``:
     ``(host, port)`` or ``(host, port, proto)`` -> :class:`~ladderlab.grading.checks.Listener`.
-    ``params`` and ``answers`` are the learner's seeded parameters and named answers; both can
-    be reassigned. :meth:`cached` computes once per context, as the real one does in one grading.
+    ``isolated``: host -> a new runner, called once per :meth:`isolated` block (``isolated_for`` lists
+    the hosts asked for). ``params`` and ``answers`` are the learner's seeded parameters and named answers;
+    both can be reassigned. :meth:`cached` computes once per context, as the real one does in one grading.
     """
 
     def __init__(self, observers: Mapping[str | tuple[str, bool], Runner] | None = None, *,
@@ -95,7 +97,8 @@ class FakeContext:
                  dirs: Mapping[tuple[str, str], dict[str, bytes]] | None = None,
                  stats: Mapping[tuple[str, str], FileStat] | None = None,
                  procs: Mapping[str, list[Process]] | None = None,
-                 listeners: Mapping[tuple[str, int] | tuple[str, int, str], Listener] | None = None) -> None:
+                 listeners: Mapping[tuple[str, int] | tuple[str, int, str], Listener] | None = None,
+                 isolated: Callable[[str], Runner] | None = None) -> None:
         self._observers = dict(observers or {})
         self._files = dict(files or {})
         self._scratch = scratch
@@ -107,6 +110,9 @@ class FakeContext:
         self._stats = dict(stats or {})
         self._procs = dict(procs or {})
         self._listeners = dict(listeners or {})
+        self._isolated = isolated
+        #: The hosts :meth:`isolated` was asked for, in order (one entry per container a check started).
+        self.isolated_for: list[str] = []
         self._memo: dict[str, Any] = {}
         self._lock = threading.RLock()
 
@@ -134,6 +140,13 @@ class FakeContext:
         elif self._tools is not None:
             return self._tools
         raise KeyError(f"FakeContext has no tools runner for host {host!r}: pass tools=FakeRunner([...])")
+
+    @contextlib.contextmanager
+    def isolated(self, host: str) -> Iterator[Runner]:
+        if self._isolated is None:
+            raise KeyError("FakeContext has no isolated containers: pass isolated=lambda host: FakeRunner([...])")
+        self.isolated_for.append(host)
+        yield self._isolated(host)
 
     def read_file(self, host: str, path: str) -> bytes | None:
         return self._files.get((host, path))

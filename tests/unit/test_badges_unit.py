@@ -11,6 +11,7 @@ import sys
 
 import jwt
 import pytest
+import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ladderlab.config import Settings
@@ -45,7 +46,9 @@ def test_one_credential_per_demonstrated_level(record, tmp_path):
     assert sorted((i.learner, i.track, i.level) for i in issued) == [("ada", "security", 1), ("ada", "security", 2)]
     cred = issued[0].credential
     assert cred["type"] == ["VerifiableCredential", "OpenBadgeCredential"]
-    assert cred["credentialSubject"]["achievement"]["description"] == course.cell("security", cred_level(cred)).text
+    assert cred_level(cred) == 1  # the iptables lab shows the iptables clause of the cell, no more
+    assert cred["credentialSubject"]["achievement"]["description"] == \
+        "Understands operating systems security principles like iptables,"
     assert cred["evidence"][0]["id"].startswith("urn:ladderlab:evidence:")
     token = (tmp_path / "badges" / "ada" / "security-1.jwt").read_text().strip()
     claims = verify(token, key.public_key(), NOW)
@@ -54,7 +57,48 @@ def test_one_credential_per_demonstrated_level(record, tmp_path):
 
 
 def cred_level(cred):
-    return int(cred["credentialSubject"]["achievement"]["id"].rsplit("-", 1)[1])
+    cell = cred["credentialSubject"]["achievement"]["id"].split(":achievement:", 1)[1].split(":")[0]
+    return int(cell.rsplit("-", 1)[1])
+
+
+def test_a_credential_quotes_only_the_clauses_that_were_shown(record, tmp_path):
+    """The TLS lab shows TLS and key sizes, not SSH, encryption at rest or IPsec/WireGuard: the badge for
+    Security level 2 says "in part" and quotes nothing it did not show, anywhere in the credential."""
+    settings, course, store = record
+    issued = issue(course, ladder_for(course, store.entries(), ["ada"]), load_or_create(settings), tmp_path / "b", NOW)
+    cred = {i.level: i.credential for i in issued}[2]
+    achievement = cred["credentialSubject"]["achievement"]
+    assert cred["name"] == achievement["name"] == "Security level 2 (in part: 3 of 8 clauses)"
+    assert achievement["id"].endswith(
+        ":achievement:security-2:basic-cryptography+tls-configuration+key-sizes-algorithms-versions")
+    narrative = achievement["criteria"]["narrative"]
+    for shown in ("Understands and can apply basic cryptographic principles.", "and TLS for a server",
+                  "(chooses appropriate key sizes, algorithms, and versions),"):
+        assert f"\u201c{shown}\u201d" in narrative and shown in achievement["description"]
+    assert "Evidenced, 3 of 8 clauses of the ladder cell" in narrative
+    assert "5 other clauses are not evidenced and not claimed" in narrative
+    everything = json.dumps(cred, ensure_ascii=False)
+    for not_shown in ("Can configure SSH", "data in transit and rest", "IPsec or WireGuard", "authorization primitives",
+                      "reason about their reliability"):
+        assert not_shown not in everything, not_shown
+    level1 = {i.level: i.credential for i in issued}[1]["credentialSubject"]["achievement"]
+    assert "users/groups" not in json.dumps(level1) and "like iptables," in level1["criteria"]["narrative"]
+
+
+def test_a_cell_shown_in_full_claims_all_of_it(record, tmp_path, settings):
+    from ladderlab.course import Course
+
+    _, _, store = record
+    data = yaml.safe_load(settings.course_file.read_text())
+    security = next(t for t in data["ladder"]["tracks"] if t["id"] == "security")
+    data["labs"][0]["cells"][0]["clauses"] = [c["id"] for c in security["clauses"][1]]
+    course = Course.model_validate(data)
+    issued = issue(course, ladder_for(course, store.entries(), ["ada"]), load_or_create(settings), tmp_path / "b", NOW)
+    achievement = {i.level: i.credential for i in issued}[1]["credentialSubject"]["achievement"]
+    assert achievement["name"] == "Security level 1" and achievement["id"].endswith(":achievement:security-1")
+    assert achievement["description"] == course.cell("security", 1).text.replace("  ", " ")
+    assert "Evidenced, all 7 clauses of the ladder cell" in achievement["criteria"]["narrative"]
+    assert "not evidenced" not in achievement["criteria"]["narrative"]
 
 
 def _token(record, tmp_path):
@@ -144,6 +188,11 @@ def test_badges_cli_issue_and_verify(record, tmp_path, root):
     r = run("ladder", "--json")
     data = json.loads(r.stdout)
     assert {p["learner"]: p["levels"]["security"] for p in data["learners"]} == {"ada": 2, "bo": 0}
+    ada = next(p for p in data["learners"] if p["learner"] == "ada")["tracks"]["security"]
+    assert ada["clauses"]["1"] == {"evidenced": ["iptables"], "not_evidenced": [
+        "users-and-groups", "file-permissions", "capabilities", "hardening-guides", "ssh-keys", "tls-certificates"]}
+    assert ada["clauses"]["2"]["evidenced"] == ["basic-cryptography", "tls-configuration",
+                                                "key-sizes-algorithms-versions"]
     r = run("ladder", "verify")
     assert r.returncode == 0 and "4 entries" in r.stdout
     r = run("ladder", "export", "--xapi", str(tmp_path / "x.jsonl"))

@@ -50,6 +50,9 @@ def test_start_here_view_lists_next_labs_with_links(settings):
     assert ("Security", 2, "sec-2-tls-server", course.lab("sec-2-tls-server").title) in nxt
     html = view._repr_html_()
     assert 'href="labs/sec-2-tls-server/sec-2-tls-server.ipynb"' in html
+    # the learner's own view claims what the ladder record claims: the iptables clause, in part
+    assert ("<b>Security L1</b> (in part: 1 of 7 clauses): Understands operating systems security principles like "
+            "iptables,</li>") in html and "users/groups" not in html
     assert "level 1" in repr(view).lower() or "level 1" in repr(view)
 
 
@@ -70,3 +73,45 @@ def test_a_learner_id_never_writes_outside_the_site():
     for hostile in ("../x", "..", "a/b", "/etc/passwd", "x\0y", "<img onerror=alert(1)>"):
         name = page_name(hostile)
         assert "/" not in name and ".." not in name and name.endswith(".html") and name.startswith("learner-")
+
+
+def _between(html: str, start: str, end: str) -> str:
+    return html.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_pages_say_which_clauses_stand_evidenced_and_mark_cells_shown_in_part(settings, tmp_path):
+    from .test_ladder_unit import course_with
+
+    base = load_course(settings.course_file)
+    # sec-1 claims every clause of security L1 here: a cell shown in full below a cell shown in part
+    course = course_with(base, clauses={"sec-1-iptables-hardening": base.track("security").clause_ids(1)})
+    record = entries(ev("ada", "sec-1-iptables-hardening"), ev("ada", "sec-2-tls-server"),
+                     ev("bo", "sec-2-tls-server", passed=False))
+    write_site(build(course, record, None, "now"), tmp_path)
+    index = (tmp_path / "index.html").read_text()
+    ada_row = _between(index, '<a href="engineer/ada.html">ada</a>', "</tr>")
+    assert ada_row.count('class="c demo part"') == 1 and ada_row.count('class="c demo"') == 1
+    assert ">3/8</td>" in ada_row
+    assert ("sec L2 demonstrated in part, 3 of 8 clauses; evidenced: basic-cryptography, tls-configuration, "
+            "key-sizes-algorithms-versions; not evidenced: ssh-configuration,") in ada_row
+    assert "sec L1 demonstrated, all 7 clauses" in ada_row
+    bo_row = _between(index, '<a href="engineer/bo.html">bo</a>', "</tr>")
+    assert "part" not in bo_row and 'class="c tried"' in bo_row and "nothing claimed" in bo_row
+    assert "demonstrated in part" in _between(index, 'class="legend"', "</p>")
+
+    ada = (tmp_path / "engineer" / "ada.html").read_text()
+    sec2 = _between(ada, "<h3>Security level 2", '<div class="cell">')
+    assert "demonstrated in part: 3 of 8 clauses" in sec2
+    evidenced = _between(sec2, '<ul class="quote evidenced">', "</ul>")
+    not_evidenced = _between(sec2, '<ul class="unshown">', "</ul>")
+    assert "and TLS for a server" in evidenced and "Can configure SSH" not in evidenced
+    assert "IPsec or WireGuard" not in evidenced and "IPsec or WireGuard" in not_evidenced
+    assert "Can configure SSH" in not_evidenced and "Not evidenced (5): not claimed" in sec2
+    assert "shows basic-cryptography, tls-configuration, key-sizes-algorithms-versions" in sec2
+    sec1 = _between(ada, "<h3>Security level 1", "</div>")
+    assert "demonstrated: all 7 clauses" in sec1 and "Not evidenced" not in sec1 and "users/groups" in sec1
+    report = json.loads((tmp_path / "report.json").read_text())
+    ada_json = next(x for x in report["learners"] if x["learner"] == "ada")
+    assert ada_json["clauses"]["security:2"]["evidenced"] == [
+        "basic-cryptography", "tls-configuration", "key-sizes-algorithms-versions"]
+    assert "ssh-configuration" in ada_json["clauses"]["security:2"]["not_evidenced"]

@@ -343,14 +343,23 @@ def _checks_from_cells(spec: LabSpec, nb: NotebookNode, registry: CheckRegistry,
     return out
 
 
-def load_lab(settings: Settings, course: Course, lab_id: str, *, registry: CheckRegistry) -> LabDef:
+def load_lab(settings: Settings, course: Course, lab_id: str, *, registry: CheckRegistry,
+             unfinished_ok: bool = False) -> LabDef:
     """Load and cross-check one lab; ConfigError lists every problem with its file and field.
 
     ``registry`` holds the checks the lab may name (the grading side loads it from ``graders/``).
+    A lab still holding ``TODO(author)`` markers (``ladderlab new lab``) is refused, each marker named,
+    unless ``unfinished_ok``.
     """
     entry = course.lab(lab_id)
     directory = settings.root / "labs" / lab_id
     rel = f"labs/{lab_id}"
+    if not unfinished_ok:
+        from ladderlab.course.scaffold import unfinished_problems
+
+        todo = unfinished_problems(settings.root, lab_id)
+        if todo:
+            raise ConfigError(f"{rel} is unfinished (fill each TODO(author); docs/authoring.md)", todo)
     spec = load_model(directory / "lab.yaml", LabSpec, f"{rel}/lab.yaml")
     nb_name = spec.notebook or f"{lab_id}.ipynb"
     nb_display = f"{rel}/{nb_name}"

@@ -56,11 +56,14 @@ def errors_from_validation(exc: ValidationError) -> list[tuple[str, str]]:
     for err in exc.errors():
         loc = tuple(p for p in err.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-")))
         what = _expected(err)
-        if not loc and CROSS_REF_SEP in what:
-            # A model-level validator reports several "path: problem" lines at once.
+        if CROSS_REF_SEP in what:
+            # A model validator reports several "path: problem" lines at once, each path relative to the
+            # model it validates (``clauses[2]`` inside ``ladder.tracks[3]``).
+            prefix = field_path(loc)
             for line in filter(None, what.split(CROSS_REF_SEP)):
                 where, _, problem = line.partition(": ")
-                problems.append((where, problem))
+                joiner = "" if not prefix or where.startswith("[") else "."
+                problems.append((prefix + joiner + where, problem))
             continue
         problems.append((field_path(loc), what))
     return problems

@@ -28,13 +28,27 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
 
+def normalise_space(text: str) -> str:
+    """``text`` with every run of whitespace one space, none at the ends."""
+    return " ".join(text.split())
+
+
+class Clause(_Model):
+    """One claim a ladder cell makes: a verbatim piece of the cell's text (a sentence or a listed skill)."""
+
+    id: Slug
+    text: Annotated[str, StringConstraints(min_length=1, max_length=2_000)]
+
+
 class Track(_Model):
-    """One column of ``sre-levels.tsv``: a skill track with its text per level."""
+    """One column of ``sre-levels.tsv``: a skill track with its text per level, and each non-empty level's
+    text split into its clauses (``clauses[level]``: in order, they rejoin to the level's text)."""
 
     id: Slug
     code: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,8}$")]
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     levels: dict[int, Text]
+    clauses: dict[int, list[Clause]] = Field(default_factory=dict)
 
     @field_validator("levels")
     @classmethod
@@ -42,6 +56,46 @@ class Track(_Model):
         if sorted(v) != list(LEVELS):
             raise ValueError(f"expected exactly the levels 1-6 (empty text where the ladder is empty), got {sorted(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _clauses_rejoin(self) -> Track:
+        problems: list[str] = []
+        for level in sorted(self.clauses):
+            if level not in self.levels:
+                problems.append(f"clauses[{level}]: there is no level {level} (levels are 1-6)")
+            elif not self.levels[level].strip():
+                problems.append(f"clauses[{level}]: level {level} is empty; an empty cell has no clauses")
+        for level, text in sorted(self.levels.items()):
+            if not text.strip() or level not in self.clauses:
+                if text.strip():
+                    problems.append(f"clauses[{level}]: level {level} has text but no clauses; split it into its "
+                                    "clauses (verbatim pieces that rejoin to the text)")
+                continue
+            clauses = self.clauses[level]
+            if not clauses:
+                problems.append(f"clauses[{level}]: at least one clause is needed")
+                continue
+            ids = [c.id for c in clauses]
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                problems.append(f"clauses[{level}]: duplicate clause id {', '.join(dupes)}")
+            rest = normalise_space(text)
+            for j, clause in enumerate(clauses):
+                piece = normalise_space(clause.text)
+                if not piece or not rest.startswith(piece) or (rest[len(piece):] and rest[len(piece)] != " "):
+                    problems.append(f"clauses[{level}][{j}].text: not the next verbatim piece of the level's text "
+                                    f"(expected a piece of: {rest[:80]!r})")
+                    break
+                rest = rest[len(piece):].lstrip(" ")
+            else:
+                if rest:
+                    problems.append(f"clauses[{level}]: the clauses leave out the end of the level's text: {rest!r}")
+        if problems:
+            raise ValueError(CROSS_REF_SEP.join(problems) + CROSS_REF_SEP)
+        return self
+
+    def clause_ids(self, level: int) -> list[str]:
+        return [c.id for c in self.clauses.get(level, [])]
 
 
 class Competency(_Model):
@@ -69,10 +123,12 @@ class Ladder(_Model):
 
 
 class CellRef(_Model):
-    """A ladder cell a lab demonstrates: ``{track: security, level: 1}``."""
+    """A ladder cell a lab demonstrates, and which of the cell's clauses it shows:
+    ``{track: security, level: 1, clauses: [iptables]}``."""
 
     track: Slug
     level: Annotated[int, Field(ge=1, le=6)]
+    clauses: list[Slug] = Field(min_length=1)
 
 
 class Lab(_Model):
@@ -129,6 +185,11 @@ class Cell(_Model):
     def text(self) -> str:
         return self.track.levels[self.level]
 
+    @property
+    def clauses(self) -> list[Clause]:
+        """The cell's clauses in order (none for an empty cell)."""
+        return list(self.track.clauses.get(self.level, []))
+
 
 class Course(_Model):
     id: Slug
@@ -169,6 +230,15 @@ class Course(_Model):
                 elif not track.levels[ref.level].strip():
                     problems.append(f"{where}.cells[{j}]: the ladder cell {ref.track} L{ref.level} is empty; "
                                     "a lab cannot demonstrate it")
+                else:
+                    known = track.clause_ids(ref.level)
+                    for k, clause in enumerate(ref.clauses):
+                        if clause not in known:
+                            problems.append(f"{where}.cells[{j}].clauses[{k}]: unknown clause {clause!r} of "
+                                            f"{ref.track} L{ref.level} (expected one of {', '.join(known)})")
+                    dupes = sorted({c for c in ref.clauses if ref.clauses.count(c) > 1})
+                    if dupes:
+                        problems.append(f"{where}.cells[{j}].clauses: duplicate clause {', '.join(dupes)}")
             if home is not None and not any(r.track == home.id and r.level == lab.level for r in lab.cells):
                 problems.append(f"{where}.cells: a lab named {lab.id} must demonstrate the cell "
                                 f"{home.id} L{lab.level}")

@@ -35,6 +35,7 @@ import math
 import pkgutil
 import sys
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -149,6 +150,12 @@ class Context(Protocol):
     def scratch(self) -> Runner: ...
 
     def tools(self, host: str) -> Runner: ...
+
+    def isolated(self, host: str) -> AbstractContextManager[Runner]:
+        """A new container of ``host``'s image with no network, for one ``with`` block only (removed after):
+        where a check runs the learner's code beside hidden material (a reference, fixtures) that no other
+        run, and nothing the learner did before, can see or prepare."""
+        ...
 
     def read_file(self, host: str, path: str) -> bytes | None: ...
 

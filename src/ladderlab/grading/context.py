@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import docker
@@ -122,6 +122,7 @@ class LiveContext:
         self._lock = threading.Lock()
         self._memo: dict[str, Any] = {}
         self._memo_locks: dict[str, threading.Lock] = {}
+        self._isolated = 0
 
     @property
     def params(self) -> Mapping[str, str | int]:
@@ -220,6 +221,30 @@ class LiveContext:
         info = self._info(host)
         return self._sidecar(f"tools-{host}", lambda: self._start(
             f"tools-{host}", "none", [], kind="tools", image=info.image, memory=512 * hardening.MiB))
+
+    @contextlib.contextmanager
+    def isolated(self, host: str) -> Iterator[Sidecar]:
+        """A new container of ``host``'s image, no network, no capabilities, for this ``with`` block only.
+
+        Never cached or shared: a check runs the learner's code in it beside hidden material (a reference
+        implementation, fixtures) copied in after it starts, so nothing the learner did before can have
+        prepared it and no other run sees what one run leaves behind. Removed when the block ends.
+        """
+        info = self._info(host)
+        with self._lock:
+            self._isolated += 1
+            name = f"iso{self._isolated}-{host}"
+        sidecar = self._start(name, "none", [], kind="tools", image=info.image, memory=512 * hardening.MiB)
+        with self._lock:
+            self._sidecars[name] = sidecar
+        try:
+            yield sidecar
+        finally:
+            from ladderlab.environments.runtime import remove_containers
+
+            with self._lock:
+                self._sidecars.pop(name, None)
+            remove_containers(self.client, [sidecar.container])
 
     def _pid_observer(self, host: str) -> Sidecar:
         """An observer in ``host``'s network *and* pid namespaces, to read /proc for :meth:`listener`.

@@ -41,11 +41,18 @@ class LadderView:
             lines.append(f"  next: {name} L{level} <- {lab} ({title}): {notebook_link(lab)}")
         return "\n".join(lines)
 
+    def _claim(self, track: str, level: int, cell: Any) -> str:
+        """What a demonstrated cell claims: only its evidenced clauses (ladder/rules.py), "in part" when it
+        does not claim them all."""
+        texts = {c.id: c.text for c in self.course.cell(track, level).clauses}
+        said = " ".join(texts[c] for c in cell.evidenced)
+        return f" (in part: {cell.claim}): {said}" if cell.partial else f": {said}"
+
     def _repr_html_(self) -> str:
         rows = "".join(f"<tr><td>{e(t.name)}</td><td><b>{self.progress.levels[t.id]}</b></td></tr>"
                        for t in self.course.ladder.tracks)
         shown = "".join(
-            f"<li><b>{e(self.course.track(t).name)} L{lvl}</b>: {e(self.course.cell(t, lvl).text)}</li>"
+            f"<li><b>{e(self.course.track(t).name)} L{lvl}</b>{e(self._claim(t, lvl, c))}</li>"
             for (t, lvl), c in sorted(self.progress.cells.items())
             if c.demonstrated and lvl <= self.progress.levels[t])
         nxt = "".join(f'<li>{e(name)} L{level}: <a href="{e(notebook_link(lab))}">{e(title)}</a> '

@@ -71,10 +71,16 @@ class Issued:
 
 def credential_for(course: Course, progress: Progress, track_id: str, level: int, issuer: str,
                    now: datetime.datetime, valid_years: int = VALID_YEARS) -> dict[str, Any]:
-    """The OpenBadgeCredential for one demonstrated cell (unsigned)."""
+    """The OpenBadgeCredential for one demonstrated cell (unsigned). It claims only what was shown: the
+    achievement's description and criteria quote the cell's evidenced clauses, never the whole cell text,
+    and a cell demonstrated in part says so in its name ("in part: 3 of 8 clauses") and has its own
+    achievement id (the evidenced clause ids appended)."""
     track = course.track(track_id)
-    text = course.cell(track_id, level).text
     cell = progress.cells[(track_id, level)]
+    texts = {c.id: c.text for c in course.cell(track_id, level).clauses}
+    text = " ".join(texts[c] for c in cell.evidenced)
+    quoted = " ".join(f"\u201c{texts[c]}\u201d" for c in cell.evidenced)
+    unclaimed = len(cell.not_evidenced)
     labs = {lab.id: lab for lab in course.labs}
     evidence = []
     for lab_id in cell.labs:
@@ -93,6 +99,12 @@ def credential_for(course: Course, progress: Progress, track_id: str, level: int
     valid_from = now
     valid_until = now.replace(year=now.year + valid_years)
     achievement_id = f"urn:ladderlab:{course.id}:achievement:{track_id}-{level}"
+    name = f"{track.name} level {level}"
+    if cell.partial:
+        achievement_id += ":" + "+".join(cell.evidenced)
+        name += f" (in part: {cell.claim})"
+    rest = (f" The cell's {unclaimed} other clause{'' if unclaimed == 1 else 's'} "
+            f"{'is' if unclaimed == 1 else 'are'} not evidenced and not claimed." if unclaimed else "")
     return {
         "@context": CONTEXT,
         "id": f"urn:uuid:{uuid.uuid4()}",
@@ -100,7 +112,7 @@ def credential_for(course: Course, progress: Progress, track_id: str, level: int
         "issuer": {"id": issuer, "type": ["Profile"], "name": course.title},
         "validFrom": _iso(valid_from),
         "validUntil": _iso(valid_until),
-        "name": f"{track.name} level {level}",
+        "name": name,
         "credentialSubject": {
             "id": f"urn:ladderlab:{course.id}:learner:{progress.learner}",
             "type": ["AchievementSubject"],
@@ -108,12 +120,13 @@ def credential_for(course: Course, progress: Progress, track_id: str, level: int
                 "id": achievement_id,
                 "type": ["Achievement"],
                 "achievementType": "Competency",
-                "name": f"{track.name} level {level}",
+                "name": name,
                 "description": text,
                 "criteria": {"narrative": f"Pass every lab mapped to {track.name} level {level} "
-                                          f"({', '.join(cell.labs)}). The ladder says: {text}"},
+                                          f"({', '.join(cell.labs)}). Evidenced, {cell.claim} of the ladder "
+                                          f"cell: {quoted}{rest}"},
                 "alignment": [{"type": ["Alignment"], "targetName": f"{track.name} L{level}",
-                               "targetDescription": text, "targetType": "ext:LadderCell",
+                               "targetType": "ext:LadderCell",
                                "targetUrl": f"urn:ladderlab:{course.id}:ladder:{track_id}:{level}"}],
             },
         },

@@ -83,7 +83,11 @@ def _progress_json(p: Progress, tracks: Sequence[str]) -> dict[str, Any]:
         "levels": p.levels,
         "tracks": {t: {"level": p.levels[t],
                        "labs": sorted({lab for (tr, lvl), c in p.cells.items()
-                                       if tr == t and lvl <= p.levels[t] for lab in c.labs})}
+                                       if tr == t and lvl <= p.levels[t] for lab in c.labs}),
+                       # what each demonstrated cell up to the level shown claims (rules.py): its clauses
+                       "clauses": {str(lvl): {"evidenced": c.evidenced, "not_evidenced": c.not_evidenced}
+                                   for (tr, lvl), c in sorted(p.cells.items())
+                                   if tr == t and lvl <= p.levels[t] and c.demonstrated}}
                    for t in tracks},
         "labs": {lab: {"passed": s.passed, "score": s.best.evidence.score if s.best else None,
                        "entry": s.best.seq if s.best else None} for lab, s in p.labs.items()},

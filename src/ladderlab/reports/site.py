@@ -12,7 +12,7 @@ from html import escape as e
 from pathlib import Path
 from typing import Any
 
-from ladderlab.ladder.rules import Progress
+from ladderlab.ladder.rules import CellStatus, Progress
 from ladderlab.reports.data import ReportData, outcome_label
 
 CSS = """
@@ -21,6 +21,12 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}.muted{colo
 table{border-collapse:collapse}th,td{padding:3px 6px;border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:top}
 #heatmap td.c{width:34px;height:20px;padding:0;border:1px solid #fff}
 .demo{background:#2e9d5b}.tried{background:#f0b429}.none{background:#e8ebef}
+.part{background:repeating-linear-gradient(135deg,#2e9d5b 0 4px,#a9dcbc 4px 8px)}
+#heatmap td.part{font-size:11px;text-align:center;vertical-align:middle;color:#0b2916;font-weight:700;
+text-shadow:0 0 2px #fff,0 0 2px #fff,0 0 3px #fff}
+.claim{font-size:13px;padding:1px 6px;border-radius:4px}
+.claim.full{background:#dff2e6;color:#1f6b3d}.claim.inpart{background:#fdf1d6;color:#7a4b00}
+.cell h4{margin:8px 0 2px;font-size:13px}.cell ul{margin:2px 0}.unshown{color:#778}
 #heatmap th.c{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:normal;font-size:12px}
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
 .cell{border:1px solid #e3e6ea;border-radius:6px;padding:10px 12px;margin:8px 0}
@@ -76,6 +82,27 @@ def page_name(learner: str) -> str:
     return f"learner-{hashlib.sha256(learner.encode()).hexdigest()[:16]}.html"
 
 
+def _ids(ids: list[str]) -> str:
+    return ", ".join(ids) or "none"
+
+
+def _clause_texts(data: ReportData, cell: tuple[str, int]) -> dict[str, str]:
+    return {c.id: c.text for c in data.course.cell(*cell).clauses}
+
+
+def cell_state(status: CellStatus, tried: bool) -> tuple[str, str, str]:
+    """How the heatmap shows a learner's cell: (css classes, text in the square, what the tooltip says). A cell
+    demonstrated in part is ``demo part``: striped, with ``n/m`` (evidenced of all clauses) in the square."""
+    if status.partial:
+        return ("demo part", f"{len(status.evidenced)}/{len(status.clauses)}",
+                f"demonstrated in part, {status.claim}; evidenced: {_ids(status.evidenced)}; "
+                f"not evidenced: {_ids(status.not_evidenced)}")
+    if status.demonstrated:
+        return "demo", "", f"demonstrated, {status.claim}: {_ids(status.evidenced)}"
+    return ("tried" if tried else "none", "",
+            f"not demonstrated, missing {', '.join(status.missing)}; nothing claimed")
+
+
 def cohort_page(data: ReportData, title: str) -> str:
     course = data.course
     head = "".join(f'<th class="c" title="{e(course.track(t).name)} level {lvl}">{e(_cell_label(data, (t, lvl)))}</th>'
@@ -87,11 +114,9 @@ def cohort_page(data: ReportData, title: str) -> str:
         tds = []
         for cell in data.cells:
             status = p.cells[cell]
-            tried = any(lab in p.labs for lab in status.labs)
-            cls = "demo" if status.demonstrated else "tried" if tried else "none"
-            tip = f"{learner}: {_cell_label(data, cell)} " + ("demonstrated" if status.demonstrated else
-                                                              f"missing {', '.join(status.missing)}")
-            tds.append(f'<td class="c {cls}" title="{e(tip)}"></td>')
+            cls, mark, said = cell_state(status, any(lab in p.labs for lab in status.labs))
+            tip = f"{learner}: {_cell_label(data, cell)} {said}"
+            tds.append(f'<td class="c {cls}" title="{e(tip)}">{e(mark)}</td>')
         levels = "".join(f"<td>{p.levels[t]}</td>" for t in tracks)
         link = f'<a href="engineer/{e(page_name(learner))}">{e(learner)}</a>'
         rows.append(f'<tr><th>{link}</th>{"".join(tds)}{levels}</tr>')
@@ -106,8 +131,10 @@ def cohort_page(data: ReportData, title: str) -> str:
             f'<nav><a href="ladder.csv">ladder.csv</a><a href="evidence.csv">evidence.csv</a>'
             f'<a href="labs.csv">labs.csv</a><a href="report.json">report.json</a></nav>'
             f"<h2>Learners &times; ladder cells</h2>"
-            f'<p class="legend"><span class="demo"></span>demonstrated<span class="tried"></span>attempted, '
-            f'not yet<span class="none"></span>not attempted</p>'
+            f'<p class="legend"><span class="demo"></span>demonstrated, every clause of the cell evidenced'
+            f'<span class="part"></span>demonstrated in part (<i>n/m</i>: <i>n</i> of the cell\'s <i>m</i> '
+            f'clauses evidenced)<span class="tried"></span>attempted, not yet<span class="none"></span>'
+            f"not attempted</p>"
             f'<table id="heatmap"><thead><tr><th>learner</th>{head}{track_heads}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>"
             f"<h2>Pass rate per lab</h2>{rates}"
@@ -125,6 +152,7 @@ def engineer_page(data: ReportData, p: Progress, title: str) -> str:
     for (track_id, level), status in sorted(p.cells.items()):
         if not status.demonstrated or level > p.levels[track_id]:
             continue
+        texts = _clause_texts(data, (track_id, level))
         evidence = []
         for lab_id in status.labs:
             best = p.labs[lab_id].best
@@ -137,11 +165,20 @@ def engineer_page(data: ReportData, p: Progress, title: str) -> str:
                        if used else f'<span class="outcome">{e(outcome_label(ev))}</span>')
             evidence.append(f"<li><b>{e(titles.get(lab_id, lab_id))}</b> ({e(lab_id)}): {outcome}, "
                             f"{ev.score:g}/{ev.max_score:g}"
-                            f" on {e(ev.recorded_at[:10])}; checks passed: {e(checks)} "
+                            f" on {e(ev.recorded_at[:10])}; shows {e(', '.join(status.shown_by.get(lab_id, [])))}; "
+                            f"checks passed: {e(checks)} "
                             f'<span class="muted">entry #{best.seq}, {e(best.hash[:12])}</span></li>')
         track = course.track(track_id)
-        shown.append(f'<div class="cell"><h3>{e(track.name)} level {level}</h3>'
-                     f'<p class="quote">{e(course.cell(track_id, level).text)}</p><ul>{"".join(evidence)}</ul></div>')
+        claim = (f'<p><span class="claim inpart">demonstrated in part: {e(status.claim)}</span></p>'
+                 if status.partial else f'<p><span class="claim full">demonstrated: {e(status.claim)}</span></p>')
+        evidenced = "".join(f'<li data-clause="{e(c)}">{e(texts[c])}</li>' for c in status.evidenced)
+        unshown = "".join(f'<li data-clause="{e(c)}">{e(texts[c])}</li>' for c in status.not_evidenced)
+        rest = (f'<h4>Not evidenced ({len(status.not_evidenced)}): not claimed</h4>'
+                f'<ul class="unshown">{unshown}</ul>' if unshown else "")
+        shown.append(f'<div class="cell"><h3>{e(track.name)} level {level}</h3>{claim}'
+                     f'<h4>Evidenced ({len(status.evidenced)} of {len(status.clauses)})</h4>'
+                     f'<ul class="quote evidenced">{evidenced}</ul>{rest}'
+                     f'<h4>Evidence</h4><ul>{"".join(evidence)}</ul></div>')
     nxt = []
     for t in tracks:
         rung = p.next_rung(t.id)
@@ -178,6 +215,9 @@ def exports(data: ReportData) -> dict[str, str]:
                                       ev.recorded_at, "" if ev.hints_total is None else ev.hints_total])
         learners.append({"learner": learner, "levels": p.levels,
                          "demonstrated": [f"{t}:{lvl}" for (t, lvl), c in sorted(p.cells.items()) if c.demonstrated],
+                         # what each demonstrated cell claims: its evidenced clauses, and the ones it does not
+                         "clauses": {f"{t}:{lvl}": {"evidenced": c.evidenced, "not_evidenced": c.not_evidenced}
+                                     for (t, lvl), c in sorted(p.cells.items()) if c.demonstrated},
                          "labs": {lab: s.passed for lab, s in sorted(p.labs.items())},
                          # hints used in the evidence behind each lab (null: recorded before hints were)
                          "hints": {lab: s.best.evidence.hints_total if s.best else None
