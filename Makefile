@@ -40,7 +40,7 @@ integration: setup
 
 test: setup lint
 	$(BIN)/ladderlab setup --no-images --browser
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --durations=40
 
 bench: setup
 	$(BIN)/python benchmarks/env_startup.py
