@@ -137,3 +137,35 @@ def test_the_reaper_removes_a_bound_environment_as_soon_as_its_grader_is_gone():
     assert _why("ready", dead, now, 900, now, bound=True) == "its grader is gone"
     assert _why("ready", alive, now, 900, now, bound=True) is None  # its grader is still at work
     assert _why("ready", dead, now, 900, now, bound=False) is None  # a learner's own env waits for its expiry
+
+
+def test_a_sandbox_the_freezer_gives_up_on_is_paused_again_other_errors_are_not_retried():
+    from types import SimpleNamespace
+
+    from docker.errors import APIError
+
+    from ladderlab.grading.sandbox import Sandbox
+
+    def box(errors):
+        calls = []
+
+        def pause(name):
+            calls.append(name)
+            if errors:
+                raise APIError("500", explanation=errors.pop(0))
+
+        sandbox = object.__new__(Sandbox)
+        sandbox.client, sandbox.name = SimpleNamespace(api=SimpleNamespace(pause=pause)), "ll-x-sandbox"
+        return sandbox, calls
+
+    sandbox, calls = box(["Cannot pause container: OCI runtime pause failed: unable to freeze"] * 2)
+    sandbox._pause(delay=0)
+    assert len(calls) == 3
+    sandbox, calls = box(["Cannot pause container: OCI runtime pause failed: unable to freeze"] * 4)
+    with pytest.raises(APIError):
+        sandbox._pause(delay=0)
+    assert len(calls) == 4
+    sandbox, calls = box(["No such container: ll-x-sandbox"])
+    with pytest.raises(APIError):
+        sandbox._pause(delay=0)
+    assert len(calls) == 1

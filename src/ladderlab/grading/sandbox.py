@@ -148,7 +148,7 @@ class Sandbox:
         try:
             running = self._wait_for_result(outcome)
             if running:
-                api.pause(self.name)
+                self._pause()
             outcome.log = bytes(api.logs(self.name, tail=20)).decode(errors="replace")[-2000:]
             if running:
                 outcome.notebook = _take_notebook(self.client, self.name, self.limits.output_limit, outcome)
@@ -164,6 +164,18 @@ class Sandbox:
             else:
                 self.outcome.seconds = time.monotonic() - self.started
         return outcome
+
+    def _pause(self, attempts: int = 4, delay: float = 0.5) -> None:
+        """Freeze the sandbox. cgroup v1's freezer now and then gives up on a busy container ("unable to
+        freeze"): try again a few times before the grading is called incomplete."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self.client.api.pause(self.name)
+                return
+            except APIError as exc:
+                if "freeze" not in str(exc.explanation or exc) or attempt == attempts:
+                    raise
+                time.sleep(delay)
 
     def _wait_for_result(self, outcome: SandboxOutcome) -> bool:
         """Until the runner wrote its notebook, the container stopped, or the wall-time limit passed.
