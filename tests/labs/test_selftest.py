@@ -32,6 +32,7 @@ SEEDS: dict[str, tuple[int, list[str]]] = {
     "sre-2-golden-signal-alerts": (1, []),
     "sre-4-slo-burn-rate-alerts": (1, []),
     "sre-5-strace-debugging": (4, ["fault"]),
+    "sec-3-postgres-least-privilege": (1, []),
 }
 
 

@@ -253,6 +253,7 @@ def test_points_agree_wherever_they_are_written(settings):
                 assert float(said) == points[cid], (lab.id, cid, f"labs/{lab.id}/README.md")
                 compared += 1
         row = next((line for line in top.splitlines() if line.startswith(f"| `{lab.id}` |")), "")
+        assert row, f"README.md's lab table has no row for {lab.id}"
         for cid, said in _re.findall(r"([a-z0-9-]+) \((\d+(?:\.\d+)?)\)", row):
             if cid in points:
                 assert float(said) == points[cid], (lab.id, cid, "README.md labs table")
