@@ -96,9 +96,14 @@ def _progress_json(p: Progress, tracks: Sequence[str]) -> dict[str, Any]:
 
 def ladder_rows(view: Selection) -> tuple[list[str], list[list[str]]]:
     """The ``ladderlab ladder`` table: a header (tracks by their short codes) and one row per learner
-    (level per track, labs passed)."""
+    (level per track, ``(in part)`` when that level's cell is demonstrated in part; labs passed)."""
+
+    def level(p: Progress, track: str) -> str:
+        cell = p.cells.get((track, p.levels[track]))
+        return f"{p.levels[track]} (in part)" if cell is not None and cell.partial else str(p.levels[track])
+
     header = ["learner", *[view.course.track(t).code for t in view.tracks], "labs passed"]
-    rows = [[p.learner, *[str(p.levels[t]) for t in view.tracks],
+    rows = [[p.learner, *[level(p, t) for t in view.tracks],
              ", ".join(sorted(lab for lab, s in p.labs.items() if s.passed)) or "-"] for p in view.ladder.values()]
     return header, rows
 
