@@ -244,3 +244,27 @@ def test_service_paths_follow_the_environment(tmp_path, monkeypatch):
 def test_retries_back_off_exponentially_up_to_a_ceiling():
     assert [queue.backoff(n, 5.0, 120.0) for n in range(1, 8)] == [5.0, 10.0, 20.0, 40.0, 80.0, 120.0, 120.0]
     assert queue.backoff(0, 5.0) == 5.0  # an attempt count the ledger has not raised yet: the first delay
+
+
+def test_an_exception_in_the_graders_own_code_is_retried_then_an_error_never_a_stuck_row(released, monkeypatch):
+    settings, paths, course = released
+    calls = []
+
+    def crashes(settings, client, lab, nb, student, **kw):
+        calls.append(student)
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr("ladderlab.grading.pipeline.grade", crashes)
+    key = _hand_in(paths, course, "bug-cy")
+    service = queue.GradingService(settings, paths, retries=1, retry_delay=0.1)
+    service._client = object()
+    service.start()
+    try:
+        service.scan()
+        sub = service.wait(key, 60)
+    finally:
+        service.stop()
+    assert calls == ["bug-cy", "bug-cy"]
+    assert sub.status == ERROR and "the grader failed: RuntimeError: a bug of ours" in sub.error
+    log = Path(sub.log).read_text()
+    assert "Traceback" in log and "a bug of ours" in log

@@ -22,11 +22,14 @@ Grading one submission (:meth:`GradingService.grade_one`):
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
+import sqlite3
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -299,11 +302,19 @@ class GradingService:
             def note(message: str) -> None:
                 log.write(f"{time.strftime('%H:%M:%S')} {message}\n")
                 log.flush()
-                self.ledger.stage(key, one_line(message)[:200])
+                # the stage is a progress hint: a busy ledger must not end the grading
+                with contextlib.suppress(sqlite3.Error):
+                    self.ledger.stage(key, one_line(message)[:200])
 
             note(f"attempt {sub.attempts}: grading {key}")
             try:
-                outcome = self._grade(sub, note)
+                try:
+                    outcome = self._grade(sub, note)
+                except (Retry, UsageError):
+                    raise
+                except Exception as exc:  # our own code failed: it could not judge, which is never a verdict
+                    log.write(traceback.format_exc())
+                    raise Retry(f"the grader failed: {type(exc).__name__}: {one_line(str(exc))}") from exc
             except Retry as exc:
                 note(f"could not be judged: {exc}")
                 if not final_attempt:
