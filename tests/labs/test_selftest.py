@@ -33,6 +33,7 @@ SEEDS: dict[str, tuple[int, list[str]]] = {
     "sre-4-slo-burn-rate-alerts": (1, []),
     "sre-5-strace-debugging": (4, ["fault"]),
     "sec-3-postgres-least-privilege": (1, []),
+    "sys-3-tested-cli-tool": (1, []),
 }
 
 

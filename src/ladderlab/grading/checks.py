@@ -12,8 +12,9 @@ A check sees the environment only through :class:`Context`: trusted tools run
 in an observer that shares a host's network namespace (``observe``), an
 isolated scratch container (``scratch``), a container of a host's *image* (not
 the host: ``tools``, for its daemon's own validators such as promtool or
-named-checkzone), and files read through the Docker API (``read_file``,
-``read_dir``). It never runs a binary inside a learner's host and never
+named-checkzone), a new network-less container of a host's image for one run
+of the learner's code beside hidden material (``isolated``), and files read
+through the Docker API (``read_file``, ``read_dir``). It never runs a binary inside a learner's host and never
 reads what the learner's code printed.
 
 A verdict has a status (DESIGN.md, "Verdicts and faults"): ``passed``,

@@ -23,7 +23,8 @@ from ladderlab.environments import files, hardening
 from ladderlab.environments import labels as L
 from ladderlab.environments.runtime import Environment, tar_files
 from ladderlab.environments.transports import CommandResult, DockerTransport
-from ladderlab.errors import EnvError, UsageError
+from ladderlab.environments.watchdog import DiskWatch
+from ladderlab.errors import EnvError, LearnerState, UsageError
 from ladderlab.grading.checks import CannotJudge, FileStat, Listener, Process, T
 
 #: Runs in an observer that shares a host's network and pid namespaces: the sockets listening on a port
@@ -89,6 +90,10 @@ for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
         sockets[s]["holders"].append(holder)
 print(json.dumps({"sockets": list(sockets.values()), "denied": denied}))
 """
+
+
+#: What a run in an :meth:`LiveContext.isolated` container may write to its layer before it is stopped.
+ISOLATED_DISK = 256 << 20
 
 
 class Sidecar:
@@ -237,11 +242,24 @@ class LiveContext:
         sidecar = self._start(name, "none", [], kind="tools", image=info.image, memory=512 * hardening.MiB)
         with self._lock:
             self._sidecars[name] = sidecar
+        # The learner's code writes to this container's layer: the hosts' disk watchdog stops it past the limit.
+        watch = DiskWatch(self.client, {host: sidecar.container}, ISOLATED_DISK).start()
+        overrun = LearnerState(f"code run for {host} wrote more than {ISOLATED_DISK >> 20} MiB to disk and was stopped")
         try:
             yield sidecar
+        except Exception:
+            watch.stop()  # waits for a poll in progress: its kill may be what ended the run
+            if watch.exceeded:  # the run failed because it was stopped: the learner's doing, not ours
+                raise overrun from None
+            raise
+        else:
+            watch.stop()
+            if watch.exceeded:
+                raise overrun from None
         finally:
             from ladderlab.environments.runtime import remove_containers
 
+            watch.stop()
             with self._lock:
                 self._sidecars.pop(name, None)
             remove_containers(self.client, [sidecar.container])
