@@ -173,8 +173,11 @@ def test_the_workspace_holds_released_notebooks_only(home, settings, tmp_path):
     port, token = _free_port(), uuid.uuid4().hex
     env = dict(env, LADDERLAB_LEARNER="walker")
     log = (tmp_path / "lab.log").open("w")  # a file, not a pipe: JupyterLab logs every request
+    # Ctrl-C must reach it as in a terminal, even when this test itself runs in the background (a shell's
+    # background job inherits SIGINT ignored, and so would every child).
     proc = subprocess.Popen([sys.executable, "-m", "ladderlab.cli", "lab", "--port", str(port), "--token", token],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
