@@ -32,8 +32,9 @@ SEEDS: dict[str, tuple[int, list[str]]] = {
     "sre-2-golden-signal-alerts": (1, []),
     "sre-4-slo-burn-rate-alerts": (1, []),
     "sre-5-strace-debugging": (4, ["fault"]),
-    "sec-3-postgres-least-privilege": (1, []),
     "sys-3-tested-cli-tool": (1, []),
+    "sec-3-postgres-least-privilege": (1, []),
+    "sre-3-retry-storm": (1, []),
 }
 
 
