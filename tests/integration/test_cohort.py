@@ -8,36 +8,15 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 import uuid
 
 import nbformat
 import pytest
 
-from ladderlab.testing import private_cache
-from tests.integration.conftest import leftovers_for_learner
+from tests.integration.conftest import leftovers_for_learner, run
 
 LAB = "sec-1-iptables-hardening"
 pytestmark = [pytest.mark.slow]
-
-
-def run(env, *args, ok=True, timeout=1800):
-    r = subprocess.run([sys.executable, "-m", "ladderlab.cli", *args], env=env, capture_output=True, text=True,
-                       timeout=timeout)
-    if ok:
-        assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-3000:])
-    return r
-
-
-@pytest.fixture
-def trainer(tmp_path, settings):
-    cache = private_cache(settings, tmp_path / "cache").cache_dir
-    env = dict(os.environ, LADDERLAB_CACHE_DIR=str(cache), LADDERLAB_WORKSPACE=str(tmp_path / "workspace"),
-               LADDERLAB_ROOT=str(settings.root))
-    env.pop("LADDERLAB_LEARNER", None)
-    return env, cache
 
 
 def _notebooks(settings, tmp_path):
