@@ -160,6 +160,8 @@ def restart_dockerd(settings) -> float:
     start it again the way ``ladderlab setup`` does; the seconds the engine was gone."""
     from ladderlab.environments.engine import start_dockerd
 
+    if shutil.which("systemctl") and subprocess.run(["systemctl", "is-active", "--quiet", "docker"]).returncode == 0:
+        pytest.skip("dockerd is systemd's (it would restart it itself): this test restarts a dockerd ladderlab started")
     pids = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
     assert len(pids) == 1, f"expected one dockerd, found {pids}"
     pid = int(pids[0])
