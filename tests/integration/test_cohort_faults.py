@@ -48,6 +48,13 @@ def ledger_rows(cache: Path) -> dict[str, dict]:
         return {r["student"]: dict(r) for r in conn.execute("SELECT * FROM submissions")}
 
 
+def running_gradings(client, cache: Path) -> list[str]:
+    """Learners the ledger says are being graded whose environment has a running container."""
+    grading = [r["student"] for r in ledger_rows(cache).values() if r["status"] == "grading"]
+    return [s for s in grading
+            if client.api.containers(filters={"label": [f"io.ladderlab.learner={s}"], "status": "running"})]
+
+
 def wait_until(what: str, predicate, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -184,12 +191,7 @@ def test_the_daemon_restarted_mid_grade_loses_and_doubles_nothing(trainer, setti
     proc = start(env, "cohort", "grade", "faults", LAB, "--jobs", "2", log=log)
     try:
         # restart once a grading is under way: its environment's hosts are running
-        def under_way():
-            grading = [r["student"] for r in ledger_rows(cache).values() if r["status"] == "grading"]
-            return any(client.api.containers(filters={"label": [f"io.ladderlab.learner={s}"],
-                                                      "status": "running"}) for s in grading)
-
-        wait_until("a grading under way", under_way, 300, proc, log)
+        wait_until("a grading under way", lambda: running_gradings(client, cache), 300, proc, log)
         outage = restart_dockerd(settings)
         assert proc.wait(timeout=1200) == 0, log.read_text()[-4000:]
     finally:
@@ -250,11 +252,8 @@ def test_a_killed_cohort_grade_picks_up_where_it_stopped(trainer, settings, clie
     proc = start(env, "cohort", "grade", "faults", LAB, "--jobs", "1", log=log)
     try:
         def one_done_one_under_way():
-            rows = ledger_rows(cache).values()
-            grading = [r["student"] for r in rows if r["status"] == "grading"]
-            return any(r["status"] == "graded" for r in rows) and any(
-                client.api.containers(filters={"label": [f"io.ladderlab.learner={s}"], "status": "running"})
-                for s in grading)
+            return (any(r["status"] == "graded" for r in ledger_rows(cache).values())
+                    and running_gradings(client, cache))
 
         wait_until("one graded and the next under way", one_done_one_under_way, 600, proc, log)
     finally:

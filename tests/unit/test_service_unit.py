@@ -100,6 +100,16 @@ def released(tmp_path_factory, settings):
     return mine, paths, course
 
 
+def _scan_and_wait(service, key):
+    """Start the service, let it take the exchange's hand-ins, wait for ``key`` to be final, stop."""
+    service.start()
+    try:
+        service.scan()
+        return service.wait(key, 60)
+    finally:
+        service.stop()
+
+
 def _hand_in(paths, course, learner):
     source = paths.settings.root / "labs" / LAB / f"{LAB}.ipynb"
     return handin.hand_in(paths, course.id, LAB, source, learner)
@@ -120,12 +130,7 @@ def test_a_fault_is_retried_then_shown_as_not_graded_and_nothing_is_recorded(rel
     key = _hand_in(paths, course, "fault-ada")
     service = queue.GradingService(settings, paths, retries=1, retry_delay=0.2)
     service._client = object()  # never used: grade is replaced
-    service.start()
-    try:
-        service.scan()
-        sub = service.wait(key, 60)
-    finally:
-        service.stop()
+    sub = _scan_and_wait(service, key)
     assert calls == ["fault-ada", "fault-ada"]  # the first attempt and one retry
     assert sub.status == ERROR and sub.attempts == 2 and "engine went away" in sub.error
     assert sub.score is None and sub.passed is None
@@ -162,12 +167,7 @@ def test_a_grading_left_half_done_by_a_crash_is_picked_up_once(released, monkeyp
     service._client = object()
     assert key in service.recover()
     assert ledger.get(key).status == QUEUED
-    service.start()
-    try:
-        service.scan()  # already in the ledger: not queued a second time
-        sub = service.wait(key, 60)
-    finally:
-        service.stop()
+    sub = _scan_and_wait(service, key)  # already in the ledger: the scan does not queue it a second time
     assert seen == ["crash-bob"]
     assert sub.status == ERROR and sub.attempts == 2  # the crashed attempt counts
 
@@ -258,12 +258,7 @@ def test_an_exception_in_the_graders_own_code_is_retried_then_an_error_never_a_s
     key = _hand_in(paths, course, "bug-cy")
     service = queue.GradingService(settings, paths, retries=1, retry_delay=0.1)
     service._client = object()
-    service.start()
-    try:
-        service.scan()
-        sub = service.wait(key, 60)
-    finally:
-        service.stop()
+    sub = _scan_and_wait(service, key)
     assert calls == ["bug-cy", "bug-cy"]
     assert sub.status == ERROR and "the grader failed: RuntimeError: a bug of ours" in sub.error
     log = Path(sub.log).read_text()
