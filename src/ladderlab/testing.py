@@ -190,8 +190,15 @@ def private_cache(settings: Settings, cache_dir: Path) -> Settings:
     import dataclasses
     import shutil
 
+    from ladderlab.course.seeds import course_secret
+    from ladderlab.ladder.keys import load_or_create
+
+    # Made first if the machine has none yet (a fresh machine): a copy taken before they exist would
+    # give the private cache keys of its own, and its seeds would not be the course's.
+    course_secret(settings)
+    load_or_create(settings)
     cache_dir.mkdir(parents=True, exist_ok=True)
     keys = settings.cache_dir / "keys"
-    if keys.is_dir() and not (cache_dir / "keys").exists():
+    if not (cache_dir / "keys").exists():
         shutil.copytree(keys, cache_dir / "keys")
     return dataclasses.replace(settings, cache_dir=cache_dir)
