@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Callable
 
 from graders._net import http_get
@@ -181,3 +182,27 @@ def binary_unchanged(ctx: Context, *, host: str, path: str, serving_port: int | 
     if serving_port is not None and isinstance(found := serving(ctx, host, serving_port, path), Verdict):
         return found
     return ok(f"{host}: {path} is the shipped binary" + (f" and serves port {serving_port}" if serving_port else ""))
+
+
+@check(disruptive=True)
+def survives_restart(ctx: Context, *, hosts: list[str], host: str, port: int, path: str, command: str, user: str,
+                     source: str = "probe", within: float = 30.0) -> Verdict:
+    """The fix is in the environment's files, not in a process left running: once ``host:port/path`` is
+    healthy, ``hosts`` are restarted (every process killed, their start-up run again), and within
+    ``within`` seconds the image's ``command`` serves it again as ``user``."""
+    if (verdict := not_serving(ctx, host, port, path, "whether the fix outlives a restart")) is not None:
+        return verdict
+    ctx.restart(*hosts)
+    url = f"http://{ctx.address(host)}:{port}{path}"
+    end = time.monotonic() + within
+    while (answer := http_get(ctx.observe(source), url)).get("status") != 200:
+        if time.monotonic() > end:
+            said = answer.get("status") or answer.get("error")
+            return fail(f"after {' and '.join(hosts)} restarted, {host}:{port}{path} answered {said}, not 200, "
+                        f"for {within:g} s: the fix did not outlive the processes running when it was made - "
+                        f"put it in the files the service and its supervisor read at start")
+        time.sleep(1.0)
+    verdict = runs_as_user(ctx, host=host, command=command, user=user, serving_port=port, serving_path=path)
+    if not verdict.passed:
+        return fail(f"after {' and '.join(hosts)} restarted: {verdict.feedback}")
+    return ok(f"after {' and '.join(hosts)} restarted, {host}:{port}{path} answers again from {command} as {user}")

@@ -80,7 +80,8 @@ class FakeContext:
     ``observers``: host -> runner, or ``(host, admin)`` -> runner where a check observes with
     ``admin=True`` (a key without ``admin`` serves both). ``tools``: one runner for every host, or
     host -> runner. ``files``, ``dirs``, ``stats``: ``(host, path)`` -> bytes, ``{name: bytes}``,
-    :class:`~ladderlab.grading.checks.FileStat`. ``procs``: host -> processes. ``listeners``:
+    :class:`~ladderlab.grading.checks.FileStat`. ``procs``: host -> processes; ``environs``: host -> pid ->
+    environment entries. ``listeners``:
     ``(host, port)`` or ``(host, port, proto)`` -> :class:`~ladderlab.grading.checks.Listener`.
     ``isolated``: host -> a new runner, called once per :meth:`isolated` block (``isolated_for`` lists
     the hosts asked for). ``params`` and ``answers`` are the learner's seeded parameters and named answers;
@@ -98,7 +99,8 @@ class FakeContext:
                  stats: Mapping[tuple[str, str], FileStat] | None = None,
                  procs: Mapping[str, list[Process]] | None = None,
                  listeners: Mapping[tuple[str, int] | tuple[str, int, str], Listener] | None = None,
-                 isolated: Callable[[str], Runner] | None = None) -> None:
+                 isolated: Callable[[str], Runner] | None = None,
+                 environs: Mapping[str, Mapping[int, list[str]]] | None = None) -> None:
         self._observers = dict(observers or {})
         self._files = dict(files or {})
         self._scratch = scratch
@@ -111,10 +113,15 @@ class FakeContext:
         self._procs = dict(procs or {})
         self._listeners = dict(listeners or {})
         self._isolated = isolated
+        self._environs = {h: dict(e) for h, e in (environs or {}).items()}
         #: The hosts :meth:`isolated` was asked for, in order (one entry per container a check started).
         self.isolated_for: list[str] = []
         self._memo: dict[str, Any] = {}
         self._lock = threading.RLock()
+        #: The hosts each :meth:`restart` was asked for, in order; what :meth:`put_file` wrote.
+        self.restarted: list[tuple[str, ...]] = []
+        self.written: dict[tuple[str, str], tuple[bytes, int, int]] = {}
+        self.on_restart: Callable[[tuple[str, ...]], None] | None = None
 
     def address(self, host: str) -> str:
         try:
@@ -164,12 +171,29 @@ class FakeContext:
         found = self._listeners.get((host, port, proto))
         return found if found is not None or proto != "tcp" else self._listeners.get((host, port))
 
+    def process_environments(self, host: str) -> dict[int, list[str]]:
+        return {pid: list(entries) for pid, entries in self._environs.get(host, {}).items()}
+
     def cached(self, key: str, compute: Callable[[], T]) -> T:
         with self._lock:
             if key not in self._memo:
                 self._memo[key] = compute()
             value: T = self._memo[key]
             return value
+
+    def restart(self, *hosts: str) -> None:
+        """Recorded in :attr:`restarted`; cached observations are forgotten, and ``on_restart`` (if set)
+        is called with the hosts, so that a test can change what the fake observes from then on."""
+        self.restarted.append(tuple(hosts))
+        with self._lock:
+            self._memo.clear()
+        if self.on_restart is not None:
+            self.on_restart(hosts)
+
+    def put_file(self, host: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0) -> None:
+        """Kept where :meth:`read_file` finds it, and in :attr:`written`."""
+        self._files[(host, path)] = data
+        self.written[(host, path)] = (data, mode, uid)
 
     def __repr__(self) -> str:
         hosts = sorted({k[0] if isinstance(k, tuple) else k for k in self._observers})

@@ -113,6 +113,13 @@ class DecoySpec(_Model):
     cells: dict[str, str] = Field(min_length=1, description="solution cell grade_id -> the decoy's code")
     #: The one requirement this decoy gets wrong (the nearest wrong answer to it), from lab.yaml requirements.
     violates: RequirementId | None = None
+    #: Only for learners whose seed draws one of these values of a choice parameter (the wrong answer exists
+    #: only for some seeded variants: a fault a process can paper over). Empty: every learner.
+    when: dict[str, list[str]] = Field(default_factory=dict)
+
+    def applies(self, params: Mapping[str, str | int]) -> bool:
+        """Whether a learner with ``params`` gets this decoy (see ``when``)."""
+        return all(str(params.get(name)) in values for name, values in self.when.items())
 
 
 class SolutionSpec(_Model):
@@ -380,7 +387,32 @@ def load_lab(settings: Settings, course: Course, lab_id: str, *, registry: Check
     lab = LabDef(lab_id, course, entry, spec, directory, directory / nb_name, source, checks)
     lab.decoys = load_decoys(lab)
     lab.solutions = load_solutions(lab)
+    if any(d.spec.when for d in lab.decoys):
+        _check_when(settings, lab)
     return lab
+
+
+def _check_when(settings: Settings, lab: LabDef) -> None:
+    """A decoy's ``when`` names choice parameters of the lab's environment and values they can take."""
+    from ladderlab.environments.runtime import load_spec
+    from ladderlab.environments.spec import ChoiceParam
+
+    params = load_spec(settings, lab.entry.environment).params
+    for decoy in lab.decoys:
+        problems = []
+        for name, values in decoy.spec.when.items():
+            param = params.get(name)
+            if not isinstance(param, ChoiceParam):
+                choices = ", ".join(n for n, p in params.items() if isinstance(p, ChoiceParam)) or "none"
+                problems.append((f"when.{name}", f"environment {lab.entry.environment} has no choice parameter "
+                                                 f"{name!r} (choices: {choices})"))
+                continue
+            problems += [(f"when.{name}[{i}]", f"{v!r} is not a value of {name} ({', '.join(map(str, param.values))})")
+                         for i, v in enumerate(values) if v not in {str(x) for x in param.values}]
+            if not values:
+                problems.append((f"when.{name}", "names no value"))
+        if problems:
+            raise ConfigError(f"labs/{lab.id}/decoys/{decoy.path.name}", problems)
 
 
 def requirement_problems(spec: LabSpec) -> list[tuple[str, str]]:

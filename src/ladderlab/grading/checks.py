@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 from ladderlab.environments.transports.base import CommandResult
 from ladderlab.errors import LadderlabError, LearnerState
@@ -170,20 +170,63 @@ class Context(Protocol):
         """The process listening on ``port`` inside ``host`` (None: nothing listens)."""
         ...
 
+    def process_environments(self, host: str) -> dict[int, list[str]]:
+        """Every process of ``host`` (its pid) -> its environment (``NAME=value`` entries, from the kernel's
+        /proc/<pid>/environ, read by an observer in the host's namespaces)."""
+        ...
+
     def cached(self, key: str, compute: Callable[[], T]) -> T:
         """``compute()`` once per context (checks of one grading share observations, e.g. a ruleset)."""
+        ...
+
+    def restart(self, *hosts: str) -> None:
+        """Restart lab hosts through the engine, as a reboot would (every process killed, the container's
+        start-up run again, its files kept), and wait until they run again. Only a disruptive check may
+        call it. Observations cached before are forgotten. :class:`~ladderlab.errors.LearnerState` when a
+        host does not come back (its start-up is the learner's)."""
+        ...
+
+    def put_file(self, host: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0) -> None:
+        """Write ``data`` to ``path`` in ``host`` through the engine (no binary in the host runs); only a
+        disruptive check may call it."""
         ...
 
 
 CheckFn = Callable[..., Verdict]
 REGISTRY: dict[str, CheckFn] = {}
+#: The attribute :func:`check` sets on a check that changes the environment (``disruptive=True``).
+DISRUPTIVE = "ladderlab_disruptive"
 
 
-def check(fn: CheckFn) -> CheckFn:
-    """Register ``fn`` as ``<module>.<function>`` (``firewall.loopback_allowed``)."""
-    domain = fn.__module__.rsplit(".", 1)[-1]
-    REGISTRY[f"{domain}.{fn.__name__}"] = fn
-    return fn
+@overload
+def check(fn: CheckFn, /) -> CheckFn: ...
+
+
+@overload
+def check(*, disruptive: bool = False) -> Callable[[CheckFn], CheckFn]: ...
+
+
+def check(fn: CheckFn | None = None, /, *, disruptive: bool = False) -> CheckFn | Callable[[CheckFn], CheckFn]:
+    """Register ``fn`` as ``<module>.<function>`` (``firewall.loopback_allowed``).
+
+    ``@check(disruptive=True)`` marks a check that acts on the environment (restarts hosts: see
+    :meth:`Context.restart`). Such checks run alone, one after another, once every other check of the
+    grading has observed the environment as the learner left it; only they may call the context's actions.
+    In practice (``lab.check``) one runs only when the learner names it.
+    """
+
+    def register(f: CheckFn) -> CheckFn:
+        domain = f.__module__.rsplit(".", 1)[-1]
+        setattr(f, DISRUPTIVE, disruptive)
+        REGISTRY[f"{domain}.{f.__name__}"] = f
+        return f
+
+    return register(fn) if fn is not None else register
+
+
+def is_disruptive(fn: CheckFn) -> bool:
+    """Whether ``fn`` was registered with ``@check(disruptive=True)``."""
+    return bool(getattr(fn, DISRUPTIVE, False))
 
 
 def load_graders(root: Path) -> dict[str, CheckFn]:

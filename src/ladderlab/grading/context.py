@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -92,8 +93,41 @@ print(json.dumps({"sockets": list(sockets.values()), "denied": denied}))
 """
 
 
+#: Runs in an observer that shares a host's pid namespace: every process's /proc/<pid>/environ (argv[1]:
+#: the most bytes read per process; 16 times that in all). Prints JSON {"environ": {pid: [entries]},
+#: "denied": [pids it may not read], "over": [pids past the bound]}; a process that ended meanwhile is left out.
+_ENVIRON_SCRIPT = r"""
+import json, os, sys
+cap = int(sys.argv[1]); total = 0
+out, denied, over, me = {}, [], [], str(os.getpid())
+for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
+    if pid == me:
+        continue
+    try:
+        with open("/proc/%s/environ" % pid, "rb") as fh:
+            raw = fh.read(cap + 1)
+    except (FileNotFoundError, ProcessLookupError):
+        continue
+    except PermissionError:
+        denied.append(int(pid)); continue
+    total += len(raw)
+    if len(raw) > cap or total > 16 * cap:
+        over.append(int(pid)); break
+    out[pid] = [e.decode("utf-8", "replace") for e in raw.split(b"\0") if e]
+print(json.dumps({"environ": out, "denied": denied, "over": over}))
+"""
+#: The most bytes of one process's environment :meth:`LiveContext.process_environments` reads (the kernel's
+#: default limit on argv and environment together is 2 MiB).
+ENVIRON_LIMIT = 2 << 20
+
 #: What a run in an :meth:`LiveContext.isolated` container may write to its layer before it is stopped.
 ISOLATED_DISK = 256 << 20
+
+#: Hosts a check never acts on: ladderlab's own vantage points (their lockout is made once, at start).
+ACTION_EXEMPT_ROLES = frozenset({"probe"})
+
+#: How long a restarted host must keep running before it counts as back (a start-up that fails exits sooner).
+RESTART_SETTLE = 1.0
 
 
 class Sidecar:
@@ -128,6 +162,11 @@ class LiveContext:
         self._memo: dict[str, Any] = {}
         self._memo_locks: dict[str, threading.Lock] = {}
         self._isolated = 0
+        self._may_act = False  # set by the pipeline while a disruptive check runs
+        self._addresses: dict[str, str] = {}  # host -> its address after a restart, when the engine moved it
+        #: What this context did to hosts through the engine: (host, action, start ns, end ns). The pipeline
+        #: tells these apart from disturbances nobody asked for (:func:`~ladderlab.grading.pipeline.host_state`).
+        self.actions: list[tuple[str, str, int, int]] = []
 
     @property
     def params(self) -> Mapping[str, str | int]:
@@ -167,7 +206,7 @@ class LiveContext:
             raise UsageError(f"environment {self.env.id} has no host {host!r}") from None
 
     def address(self, host: str) -> str:
-        return str(self._info(host).address)
+        return self._addresses.get(host) or str(self._info(host).address)
 
     def _stamp(self) -> L.Stamp:
         return self.env.record.stamp()
@@ -315,6 +354,28 @@ class LiveContext:
         uid, exe, digest = kinds[0]
         return Listener(pid, uid, exe, digest)
 
+    def process_environments(self, host: str) -> dict[int, list[str]]:
+        """Every process of ``host`` (pid in the host's namespace) -> its environment, ``NAME=value`` entries as
+        the kernel keeps them (/proc/<pid>/environ, read by an observer in the host's namespaces; not what
+        the host's ps or shell says). Each bounded to :data:`ENVIRON_LIMIT` bytes, all to 16 of them: more is
+        :class:`~ladderlab.errors.LearnerState`. :class:`CannotJudge` when the observer fails or may not read a pid.
+        """
+        result = self._pid_observer(host).run("python3 -c %s %s", _ENVIRON_SCRIPT, ENVIRON_LIMIT, timeout=30)
+        if result.failed:
+            raise CannotJudge(f"the process observer of {host} exited {result.rc}: {result.stderr.strip()[-200:]}")
+        try:
+            found = json.loads(result.stdout)
+            denied, over = [int(p) for p in found["denied"]], [int(p) for p in found["over"]]
+            out = {int(pid): [str(e) for e in entries] for pid, entries in found["environ"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CannotJudge(f"the process observer of {host} answered {result.stdout[:80]!r}: {exc}") from None
+        if denied:
+            raise CannotJudge(f"the process observer of {host} may not read the environment of pids {denied[:5]}")
+        if over:
+            raise LearnerState(f"{host}: the environment of pid {over[0]} (or all of them together) is larger than "
+                               f"ladderlab reads ({ENVIRON_LIMIT >> 20} MiB)")
+        return out
+
     def read_dir(self, host: str, path: str, limit: int = files.DEFAULT_LIMIT) -> dict[str, bytes]:
         """Regular files directly inside directory ``path`` of ``host`` (name -> bytes), via the Docker API.
 
@@ -346,6 +407,104 @@ class LiveContext:
         """The file's bytes through the Docker API (no binary in the host runs), following symlinks;
         None if absent or not a regular file; ``files.TooLarge`` (the learner's state) past ``limit``."""
         return files.read_bytes(self.client, self._info(host).container, path, limit=limit)
+
+    # --- actions: only while a disruptive check runs ------------------------------------------------
+
+    @contextlib.contextmanager
+    def acting(self) -> Iterator[None]:
+        """Allow :meth:`restart` and :meth:`put_file` within this block (the pipeline's, around one
+        disruptive check)."""
+        self._may_act = True
+        try:
+            yield
+        finally:
+            self._may_act = False
+
+    def _action(self, what: str, host: str) -> Any:
+        if not self._may_act:
+            raise UsageError(f"{what} acts on the environment: only a check registered with "
+                             f"@check(disruptive=True) may call it")
+        info = self._info(host)
+        if info.role in ACTION_EXEMPT_ROLES:
+            raise UsageError(f"{what}: host {host} is a {info.role} host, ladderlab's own: checks do not act on it")
+        return info
+
+    def restart(self, *hosts: str, timeout: float = 60.0) -> None:
+        """Kill ``hosts`` and start them again through the engine (what a reboot does to a container: every
+        process gone, its start-up run again, its files kept), then wait until each runs.
+
+        The hosts' observers are removed first (they share the hosts' namespaces, which a restart replaces)
+        and made anew when next asked for; every cached observation is forgotten. A host whose start-up
+        exits (the learner's start-up) is :class:`~ladderlab.errors.LearnerState`."""
+        infos = [self._action("restart", h) for h in hosts]
+        self._forget(set(hosts))
+        start = time.time_ns()
+        try:
+            for info in infos:
+                with contextlib.suppress(APIError):  # a host already stopped: starting it is what matters
+                    self.client.api.kill(info.container)
+            for info in infos:
+                self._wait_stopped(info.container, timeout)
+                self.client.api.start(info.container)
+            for name, info in zip(hosts, infos, strict=True):
+                self._wait_running(name, info.container)
+        finally:
+            end = time.time_ns()
+            with self._lock:
+                self.actions += [(h, "restart", start, end) for h in hosts]
+
+    def _wait_stopped(self, container: str, timeout: float) -> None:
+        until = time.monotonic() + timeout
+        while self.client.api.inspect_container(container)["State"].get("Running"):
+            if time.monotonic() > until:
+                raise CannotJudge(f"{container} still runs {timeout:g} s after the engine killed it")
+            time.sleep(0.1)
+
+    def _wait_running(self, host: str, container: str) -> None:
+        """Until ``host`` has run for :data:`RESTART_SETTLE` seconds since the engine started it: stopped
+        meanwhile, its start-up (the learner's) exited."""
+        since = time.monotonic()
+        while True:
+            state = self.client.api.inspect_container(container)
+            if not state["State"].get("Running"):
+                raise LearnerState(f"host {host} did not come back after a restart: its start-up exited "
+                                   f"with code {state['State'].get('ExitCode')}")
+            if time.monotonic() - since >= RESTART_SETTLE:
+                break
+            time.sleep(0.1)
+        info = self._info(host)
+        if not info.addresses:
+            return
+        network = self.env.record.networks[next(iter(info.addresses))]  # where :meth:`address` answers from
+        found = (state.get("NetworkSettings", {}).get("Networks") or {}).get(network) or {}
+        now = str(found.get("IPAddress") or "")
+        if not now:
+            raise CannotJudge(f"host {host} has no address on {network} after its restart")
+        with self._lock:
+            self._addresses[host] = now
+
+    def _forget(self, hosts: set[str]) -> None:
+        """Drop every cached observation, and the sidecars that share a namespace with one of ``hosts``."""
+        from ladderlab.environments.runtime import remove_containers
+
+        joined = {f"{kind}-{h}" for h in hosts for kind in ("obs", "obsa", "obsp")}
+        with self._lock:
+            gone = [self._sidecars.pop(k).container for k in list(self._sidecars) if k in joined]
+            for key in list(self._memo):
+                if not key.startswith("sidecar:") or key.removeprefix("sidecar:") in joined:
+                    del self._memo[key]
+        remove_containers(self.client, gone)
+
+    def put_file(self, host: str, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0) -> None:
+        """Write ``data`` to ``path`` (absolute) in ``host`` through the engine's archive upload (no binary in
+        the host runs); missing parent directories are made by the upload."""
+        info = self._action("put_file", host)
+        if not path.startswith("/") or ".." in path.split("/"):
+            raise UsageError(f"put_file: {path!r} is not an absolute path without '..'")
+        start = time.time_ns()
+        self.client.api.put_archive(info.container, "/", tar_files([(path.lstrip("/"), data, mode, uid)]))
+        with self._lock:
+            self.actions.append((host, "put_file", start, time.time_ns()))
 
     def close(self) -> None:
         """Remove the sidecars now (tearing the environment down would, too)."""

@@ -24,8 +24,8 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +42,7 @@ from ladderlab.environments.watchdog import DiskWatch
 from ladderlab.errors import LadderlabError
 from ladderlab.grading import marks, sanitize
 from ladderlab.grading.checks import ERROR as ERROR_VERDICT
-from ladderlab.grading.checks import FAILED, PASSED, Verdict, evaluate, fail, one_line, render_args
+from ladderlab.grading.checks import FAILED, PASSED, Verdict, evaluate, fail, is_disruptive, one_line, render_args
 from ladderlab.grading.checks import error as error_verdict
 from ladderlab.grading.context import LiveContext
 from ladderlab.grading.sandbox import PROBE_ROLES, Sandbox, SandboxOutcome, connection_for
@@ -292,7 +292,9 @@ CHECK_DEADLINE = 180.0
 
 def judge(ctx: Any, lab: LabDef, params: Mapping[str, str | int], only: list[str] | None = None,
           workers: int = 8, deadline: float = CHECK_DEADLINE) -> list[tuple[Check, Verdict]]:
-    """Evaluate the lab's checks (in parallel: each only observes), each within ``deadline`` seconds.
+    """Evaluate the lab's checks, each within ``deadline`` seconds: those that only observe in parallel,
+    then the disruptive ones (``@check(disruptive=True)``: they act on the environment) alone, one after
+    another, so that every observation is of the environment as the learner left it.
 
     A check still running at its deadline is an ``error`` verdict (a check must bound its own waits);
     its thread is left behind, and the environment's teardown ends whatever it was waiting on.
@@ -300,19 +302,33 @@ def judge(ctx: Any, lab: LabDef, params: Mapping[str, str | int], only: list[str
     checks = [c for c in lab.checks if not only or c.id in only]
     if not checks:
         return []
+    calm = [c for c in checks if not is_disruptive(c.fn)]
+    found: dict[str, Verdict] = {}
     pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(checks))), thread_name_prefix="check")
     try:
-        futures = [pool.submit(evaluate, ctx, c.fn, render_args(c.spec.args, params)) for c in checks]
+        futures = [pool.submit(evaluate, ctx, c.fn, render_args(c.spec.args, params)) for c in calm]
         end = time.monotonic() + deadline
-        out = []
-        for check, future in zip(checks, futures, strict=True):
-            try:
-                out.append((check, future.result(timeout=max(0.0, end - time.monotonic()))))
-            except FutureTimeout:
-                out.append((check, error_verdict(f"the check ran past its deadline of {deadline:g}s")))
-        return out
+        for check, future in zip(calm, futures, strict=True):
+            found[check.id] = _result(future, end, deadline)
+        for check in (c for c in checks if is_disruptive(c.fn)):
+            future = pool.submit(_acting, ctx, check, params)
+            found[check.id] = _result(future, time.monotonic() + deadline, deadline)
+        return [(c, found[c.id]) for c in checks]
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _acting(ctx: Any, check: Check, params: Mapping[str, str | int]) -> Verdict:
+    acting = getattr(ctx, "acting", None)
+    with acting() if acting is not None else contextlib.nullcontext():
+        return evaluate(ctx, check.fn, render_args(check.spec.args, params))
+
+
+def _result(future: Future[Verdict], end: float, deadline: float) -> Verdict:
+    try:
+        return future.result(timeout=max(0.0, end - time.monotonic()))
+    except FutureTimeout:
+        return error_verdict(f"the check ran past its deadline of {deadline:g}s")
 
 
 def outcome(check: Check, verdict: Verdict) -> CheckOutcome:
@@ -336,7 +352,8 @@ EXTERNAL_ACTIONS = ("kill", "stop", "pause", "restart", "destroy")
 
 
 def host_state(client: docker.DockerClient, env: runtime.Environment, since: float,
-               learner_kills: Mapping[str, str] | None = None) -> HostState:
+               learner_kills: Mapping[str, str] | None = None,
+               ours: Iterable[tuple[str, str, int, int]] = ()) -> HostState:
     """Tell a host the learner's code broke from one something else stopped.
 
     The learner is root inside their hosts, but nothing inside a container can call the engine:
@@ -344,7 +361,9 @@ def host_state(client: docker.DockerClient, env: runtime.Environment, since: flo
     (an operator, another program, a crash of ours) and is a grading fault. A host that exited on
     its own (its main process killed from inside, out of memory under the learner's load) is the
     learner's doing. ``learner_kills`` names hosts ladderlab itself stopped because of the
-    learner's state (a disk quota), with the reason.
+    learner's state (a disk quota), with the reason. ``ours`` lists what a disruptive check did to hosts
+    through the engine (host, action, start and end in ns: :attr:`LiveContext.actions`): the engine's
+    events of a host within such a window are the check's, not a disturbance.
     """
     state = HostState()
     names = {info.container: name for name, info in env.record.hosts.items()}
@@ -354,6 +373,9 @@ def host_state(client: docker.DockerClient, env: runtime.Environment, since: flo
     for event in events:
         action = str(event.get("Action") or event.get("status") or "")
         who = names.get(str((event.get("Actor") or {}).get("Attributes", {}).get("name", "")))
+        when = int(event.get("timeNano") or int(event.get("time") or 0) * 10**9)
+        if any(host == who and start <= when <= end for host, _, start, end in ours):
+            continue  # a disruptive check's own restart
         if who and action.split(":")[0] in EXTERNAL_ACTIONS:
             external.setdefault(who, action.split(":")[0])
     for container, name in names.items():
@@ -475,7 +497,7 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
         watch.stop()
         problems += watch.feedback()
         over = {o.host: o.feedback for o in watch.overruns.values()}
-        verdicts, fault = settle(verdicts, host_state(client, env, started, learner_kills=over))
+        verdicts, fault = settle(verdicts, host_state(client, env, started, learner_kills=over, ours=ctx.actions))
         timings["checks"] = time.monotonic() - t1
     except Exception as exc:  # infrastructure or our own tools: the grading is incomplete, never a verdict
         fault = one_line(f"{type(exc).__name__}: {exc}") if not isinstance(exc, LadderlabError) else one_line(str(exc))

@@ -196,10 +196,12 @@ class LabResult:
     runs: list[Run]
     learners: list[Learner] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # choice values no learner drew
+    ungraded: list[str] = field(default_factory=list)  # decoys no learner's seed allows (their ``when``)
 
     @property
     def passed(self) -> bool:
-        return all(run.verdict(self.lab) for run in self.runs)
+        """Every run as expected, and no decoy left ungraded for want of a learner whose seed allows it."""
+        return not self.ungraded and all(run.verdict(self.lab) for run in self.runs)
 
     @property
     def seconds(self) -> float:
@@ -218,6 +220,7 @@ class LabResult:
             "seconds": round(self.seconds, 1),
             "seeds": [lr.to_json() for lr in self.learners],
             "uncovered": self.missing,
+            "ungraded_decoys": self.ungraded,
             "solution": the("solution", "notebook"),
             "untouched": the("untouched", "untouched"),
             "solutions": [r.to_json(self.lab) for r in self.runs if r.kind == "solution" and r.name != "notebook"],
@@ -240,6 +243,8 @@ def plan(lab: LabDef, learners: list[Learner], only: Iterable[str] = ()) -> list
         for s in lab.solutions:
             work.append((Run("solution", s.name, lid), with_cells(lab, s.spec.cells)))
         for d in lab.decoys:
+            if not d.spec.applies(learner.params):  # a wrong answer only some seeded variants allow
+                continue
             work.append((Run("decoy", d.name, lid, must_fail=list(d.spec.must_fail), violates=d.spec.violates),
                          with_decoy(lab, d)))
     return [(run, nb) for run, nb in work if not keep or run.name in keep]
@@ -256,8 +261,10 @@ def selftest(settings: Settings, client: docker.DockerClient, labs: list[LabDef]
     for lab in labs:
         learners = learners_for(settings, lab, seeds)
         runs = plan(lab, learners, only)
+        ungraded = [d.name for d in lab.decoys if (not only or d.name in only)
+                    and not any(d.spec.applies(lr.params) for lr in learners)]
         results.append(LabResult(lab, [run for run, _ in runs], learners,
-                                 uncovered(env_choices(settings, lab), learners)))
+                                 uncovered(env_choices(settings, lab), learners), ungraded))
         work += [(lab, run, nb) for run, nb in runs]
     for res in results:
         for lr in res.learners:
@@ -265,6 +272,10 @@ def selftest(settings: Settings, client: docker.DockerClient, labs: list[LabDef]
                 f"{' '.join(f'{n}={v}' for n, v in lr.params.items()) or ''}".rstrip())
         if res.missing:
             say(f"{res.lab.id}: no learner draws {', '.join(res.missing)} (use more --seeds)")
+        for name in res.ungraded:
+            when = next(d.spec.when for d in res.lab.decoys if d.name == name)
+            say(f"{res.lab.id}: decoy {name} is not graded: no learner draws "
+                f"{' or '.join(f'{k}={v}' for k, vs in when.items() for v in vs)} (use more --seeds)")
 
     def one(item: tuple[LabDef, Run, NotebookNode]) -> Run:
         lab, run, nb = item

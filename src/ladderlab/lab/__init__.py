@@ -240,7 +240,7 @@ class Lab:
             return False
         for passed, cid, feedback in lines:
             print(line(passed, cid, feedback))
-        return all(p for p, _, _ in lines)
+        return all(p is not False for p, _, _ in lines)
 
     def progress(self) -> bool:
         """Every check of the lab, as in :meth:`check` with no arguments."""
