@@ -486,13 +486,17 @@ def cmd_selftest(args: argparse.Namespace, settings: Settings) -> int:
         from ladderlab.errors import UsageError
 
         raise UsageError(f"--seeds {args.seeds}: at least 1")
+    t0 = time.monotonic()
     results = selftest(settings, _client(settings), labs, jobs=args.jobs, seeds=args.seeds, only=args.only or (),
                        say=say)
+    wall = time.monotonic() - t0
     if args.json:
-        print(json.dumps({"labs": [r.to_json() for r in results]}, indent=2))
+        print(json.dumps({"labs": [r.to_json() for r in results], "wall_seconds": round(wall, 1)}, indent=2))
     else:
-        for r in results:
-            out.print(Text.assemble(f"{r.lab.id}: ", ("passed", "green") if r.passed else ("FAILED", "red")))
+        for r in results:  # the cost: what a CI run of this self-test spends on it
+            out.print(Text.assemble(f"{r.lab.id}: ", ("passed", "green") if r.passed else ("FAILED", "red"),
+                                    f" ({len(r.runs)} gradings, {r.seconds:.0f} s of grading)"))
+        say(f"self-test wall time {wall:.0f} s, {args.jobs} gradings at once")
     return 0 if all(r.passed for r in results) else 1
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import docker
 from docker.errors import DockerException
@@ -15,6 +17,8 @@ from ladderlab.environments.images import base_image_id, exists, plan
 from ladderlab.errors import LadderlabError
 
 MIN_FREE_GB = 5.0
+TUN = Path("/dev/net/tun")
+BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,33 @@ def _engine() -> tuple[docker.DockerClient | None, Finding]:
                            f"Docker {version.get('Version')} (API {version.get('ApiVersion')})")
 
 
+def network_findings(tun: Path = TUN, bridge_nf: Path = BRIDGE_NF) -> list[Finding]:
+    """What this machine's kernel allows lab networks (docs/environments.md, "What the network allows here").
+
+    Both are facts about the engine's host: on a remote engine they describe this machine only."""
+    try:
+        mode = tun.stat().st_mode
+        has_tun = stat.S_ISCHR(mode)
+    except OSError:
+        has_tun = False
+    found = [Finding("/dev/net/tun", has_tun, f"{tun} is {'a character device' if has_tun else 'missing'} "
+                     "(hosts with devices: [tun] need it: wireguard-go, kernel-libipsec)",
+                     "load the tun driver (modprobe tun) or use a kernel with CONFIG_TUN")]
+    try:
+        value = bridge_nf.read_text().strip()
+    except OSError:
+        value = ""
+    if value == "1":
+        detail = ("1: traffic between lab hosts whose source or destination is off the network's subnet is "
+                  "dropped (Docker's --internal rules); route inside one subnet or through a tunnel")
+    elif value == "0":
+        detail = "0: bridged frames between lab hosts skip iptables (off-subnet addresses pass on one network)"
+    else:
+        detail = "br_netfilter not loaded: bridged frames between lab hosts skip iptables"
+    found.append(Finding("bridge-nf-call-iptables", True, detail))  # a fact labs are designed around, not a fault
+    return found
+
+
 def diagnose(settings: Settings) -> list[Finding]:
     found = [Finding("python", sys.version_info >= (3, 11), sys.version.split()[0], "use Python 3.11 or newer")]
     client, engine = _engine()
@@ -48,6 +79,7 @@ def diagnose(settings: Settings) -> list[Finding]:
                          f"free at least {MIN_FREE_GB:.0f} GB"))
     found.append(Finding("CA bundle for builds", True,
                          str(settings.ca_bundle) if settings.ca_bundle else "none (LADDERLAB_CA_BUNDLE=none)"))
+    found += network_findings()
     if client is None:
         return found
     info = client.info()

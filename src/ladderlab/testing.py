@@ -122,6 +122,7 @@ class FakeContext:
         self.restarted: list[tuple[str, ...]] = []
         self.written: dict[tuple[str, str], tuple[bytes, int, int]] = {}
         self.on_restart: Callable[[tuple[str, ...]], None] | None = None
+        self.acted: list[tuple[object, ...]] = []
 
     def address(self, host: str) -> str:
         try:
@@ -194,6 +195,29 @@ class FakeContext:
         """Kept where :meth:`read_file` finds it, and in :attr:`written`."""
         self._files[(host, path)] = data
         self.written[(host, path)] = (data, mode, uid)
+
+    # The other actions are recorded in :attr:`acted`, in order, as (action, *arguments).
+    def stop(self, *hosts: str) -> None:
+        self.acted.append(("stop", *hosts))
+
+    def start(self, *hosts: str) -> None:
+        self.acted.append(("start", *hosts))
+
+    def pause(self, *hosts: str) -> None:
+        self.acted.append(("pause", *hosts))
+
+    def unpause(self, *hosts: str) -> None:
+        self.acted.append(("unpause", *hosts))
+
+    def disconnect(self, host: str, network: str) -> None:
+        self.acted.append(("disconnect", host, network))
+
+    def connect(self, host: str, network: str) -> None:
+        self.acted.append(("connect", host, network))
+
+    def signal(self, host: str, pid: int, sig: str = "KILL") -> bool:
+        self.acted.append(("signal", host, pid, sig))
+        return True
 
     def __repr__(self) -> str:
         hosts = sorted({k[0] if isinstance(k, tuple) else k for k in self._observers})

@@ -11,7 +11,7 @@ import pytest
 
 from ladderlab.environments import runtime
 from ladderlab.environments.images import tool_image
-from ladderlab.errors import LearnerState
+from ladderlab.errors import LearnerState, UsageError
 from ladderlab.grading.checks import load_graders
 from ladderlab.grading.context import LiveContext
 from ladderlab.grading.feedback import live_feedback
@@ -98,3 +98,67 @@ def test_practice_leaves_a_disruptive_check_out_unless_it_is_named(debug_env, se
     assert named[0] is False and "not serving yet" in named[2]
     assert started == {h: env.client.api.inspect_container(i.container)["State"]["StartedAt"]
                        for h, i in env.record.hosts.items()}
+
+
+def _answers(ctx, host, port):
+    """Whether ``host:port`` accepts a connection *and says something* within 2 s, seen from the probe (a
+    paused host's kernel still completes the handshake; its frozen server says nothing)."""
+    talk = ("import socket, sys\n"
+            "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 2)\n"
+            "s.settimeout(2)\n"
+            "sys.exit(0 if s.recv(16) else 1)\n")
+    return ctx.observe("probe").run("python3 -c %s %s %s", talk, ctx.address(host), port, timeout=15).ok
+
+
+def _eventually(what, seconds=20.0):
+    end = time.monotonic() + seconds
+    while not what():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def test_stop_start_pause_cut_and_signal_and_what_a_check_leaves_is_undone(debug_env, client, settings):
+    env = debug_env
+    port = int(env.params["dep_port"])
+    cache, svc = env.record.hosts["cache"].container, env.record.hosts["svc"].container
+    ctx = LiveContext(env, tool_image(settings, client, "probe"))
+    try:
+        since = time.time()
+        assert _answers(ctx, "cache", port) and _answers(ctx, "svc", 22)
+        with ctx.acting():
+            ctx.stop("cache")
+            assert not client.api.inspect_container(cache)["State"]["Running"]
+            ctx.start("cache")
+            assert _eventually(lambda: _answers(ctx, "cache", port))  # its start-up started the server again
+            server = ctx.listener("cache", port)
+            assert server is not None and server.pid > 1
+            assert ctx.signal("cache", server.pid, "KILL")
+            assert _eventually(lambda: not _answers(ctx, "cache", port))  # nothing restarts it
+            assert not ctx.signal("cache", server.pid, "KILL")  # gone: nothing to signal
+            with pytest.raises(UsageError, match="never pid 1"):
+                ctx.signal("cache", 1, "KILL")
+            with pytest.raises(UsageError, match="not allowed"):
+                ctx.signal("cache", 5, "USR1")
+            ctx.pause("svc")
+            assert not _answers(ctx, "svc", 22)
+            ctx.unpause("svc")
+            assert _answers(ctx, "svc", 22)
+            ctx.disconnect("svc", "lan")
+            assert not _answers(ctx, "svc", 22)
+            ctx.connect("svc", "lan")
+            assert _eventually(lambda: _answers(ctx, "svc", 22))
+            with pytest.raises(UsageError, match="not cut off"):
+                ctx.connect("svc", "lan")
+            # left as they are: the end of the check undoes them
+            ctx.pause("cache")
+            ctx.disconnect("svc", "lan")
+        assert not client.api.inspect_container(cache)["State"]["Paused"]
+        assert _eventually(lambda: _answers(ctx, "svc", 22))
+        assert env.record.networks["lan"] in client.api.inspect_container(svc)["NetworkSettings"]["Networks"]
+        assert host_state(client, env, since, ours=ctx.actions).disturbed == {}
+        with pytest.raises(UsageError, match="only a check registered"):
+            ctx.pause("svc")
+    finally:
+        ctx.close()

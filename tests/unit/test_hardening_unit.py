@@ -60,3 +60,46 @@ def test_a_plan_within_the_policy_has_no_problems_and_carries_its_kind():
     assert good.problems() == []
     assert good.labels()[L.KIND] == "observer" and good.labels()[L.ENV_ID] == "e-1"
     assert plan(kind="host", network="ll-e-1-lan", capabilities=["NET_ADMIN"]).problems() == []
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"devices": ["tun"]}, "observer may have no devices"),
+    ({"kind": "host", "network": "ll-e-1-lan", "devices": ["/dev/sda"]}, "device '/dev/sda' is not allowed"),
+    ({"kind": "host", "network": "ll-e-1-lan", "devices": ["fuse"]}, "device 'fuse' is not allowed"),
+    ({"sysctls": {"net.ipv4.ip_forward": "1"}}, "observer may set no sysctls"),
+    ({"kind": "host", "network": "ll-e-1-lan", "sysctls": {"kernel.core_pattern": "|/x"}}, "is not allowed"),
+    ({"kind": "host", "network": "ll-e-1-lan", "sysctls": {"net.ipv4.ip_forward": "7"}}, "must be one of"),
+    ({"kind": "host", "network": "none", "ipv4_address": "10.200.0.5"}, "needs a ladderlab network"),
+])
+def test_devices_sysctls_and_addresses_beyond_the_policy_are_refused(changes, words):
+    bad = plan(**changes)
+    assert any(words in p for p in bad.problems()), bad.problems()
+
+
+def test_a_host_with_tun_sysctls_and_a_static_address_is_within_the_policy():
+    good = plan(kind="host", network="ll-e-1-lan", capabilities=["NET_ADMIN"], devices=["tun"],
+                sysctls={"net.ipv4.ip_forward": "1"}, ipv4_address="10.200.0.5")
+    assert good.problems() == []
+
+
+def _inspect(kind="host", devices=None, sysctls=None):
+    tun = {"PathOnHost": "/dev/net/tun", "PathInContainer": "/dev/net/tun", "CgroupPermissions": "rwm"}
+    return {"Name": "/ll-e-1-a", "Config": {"Labels": {L.MANAGED: "1", L.ENV_ID: "e-1", L.OWNER: "h:1:1",
+                                                         L.KIND: kind}},
+            "HostConfig": {"CapDrop": ["ALL"], "CapAdd": ["NET_ADMIN"], "SecurityOpt": ["no-new-privileges:true"],
+                           "Init": True, "PidsLimit": 64, "Memory": 1, "MemorySwap": 1, "NetworkMode": "ll-e-1-lan",
+                           "LogConfig": {"Type": "json-file", "Config": dict(hardening.LOG_CONFIG)},
+                           "Devices": [tun] if devices is None else devices,
+                           "Sysctls": {"net.ipv4.ip_forward": "1"} if sysctls is None else sysctls}}
+
+
+def test_the_inspect_check_allows_tun_and_allowlisted_sysctls_on_hosts_only():
+    assert hardening.violations(_inspect()) == []
+    sda = {"PathOnHost": "/dev/sda", "PathInContainer": "/dev/sda", "CgroupPermissions": "rwm"}
+    tun_as_sda = {"PathOnHost": "/dev/sda", "PathInContainer": "/dev/net/tun", "CgroupPermissions": "rwm"}
+    for bad, word in [(_inspect(devices=[sda]), "devices"), (_inspect(devices=[tun_as_sda]), "devices"),
+                      (_inspect(kind="observer", sysctls={}), "devices"),
+                      (_inspect(sysctls={"kernel.shmmax": "1"}), "sysctls"),
+                      (_inspect(kind="observer", devices=[]), "sysctls")]:
+        found = hardening.violations(bad)
+        assert found and any(word in p for p in found), (bad["HostConfig"], found)

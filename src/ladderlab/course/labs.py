@@ -62,6 +62,9 @@ class CheckSpec(_Model):
     #: Progressive hints, shown one at a time by ``lab.hint("<check-id>")``; using them is recorded.
     hints: list[Annotated[str, StringConstraints(min_length=1, max_length=1000)]] = Field(default_factory=list,
                                                                                           max_length=5)
+    #: Seconds this check may take before it is an error (default: the pipeline's CHECK_DEADLINE, 180 s);
+    #: experiments that wait for a failover or a convergence ask for more, up to 15 minutes.
+    deadline: float | None = Field(default=None, gt=0, le=900)
 
 
 RequirementId = Annotated[str, StringConstraints(pattern=CHECK_ID, max_length=64)]

@@ -16,6 +16,9 @@ containers, the grading sandbox) is created by :func:`create` from a
   sandbox's own tmpfs ``/work``; no host
   namespace: networks are ``none``, a ladderlab network, or another
   ladderlab container's namespace; a pid namespace only of a ladderlab host;
+* no devices, except that a lab host may have ``/dev/net/tun`` (``rwm``) when its env.yaml asks for
+  ``devices: [tun]``; no sysctls, except a lab host's from
+  :data:`~ladderlab.environments.spec.SYSCTL_ALLOWLIST` (namespaced ``net.*`` keys only);
 * ``io.ladderlab.*`` labels naming the environment, its owner process and the
   container's kind (so teardown and the reaper find it);
 * optionally a read-only root file system with size-capped tmpfs mounts
@@ -38,7 +41,7 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from docker.types import LogConfig
 
 from ladderlab.environments import labels as L
-from ladderlab.environments.spec import CAPABILITY_ALLOWLIST
+from ladderlab.environments.spec import CAPABILITY_ALLOWLIST, DEVICE_ALLOWLIST, sysctl_problem
 from ladderlab.errors import EnvError
 
 LOG_CONFIG = {"max-size": "1m", "max-file": "2"}
@@ -48,8 +51,9 @@ KINDS = ("host", "observer", "tools", "scratch", "sandbox")
 KIND_CAPABILITIES: dict[str, frozenset[str]] = {
     "host": frozenset(CAPABILITY_ALLOWLIST),
     # An observer reads netfilter state (NET_ADMIN), probes (NET_RAW) and, when it shares a host's pid
-    # namespace, identifies the process behind a socket through /proc (SYS_PTRACE, DAC_READ_SEARCH).
-    "observer": frozenset({"NET_RAW", "NET_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"}),
+    # namespace, identifies the process behind a socket through /proc (SYS_PTRACE, DAC_READ_SEARCH), or
+    # signals one of the host's processes for a disruptive check (KILL: ``LiveContext.signal``).
+    "observer": frozenset({"NET_RAW", "NET_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH", "KILL"}),
     "tools": frozenset(),
     "scratch": frozenset({"NET_ADMIN"}),
     "sandbox": frozenset(),
@@ -85,6 +89,9 @@ class Plan:
     read_only: bool = False
     tmpfs: Mapping[str, str] = field(default_factory=dict)
     work_volume: str | None = None  # sandbox only: a ladderlab tmpfs volume mounted at /work
+    ipv4_address: str | None = None  # a static address on ``network`` (a ladderlab network)
+    devices: Sequence[str] = ()  # hosts only: names from DEVICE_ALLOWLIST ("tun")
+    sysctls: Mapping[str, str] = field(default_factory=dict)  # hosts only: keys from SYSCTL_ALLOWLIST
 
     def labels(self) -> dict[str, str]:
         out = self.stamp.labels(host=self.host, role=self.role, user=dict(self.user_labels))
@@ -110,6 +117,15 @@ class Plan:
             out.append("only the sandbox mounts a volume, and only a ladderlab tmpfs volume")
         if self.memory <= 0 or self.pids <= 0:
             out.append("memory and pids limits must be positive")
+        if self.devices and self.kind != "host":
+            out.append(f"a {self.kind} may have no devices")
+        out += [f"device {d!r} is not allowed (only {', '.join(DEVICE_ALLOWLIST)})"
+                for d in self.devices if d not in DEVICE_ALLOWLIST]
+        if self.sysctls and self.kind != "host":
+            out.append(f"a {self.kind} may set no sysctls")
+        out += [p for k, v in self.sysctls.items() if (p := sysctl_problem(k, v)) is not None]
+        if self.ipv4_address is not None and not self.network.startswith("ll-"):
+            out.append("a static address needs a ladderlab network")
         return out
 
 
@@ -130,6 +146,10 @@ def create(client: docker.DockerClient, plan: Plan) -> str:
         options["tmpfs"] = dict(plan.tmpfs)
     if plan.work_volume:
         options["mounts"] = [docker.types.Mount("/work", plan.work_volume, type="volume", no_copy=True)]
+    if plan.devices:
+        options["devices"] = [f"{DEVICE_ALLOWLIST[d]}:{DEVICE_ALLOWLIST[d]}:rwm" for d in plan.devices]
+    if plan.sysctls:
+        options["sysctls"] = dict(plan.sysctls)
     host_config = api.create_host_config(
         cap_drop=["ALL"], cap_add=sorted(plan.capabilities) or None, security_opt=["no-new-privileges:true"],
         privileged=False, init=True, pids_limit=plan.pids, mem_limit=plan.memory, memswap_limit=plan.memory,
@@ -137,9 +157,9 @@ def create(client: docker.DockerClient, plan: Plan) -> str:
         network_mode=plan.network, read_only=plan.read_only, cgroupns="private",
         log_config=LogConfig(type="json-file", config=LOG_CONFIG), **options)
     networking = None
-    if plan.aliases and not plan.network.startswith("container:") and plan.network != "none":
-        networking = api.create_networking_config(
-            {plan.network: api.create_endpoint_config(aliases=list(plan.aliases))})
+    if (plan.aliases or plan.ipv4_address) and not plan.network.startswith("container:") and plan.network != "none":
+        networking = api.create_networking_config({plan.network: api.create_endpoint_config(
+            aliases=list(plan.aliases) or None, ipv4_address=plan.ipv4_address)})
     try:
         api.create_container(
             plan.image, command=list(plan.command) if plan.command is not None else None,
@@ -226,8 +246,16 @@ def violations(inspect: Mapping[str, Any]) -> list[str]:
         out.append(f"ipc mode {hc.get('IpcMode')!r}")
     if hc.get("UTSMode") == "host" or hc.get("UsernsMode") == "host" or hc.get("CgroupnsMode") == "host":
         out.append("a host namespace")
-    if hc.get("Devices"):
-        out.append("devices")
+    allowed_devices = [{"PathOnHost": p, "PathInContainer": p, "CgroupPermissions": "rwm"}
+                       for p in DEVICE_ALLOWLIST.values()]
+    devices = hc.get("Devices") or []
+    if devices and (kind != "host" or any(d not in allowed_devices for d in devices)):
+        out.append(f"devices {devices}")
+    if hc.get("DeviceCgroupRules") or hc.get("DeviceRequests"):
+        out.append("device cgroup rules or requests")
+    sysctls = hc.get("Sysctls") or {}
+    if sysctls and (kind != "host" or any(sysctl_problem(k, str(v)) for k, v in sysctls.items())):
+        out.append(f"sysctls {sysctls}")
     if not name.startswith("ll-"):
         out.append("name does not start with ll-")
     return [f"{name}: {problem}" for problem in out]

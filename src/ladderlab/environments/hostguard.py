@@ -121,7 +121,7 @@ def bridge_name() -> str:
 
 
 def create_lab_network(client: docker.DockerClient, name: str, labels: Mapping[str, str], say: Say | None = None,
-                       ) -> str:
+                       ipam: Any = None) -> str:
     """Create lab network ``name`` (internal bridge ``llbr-…``) and make sure the host firewall covers it.
 
     Returns the bridge's interface name. Raises :class:`EnvError` when we are root on the
@@ -129,7 +129,7 @@ def create_lab_network(client: docker.DockerClient, name: str, labels: Mapping[s
     """
     bridge = bridge_name()
     client.api.create_network(name, driver="bridge", internal=True, check_duplicate=True, labels=dict(labels),
-                              options={BRIDGE_OPTION: bridge})
+                              options={BRIDGE_OPTION: bridge}, ipam=ipam)  # ipam: addressing.create_network
     if not (SYS_NET / bridge).exists():
         _warn(say, f"lab network {name} (bridge {bridge}) lives on an engine whose network stack is not this "
                    f"machine's ({os.environ.get('DOCKER_HOST') or 'rootless or VM engine'}): ladderlab cannot "

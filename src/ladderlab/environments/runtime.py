@@ -36,11 +36,20 @@ from docker.errors import APIError, NotFound
 
 from ladderlab.config import Settings
 from ladderlab.course.seeds import apply_overrides, check_learner, check_seed, course_secret, derive_seed, render_params
-from ladderlab.environments import files, guardian, hardening, hostguard
+from ladderlab.environments import addressing, files, guardian, hardening, hostguard
 from ladderlab.environments import labels as L
 from ladderlab.environments.images import exists, image_tags
 from ladderlab.environments.readiness import CommandSucceeds, LogContains, PortOpen, Strategy, wait_ready
-from ladderlab.environments.spec import CommandReady, EnvSpec, HostSpec, LogReady, discover, load_env_spec
+from ladderlab.environments.spec import (
+    CommandReady,
+    EnvSpec,
+    HostSpec,
+    LogReady,
+    address_param,
+    discover,
+    load_env_spec,
+    subnet_param,
+)
 from ladderlab.environments.transports import CommandResult, DockerTransport, SSHTransport, Transport, generate_key
 from ladderlab.errors import EnvError, ImageError, UsageError
 
@@ -87,6 +96,10 @@ class EnvRecord:
     docker_host: str = ""
     secret_params: list[str] = field(default_factory=list)
     bound: bool = False  # a grading environment: removed as soon as the process that made it is gone
+    subnets: dict[str, str] = field(default_factory=dict)  # network -> subnet the engine picked (prefix: N)
+    #: What the engine assigned, as parameters: ``net_<net>_subnet`` and ``addr_<host>_<net>``
+    #: (see EnvSpec.derived_params). Kept apart from ``params`` (the seeded ones, which re-create a variant).
+    addressing: dict[str, str] = field(default_factory=dict)
 
     def stamp(self) -> L.Stamp:
         """The labels' stamp for another container of this environment (owned by the calling process)."""
@@ -95,7 +108,11 @@ class EnvRecord:
 
     def learner_params(self) -> dict[str, str | int]:
         """The parameters a learner may see (secret ones, like an injected fault, left out)."""
-        return {k: v for k, v in self.params.items() if k not in self.secret_params}
+        return {**{k: v for k, v in self.params.items() if k not in self.secret_params}, **self.addressing}
+
+    def all_params(self) -> dict[str, str | int]:
+        """Seeded parameters and the engine's addressing (what templates, checks and the learner use)."""
+        return {**self.params, **self.addressing}
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,7 +156,7 @@ class Environment:
 
     @property
     def params(self) -> dict[str, str | int]:
-        return dict(self.record.params)
+        return self.record.all_params()
 
     def __repr__(self) -> str:
         return f"<environment {self.record.id} ({self.record.env}, {len(self.record.hosts)} hosts)>"
@@ -292,25 +309,38 @@ class _Bringup:
         for net in self.spec.networks:
             name = f"ll-{self.record.id}-{net.name}"
             # Internal, on an llbr-* bridge the host firewall covers (hostguard: no route to the host's addresses).
-            hostguard.create_lab_network(self.client, name, self.stamp.labels(), self.say)
+            if net.prefix is None:
+                hostguard.create_lab_network(self.client, name, self.stamp.labels(), self.say)
+            else:  # a free subnet from ladderlab's pool, so that hosts can have static addresses
+                _, subnet = addressing.create_network(self.client, name, self.stamp.labels(), net.prefix,
+                                                      local=self.direct, say=self.say)
+                self.record.subnets[net.name] = str(subnet)
+                self.record.addressing[subnet_param(net.name)] = str(subnet)
             self.record.networks[net.name] = name
+        for host, spec in self.spec.hosts.items():
+            for on, offset in spec.addresses.items():
+                self.record.addressing[address_param(host, on)] = addressing.address(self.record.subnets[on], offset)
 
     def start_host(self, name: str) -> HostInfo:
         spec = self.spec.hosts[name]
         api = self.client.api
-        params = self.record.params
+        params = self.record.all_params()
         image = self.tags[spec.image]
         container = f"ll-{self.record.id}-{name}"
         nets = self.spec.host_networks(name)
         env = {k: v.format_map(params) for k, v in spec.environment.items()}
         env["LADDERLAB_AWAIT_SETUP"] = "1" if spec.setup else "0"
+        static = {net: self.record.addressing[address_param(name, net)] for net in spec.addresses}
         hardening.create(self.client, hardening.Plan(
             kind="host", name=container, image=image, stamp=self.stamp, host=name, role=spec.role,
             network=self.record.networks[nets[0]], aliases=[name], capabilities=sorted(spec.capabilities),
             pids=spec.resources.pids, memory=spec.resources.memory_bytes, cpus=spec.resources.cpus,
-            command=spec.command, hostname=name, environment=env, user_labels=spec.labels))
-        for net in nets[1:]:
-            api.connect_container_to_network(container, self.record.networks[net], aliases=[name])
+            command=spec.command, hostname=name, environment=env, user_labels=spec.labels,
+            ipv4_address=static.get(nets[0]), devices=list(spec.devices), sysctls={
+                k: str(v) for k, v in spec.sysctls.items()}))
+        for net in nets[1:]:  # connected before the start, so eth1.. exist when the sysctls are written
+            api.connect_container_to_network(container, self.record.networks[net], aliases=[name],
+                                             ipv4_address=static.get(net))
         key = self.lockout_key if spec.role in self.lockout_roles else self.public_key
         if spec.ssh and key:
             api.put_archive(container, "/root/.ssh", tar_files([("authorized_keys", key.encode(), 0o600, 0)]))

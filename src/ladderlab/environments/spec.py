@@ -31,6 +31,71 @@ CAPABILITY_ALLOWLIST = frozenset({
 SSHD_CAPABILITIES = frozenset({"SETUID", "SETGID", "SYS_CHROOT"})
 #: Label prefix that only ladderlab sets; env.yaml may not use it.
 RESERVED_LABEL_PREFIX = "io.ladderlab."
+#: Devices a host may ask for by name, and the one device node each maps to (``rwm``). Nothing else from
+#: the engine's /dev: a tun device is a network interface inside the host's own namespace (wireguard-go,
+#: strongSwan's kernel-libipsec); creating one needs NET_ADMIN as well (measured: docs/environments.md).
+DEVICE_ALLOWLIST: dict[str, str] = {"tun": "/dev/net/tun"}
+#: Interfaces a per-interface sysctl may name. The key must exist when the container starts, so only
+#: the interfaces the engine makes (``eth<N>``: the host's N-th network) and ``all``/``default``/``lo``;
+#: a ``wg0`` made later by the learner has no sysctl at start (measured: runc fails the start).
+_IFACE = r"(?:all|default|lo|eth(?P<eth>[0-9]|1[0-5]))"
+_BOOL = frozenset({"0", "1"})
+#: The namespaced ``net.*`` sysctls a host may set (a container's /proc/sys is read-only, so the lab's
+#: kernel settings are declared here), each with the values it accepts. Anything else is refused.
+SYSCTL_ALLOWLIST: tuple[tuple[re.Pattern[str], frozenset[str] | range], ...] = (
+    (re.compile(r"net\.ipv4\.ip_forward"), _BOOL),
+    (re.compile(rf"net\.ipv4\.conf\.{_IFACE}\.rp_filter"), frozenset({"0", "1", "2"})),
+    (re.compile(rf"net\.ipv4\.conf\.{_IFACE}\.(?:accept_redirects|send_redirects|forwarding|proxy_arp|"
+                r"log_martians|accept_source_route)"), _BOOL),
+    (re.compile(rf"net\.ipv4\.conf\.{_IFACE}\.arp_ignore"), frozenset({"0", "1", "2", "3", "8"})),
+    (re.compile(rf"net\.ipv4\.conf\.{_IFACE}\.arp_announce"), frozenset({"0", "1", "2"})),
+    (re.compile(rf"net\.ipv6\.conf\.{_IFACE}\.(?:forwarding|disable_ipv6)"), _BOOL),
+    (re.compile(r"net\.ipv4\.tcp_syncookies"), frozenset({"0", "1", "2"})),
+    (re.compile(r"net\.netfilter\.nf_conntrack_udp_timeout(?:_stream)?"), range(1, 3601)),
+)
+#: Prefix lengths a network may ask for (``prefix``): the engine picks a free subnet of that size.
+PREFIX_RANGE = (16, 29)
+
+
+def sysctl_problem(key: str, value: str, networks: int | None = None) -> str | None:
+    """Why ``key=value`` may not be set on a host (None when it may). ``networks``: how many networks the
+    host joins (its interfaces are eth0..eth<networks-1>); None skips that check."""
+    for pattern, allowed in SYSCTL_ALLOWLIST:
+        m = pattern.fullmatch(key)
+        if not m:
+            continue
+        eth = m.groupdict().get("eth")
+        if eth is not None and networks is not None and int(eth) >= networks:
+            return (f"{key}: the host has {networks} network(s), so its interfaces are eth0"
+                    f"{f'..eth{networks - 1}' if networks > 1 else ''}")
+        if isinstance(allowed, range):
+            if not (value.isdigit() and int(value) in allowed):
+                return f"{key} must be an integer {allowed.start}-{allowed.stop - 1}, got {value!r}"
+        elif value not in allowed:
+            return f"{key} must be one of {', '.join(sorted(allowed))}, got {value!r}"
+        return None
+    return (f"sysctl {key!r} is not allowed; allowed: net.ipv4.ip_forward, "
+            "net.ipv4.conf.{all,default,lo,ethN}.{rp_filter,accept_redirects,send_redirects,forwarding,"
+            "proxy_arp,log_martians,accept_source_route,arp_ignore,arp_announce}, "
+            "net.ipv6.conf.{all,default,lo,ethN}.{forwarding,disable_ipv6}, net.ipv4.tcp_syncookies, "
+            "net.netfilter.nf_conntrack_udp_timeout[_stream]")
+
+
+def address_param(host: str, network: str) -> str:
+    """The parameter that holds ``host``'s static address on ``network`` (``addr_<host>_<network>``)."""
+    return f"addr_{host}_{network}".replace("-", "_")
+
+
+def subnet_param(network: str) -> str:
+    """The parameter that holds the subnet the engine chose for ``network`` (``net_<network>_subnet``)."""
+    return f"net_{network}_subnet".replace("-", "_")
+
+
+def usable_offsets(prefix: int) -> range:
+    """Offsets a host may declare on a network of ``prefix``: the lower half of the subnet, without the
+    network address. The upper half is Docker's for hosts without a static address (and other containers
+    that join, like the grading sandbox); its last usable address is the engine's bridge (the gateway)."""
+    return range(1, (1 << (32 - prefix)) // 2)
 
 NAME = r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$"
 Name = Annotated[str, StringConstraints(pattern=NAME, max_length=32)]
@@ -149,7 +214,7 @@ def _size(text: str) -> int:
 
 class HostSpec(_Model):
     image: Name
-    role: Literal["target", "probe", "client", "service"]
+    role: Literal["target", "probe", "client", "service", "fixture"]
     description: str = ""
     capabilities: list[str] = Field(default_factory=list)
     environment: dict[Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")], str] = Field(
@@ -163,6 +228,33 @@ class HostSpec(_Model):
     resources: Resources = Resources()
     ssh: bool = True
     labels: dict[str, Annotated[str, StringConstraints(max_length=200)]] = Field(default_factory=dict)
+    #: Static addresses: network name -> offset inside the subnet the engine picks for that network
+    #: (the network must declare ``prefix``). Offset 5 on a /24 chosen as 10.200.7.0/24 is 10.200.7.5.
+    addresses: dict[Name, int] = Field(default_factory=dict)
+    #: Namespaced kernel settings from :data:`SYSCTL_ALLOWLIST` (values as strings or integers).
+    sysctls: dict[str, str | int] = Field(default_factory=dict)
+    #: Device names from :data:`DEVICE_ALLOWLIST` (only ``tun``).
+    devices: list[str] = Field(default_factory=list)
+
+    @field_validator("sysctls")
+    @classmethod
+    def _sysctls_allowlisted(cls, v: dict[str, str | int]) -> dict[str, str | int]:
+        problems = [p for key, value in v.items() if (p := sysctl_problem(key, str(value).strip())) is not None]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return {key: str(value).strip() for key, value in v.items()}
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_allowlisted(cls, v: list[str]) -> list[str]:
+        bad = [d for d in v if d not in DEVICE_ALLOWLIST]
+        if bad:
+            raise ValueError(f"devices {', '.join(map(repr, bad))} are not allowed; allowed: "
+                             f"{', '.join(sorted(DEVICE_ALLOWLIST))} (which is {DEVICE_ALLOWLIST['tun']}, "
+                             "nothing else from /dev)")
+        if len(set(v)) != len(v):
+            raise ValueError("devices are listed twice")
+        return v
 
     @field_validator("capabilities")
     @classmethod
@@ -196,6 +288,11 @@ class HostSpec(_Model):
 class NetworkSpec(_Model):
     name: Name
     description: str = ""
+    #: Ask for a subnet of this prefix length (16-29). The engine picks a free one from its pool for
+    #: every environment (two environments of one spec never collide), so hosts can have static
+    #: ``addresses`` (offsets); the choice is in the parameter ``net_<name>_subnet``. Without
+    #: ``prefix`` Docker picks the subnet and every address.
+    prefix: int | None = Field(default=None, ge=PREFIX_RANGE[0], le=PREFIX_RANGE[1])
 
 
 class EnvSpec(_Model):
@@ -214,11 +311,42 @@ class EnvSpec(_Model):
         nets = [n.name for n in self.networks]
         if len(set(nets)) != len(nets):
             problems.append("networks: network names must be unique")
+        prefixes = {n.name: n.prefix for n in self.networks}
+        taken: dict[tuple[str, int], str] = {}
+        derived_list = self.derived_params()
+        derived = set(derived_list)
+        for twice in sorted({d for d in derived_list if derived_list.count(d) > 1}):
+            problems.append(f"hosts: two static addresses would both be the parameter {twice} (rename a host "
+                            "or network: '-' and '_' are the same in parameter names)")
+        for clash in sorted(derived & set(self.params)):
+            problems.append(f"params.{clash}: this name is reserved for the address the engine assigns")
         for name, host in self.hosts.items():
             where = f"hosts.{name}"
             for net in host.networks or []:
                 if net not in nets:
                     problems.append(f"{where}.networks: unknown network {net!r} (declared: {', '.join(nets)})")
+            joined = self.host_networks(name) if all(n in nets for n in host.networks or []) else []
+            for net, offset in host.addresses.items():
+                prefix = prefixes.get(net)
+                if net not in joined:
+                    problems.append(f"{where}.addresses.{net}: the host is not on network {net!r}")
+                elif prefix is None:
+                    problems.append(f"{where}.addresses.{net}: network {net!r} declares no prefix, so the "
+                                    "engine picks its addresses (add prefix: 24 to the network)")
+                elif offset not in usable_offsets(prefix):
+                    span = usable_offsets(prefix)
+                    problems.append(f"{where}.addresses.{net}: offset {offset} is outside {span.start}-"
+                                    f"{span.stop - 1} (the lower half of a /{prefix}; the upper half is the "
+                                    "engine's)")
+                elif (net, offset) in taken:
+                    problems.append(f"{where}.addresses.{net}: offset {offset} is already host "
+                                    f"{taken[net, offset]!r}'s")
+                else:
+                    taken[net, offset] = name
+            for key, value in host.sysctls.items():
+                problem = sysctl_problem(key, str(value), len(joined) or None)
+                if problem:
+                    problems.append(f"{where}.sysctls: {problem}")
             for dep in host.depends_on:
                 if dep not in self.hosts or dep == name:
                     problems.append(f"{where}.depends_on: {dep!r} is not another host of this environment")
@@ -230,19 +358,27 @@ class EnvSpec(_Model):
                           if isinstance(r, CommandReady)]
             for field, text in templated:
                 try:
-                    unknown = placeholders(text) - set(self.params)
+                    unknown = placeholders(text) - set(self.params) - derived
                 except ValueError as exc:
                     problems.append(f"{field}: {exc}")
                     continue
                 if unknown:
                     problems.append(f"{field}: unknown parameter {', '.join(sorted(unknown))} "
-                                    f"(declared: {', '.join(sorted(self.params)) or 'none'})")
+                                    f"(declared: {', '.join(sorted([*self.params, *derived])) or 'none'})")
         cycle = _find_cycle({n: h.depends_on for n, h in self.hosts.items()})
         if cycle:
             problems.append(f"hosts: depends_on forms a cycle: {' -> '.join(cycle)}")
         if problems:
             raise ValueError(CROSS_REF_SEP.join(problems) + CROSS_REF_SEP)
         return self
+
+    def derived_params(self) -> list[str]:
+        """Parameters the engine fills in when it brings the environment up: ``net_<net>_subnet`` for each
+        network with a ``prefix`` and ``addr_<host>_<net>`` for each static address. Usable as
+        ``{placeholders}`` like the seeded ones; checks and the learner's ``lab.params`` see them."""
+        out = [subnet_param(n.name) for n in self.networks if n.prefix is not None]
+        out += [address_param(h, net) for h, host in self.hosts.items() for net in host.addresses]
+        return out
 
     def host_networks(self, host: str) -> list[str]:
         chosen = self.hosts[host].networks

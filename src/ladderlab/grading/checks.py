@@ -191,6 +191,33 @@ class Context(Protocol):
         disruptive check may call it."""
         ...
 
+    # The other actions, for disruptive checks only; what a check leaves undone is undone when it ends.
+    def stop(self, *hosts: str) -> None:
+        """Kill ``hosts`` (a power cut) and wait until they are down."""
+        ...
+
+    def start(self, *hosts: str) -> None:
+        """Start hosts :meth:`stop` stopped, and wait until they run."""
+        ...
+
+    def pause(self, *hosts: str) -> None:
+        """Freeze every process of ``hosts`` (a hung machine)."""
+        ...
+
+    def unpause(self, *hosts: str) -> None: ...
+
+    def disconnect(self, host: str, network: str) -> None:
+        """Cut ``host`` off one of the environment's networks (its env.yaml name)."""
+        ...
+
+    def connect(self, host: str, network: str) -> None:
+        """Undo :meth:`disconnect` (the same address)."""
+        ...
+
+    def signal(self, host: str, pid: int, sig: str = "KILL") -> bool:
+        """Send ``sig`` to process ``pid`` of ``host`` (as :meth:`listener` numbers it); False: it is gone."""
+        ...
+
 
 CheckFn = Callable[..., Verdict]
 REGISTRY: dict[str, CheckFn] = {}

@@ -129,6 +129,9 @@ ACTION_EXEMPT_ROLES = frozenset({"probe"})
 #: How long a restarted host must keep running before it counts as back (a start-up that fails exits sooner).
 RESTART_SETTLE = 1.0
 
+#: The signals a check may send to a learner's process (:meth:`LiveContext.signal`).
+SIGNALS = ("KILL", "TERM", "INT", "HUP", "STOP", "CONT")
+
 
 class Sidecar:
     """A running trusted container; commands go through docker exec."""
@@ -163,6 +166,9 @@ class LiveContext:
         self._memo_locks: dict[str, threading.Lock] = {}
         self._isolated = 0
         self._may_act = False  # set by the pipeline while a disruptive check runs
+        self._down: set[str] = set()  # hosts a check stopped
+        self._paused: set[str] = set()  # hosts a check paused
+        self._cut: dict[tuple[str, str], str] = {}  # (host, network) a check disconnected -> its address there
         self._addresses: dict[str, str] = {}  # host -> its address after a restart, when the engine moved it
         #: What this context did to hosts through the engine: (host, action, start ns, end ns). The pipeline
         #: tells these apart from disturbances nobody asked for (:func:`~ladderlab.grading.pipeline.host_state`).
@@ -211,7 +217,7 @@ class LiveContext:
     def _stamp(self) -> L.Stamp:
         return self.env.record.stamp()
 
-    def _start(self, name: str, network_mode: str, caps: list[str], pid_mode: str | None = None,
+    def _start_sidecar(self, name: str, network_mode: str, caps: list[str], pid_mode: str | None = None,
                kind: str = "observer", image: str | None = None, memory: int = 256 * hardening.MiB,
                read_only: bool = False) -> Sidecar:
         """Create and start a trusted container (through the one hardening policy)."""
@@ -229,11 +235,11 @@ class LiveContext:
         info = self._info(host)
         name = f"obs{'a' if admin else ''}-{host}"
         caps = ["NET_RAW", "NET_ADMIN"] if admin else ["NET_RAW"]
-        return self._sidecar(name, lambda: self._start(name, f"container:{info.container}", caps))
+        return self._sidecar(name, lambda: self._start_sidecar(name, f"container:{info.container}", caps))
 
     def scratch(self) -> Sidecar:
         """An isolated trusted container with its own empty network namespace and NET_ADMIN."""
-        return self._sidecar("scratch", lambda: self._start("scratch", "none", ["NET_ADMIN"], kind="scratch"))
+        return self._sidecar("scratch", lambda: self._start_sidecar("scratch", "none", ["NET_ADMIN"], kind="scratch"))
 
     def warm(self, admin_roles: frozenset[str] = frozenset({"target"})) -> None:
         """Start an observer for every host (and the scratch container) now, in parallel.
@@ -263,7 +269,7 @@ class LiveContext:
         The learner may have replaced any binary inside the running host; the image is ladderlab's.
         """
         info = self._info(host)
-        return self._sidecar(f"tools-{host}", lambda: self._start(
+        return self._sidecar(f"tools-{host}", lambda: self._start_sidecar(
             f"tools-{host}", "none", [], kind="tools", image=info.image, memory=512 * hardening.MiB))
 
     @contextlib.contextmanager
@@ -278,7 +284,7 @@ class LiveContext:
         with self._lock:
             self._isolated += 1
             name = f"iso{self._isolated}-{host}"
-        sidecar = self._start(name, "none", [], kind="tools", image=info.image, memory=512 * hardening.MiB)
+        sidecar = self._start_sidecar(name, "none", [], kind="tools", image=info.image, memory=512 * hardening.MiB)
         with self._lock:
             self._sidecars[name] = sidecar
         # The learner's code writes to this container's layer: the hosts' disk watchdog stops it past the limit.
@@ -312,7 +318,7 @@ class LiveContext:
         container's processes and reach their files through /proc/<pid>/root.
         """
         target = f"container:{self._info(host).container}"
-        return self._sidecar(f"obsp-{host}", lambda: self._start(
+        return self._sidecar(f"obsp-{host}", lambda: self._start_sidecar(
             f"obsp-{host}", target, ["SYS_PTRACE", "DAC_READ_SEARCH"], pid_mode=target, read_only=True))
 
     def listener(self, host: str, port: int, proto: str = "tcp") -> Listener | None:
@@ -412,13 +418,30 @@ class LiveContext:
 
     @contextlib.contextmanager
     def acting(self) -> Iterator[None]:
-        """Allow :meth:`restart` and :meth:`put_file` within this block (the pipeline's, around one
-        disruptive check)."""
+        """Allow the actions (:meth:`restart`, :meth:`stop`, :meth:`start`, :meth:`pause`, :meth:`unpause`,
+        :meth:`disconnect`, :meth:`connect`, :meth:`signal`, :meth:`put_file`) within this block: the
+        pipeline's, around one disruptive check. When it ends, whatever the check left undone is undone
+        (hosts stopped are started, paused ones resumed, cut ones connected again), so the next check, and
+        the fault line, meet the environment whole."""
         self._may_act = True
         try:
             yield
         finally:
             self._may_act = False
+            self._undo()
+
+    def _undo(self) -> None:
+        with self._lock:
+            cut, paused, down = dict(self._cut), set(self._paused), set(self._down)
+        for (host, network), address in cut.items():
+            with contextlib.suppress(Exception):  # what cannot be undone shows in the fault line
+                self._connect(host, network, address)
+        for host in paused:
+            with contextlib.suppress(Exception):
+                self._unpause(host)
+        if down:
+            with contextlib.suppress(Exception):
+                self._start(sorted(down))
 
     def _action(self, what: str, host: str) -> Any:
         if not self._may_act:
@@ -429,6 +452,17 @@ class LiveContext:
             raise UsageError(f"{what}: host {host} is a {info.role} host, ladderlab's own: checks do not act on it")
         return info
 
+    @contextlib.contextmanager
+    def _recorded(self, action: str, *hosts: str) -> Iterator[None]:
+        """Note the engine-time window of an action on ``hosts`` in :attr:`actions`."""
+        start = time.time_ns()
+        try:
+            yield
+        finally:
+            end = time.time_ns()
+            with self._lock:
+                self.actions += [(h, action, start, end) for h in hosts]
+
     def restart(self, *hosts: str, timeout: float = 60.0) -> None:
         """Kill ``hosts`` and start them again through the engine (what a reboot does to a container: every
         process gone, its start-up run again, its files kept), then wait until each runs.
@@ -436,22 +470,123 @@ class LiveContext:
         The hosts' observers are removed first (they share the hosts' namespaces, which a restart replaces)
         and made anew when next asked for; every cached observation is forgotten. A host whose start-up
         exits (the learner's start-up) is :class:`~ladderlab.errors.LearnerState`."""
-        infos = [self._action("restart", h) for h in hosts]
+        for h in hosts:
+            self._action("restart", h)
+        with self._recorded("restart", *hosts):
+            self._stop(list(hosts), timeout)
+            self._start(list(hosts))
+
+    def stop(self, *hosts: str, timeout: float = 60.0) -> None:
+        """Kill ``hosts`` (as a power cut would: SIGKILL to every process) and wait until they are down. They
+        stay down until :meth:`start`, or the end of the check."""
+        for h in hosts:
+            self._action("stop", h)
+        with self._recorded("stop", *hosts):
+            self._stop(list(hosts), timeout)
+
+    def start(self, *hosts: str) -> None:
+        """Start hosts stopped by :meth:`stop` and wait until they run (see :meth:`restart`)."""
+        for h in hosts:
+            self._action("start", h)
+        with self._recorded("start", *hosts):
+            self._start(list(hosts))
+
+    def _stop(self, hosts: list[str], timeout: float) -> None:
         self._forget(set(hosts))
-        start = time.time_ns()
-        try:
-            for info in infos:
-                with contextlib.suppress(APIError):  # a host already stopped: starting it is what matters
-                    self.client.api.kill(info.container)
-            for info in infos:
-                self._wait_stopped(info.container, timeout)
-                self.client.api.start(info.container)
-            for name, info in zip(hosts, infos, strict=True):
-                self._wait_running(name, info.container)
-        finally:
-            end = time.time_ns()
+        for host in hosts:
+            with contextlib.suppress(APIError):  # already stopped: what matters is that it is down
+                self.client.api.kill(self._info(host).container)
             with self._lock:
-                self.actions += [(h, "restart", start, end) for h in hosts]
+                self._down.add(host)
+        for host in hosts:
+            self._wait_stopped(self._info(host).container, timeout)
+
+    def _start(self, hosts: list[str]) -> None:
+        for host in hosts:
+            self.client.api.start(self._info(host).container)
+            with self._lock:
+                self._down.discard(host)
+        for host in hosts:
+            self._wait_running(host, self._info(host).container)
+
+    def pause(self, *hosts: str) -> None:
+        """Freeze every process of ``hosts`` (the engine's pause: a hung machine, its sockets open and silent)
+        until :meth:`unpause` or the end of the check."""
+        for h in hosts:
+            self._action("pause", h)
+        with self._recorded("pause", *hosts):
+            for host in hosts:
+                self.client.api.pause(self._info(host).container)
+                with self._lock:
+                    self._paused.add(host)
+
+    def unpause(self, *hosts: str) -> None:
+        for h in hosts:
+            self._action("unpause", h)
+        with self._recorded("unpause", *hosts):
+            for host in hosts:
+                self._unpause(host)
+
+    def _unpause(self, host: str) -> None:
+        self.client.api.unpause(self._info(host).container)
+        with self._lock:
+            self._paused.discard(host)
+
+    def disconnect(self, host: str, network: str) -> None:
+        """Cut ``host`` off ``network`` (one of the environment's networks, by its env.yaml name) until
+        :meth:`connect` or the end of the check; it gets the same address back."""
+        info = self._action("disconnect", host)
+        if network not in info.addresses:
+            raise UsageError(f"disconnect: host {host} is not on network {network!r} "
+                             f"(its networks: {', '.join(info.addresses) or 'none'})")
+        address = self._addresses.get(host) if network == next(iter(info.addresses)) else None
+        with self._recorded("disconnect", host):
+            self.client.api.disconnect_container_from_network(info.container, self.env.record.networks[network],
+                                                              force=True)
+            with self._lock:
+                self._cut[(host, network)] = address or info.addresses[network]
+
+    def connect(self, host: str, network: str) -> None:
+        """Undo :meth:`disconnect`."""
+        self._action("connect", host)
+        with self._lock:
+            address = self._cut.get((host, network))
+        if address is None:
+            raise UsageError(f"connect: host {host} was not cut off {network!r} by this check")
+        with self._recorded("connect", host):
+            self._connect(host, network, address)
+
+    def _connect(self, host: str, network: str, address: str) -> None:
+        container, name = self._info(host).container, self.env.record.networks[network]
+        try:
+            self.client.api.connect_container_to_network(container, name, aliases=[host], ipv4_address=address)
+        except APIError as exc:  # a network whose subnet the engine chose takes no address from us
+            if "user configured subnets" not in str(exc):
+                raise
+            self.client.api.connect_container_to_network(container, name, aliases=[host])
+            now = self.client.api.inspect_container(container)["NetworkSettings"]["Networks"][name]["IPAddress"]
+            if network == next(iter(self._info(host).addresses)):
+                with self._lock:
+                    self._addresses[host] = str(now)
+        with self._lock:
+            self._cut.pop((host, network), None)
+
+    def signal(self, host: str, pid: int, sig: str = "KILL") -> bool:
+        """Send ``sig`` to process ``pid`` of ``host`` (its pid as the host sees it: :meth:`listener`'s),
+        from a short-lived trusted container in the host's pid namespace with only CAP_KILL. False when
+        no such process is left. Not undone at the end of the check: the process is the learner's."""
+        self._action("signal", host)
+        if sig not in SIGNALS or int(pid) < 2:
+            raise UsageError(f"signal: {sig} to pid {pid} is not allowed (signals: {', '.join(SIGNALS)}; "
+                             f"never pid 1, the host's start-up)")
+        target = f"container:{self._info(host).container}"
+        killer = self._sidecar(f"obsk-{host}", lambda: self._start_sidecar(
+            f"obsk-{host}", target, ["KILL"], pid_mode=target, read_only=True))
+        with self._recorded(f"signal {sig}", host):
+            result = killer.run("kill -s %s %s", sig, int(pid), timeout=10)
+        if result.failed and "No such process" not in result.stderr:
+            raise CannotJudge(f"could not signal pid {pid} of {host}: {result.stderr.strip()[-200:]}")
+        return not result.failed
 
     def _wait_stopped(self, container: str, timeout: float) -> None:
         until = time.monotonic() + timeout
@@ -487,7 +622,7 @@ class LiveContext:
         """Drop every cached observation, and the sidecars that share a namespace with one of ``hosts``."""
         from ladderlab.environments.runtime import remove_containers
 
-        joined = {f"{kind}-{h}" for h in hosts for kind in ("obs", "obsa", "obsp")}
+        joined = {f"{kind}-{h}" for h in hosts for kind in ("obs", "obsa", "obsp", "obsk")}
         with self._lock:
             gone = [self._sidecars.pop(k).container for k in list(self._sidecars) if k in joined]
             for key in list(self._memo):

@@ -292,9 +292,10 @@ CHECK_DEADLINE = 180.0
 
 def judge(ctx: Any, lab: LabDef, params: Mapping[str, str | int], only: list[str] | None = None,
           workers: int = 8, deadline: float = CHECK_DEADLINE) -> list[tuple[Check, Verdict]]:
-    """Evaluate the lab's checks, each within ``deadline`` seconds: those that only observe in parallel,
-    then the disruptive ones (``@check(disruptive=True)``: they act on the environment) alone, one after
-    another, so that every observation is of the environment as the learner left it.
+    """Evaluate the lab's checks, each within its ``deadline:`` in lab.yaml (else ``deadline`` seconds): those
+    that only observe in parallel, then the disruptive ones (``@check(disruptive=True)``: they act on the
+    environment) alone, one after another, so that every observation is of the environment as the learner
+    left it.
 
     A check still running at its deadline is an ``error`` verdict (a check must bound its own waits);
     its thread is left behind, and the environment's teardown ends whatever it was waiting on.
@@ -307,12 +308,14 @@ def judge(ctx: Any, lab: LabDef, params: Mapping[str, str | int], only: list[str
     pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(checks))), thread_name_prefix="check")
     try:
         futures = [pool.submit(evaluate, ctx, c.fn, render_args(c.spec.args, params)) for c in calm]
-        end = time.monotonic() + deadline
+        t0 = time.monotonic()
         for check, future in zip(calm, futures, strict=True):
-            found[check.id] = _result(future, end, deadline)
+            limit = check.spec.deadline or deadline
+            found[check.id] = _result(future, t0 + limit, limit)
         for check in (c for c in checks if is_disruptive(c.fn)):
             future = pool.submit(_acting, ctx, check, params)
-            found[check.id] = _result(future, time.monotonic() + deadline, deadline)
+            limit = check.spec.deadline or deadline
+            found[check.id] = _result(future, time.monotonic() + limit, limit)
         return [(c, found[c.id]) for c in checks]
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -40,7 +40,11 @@ PACKAGE_ROOT = ".ladderlab"
 WORK_SIZE = 64 << 20  # /work: the package, the notebook, the learner's files (plus twice the output limit)
 TMP_SIZE = 64 << 20
 MAX_DEPTH = 64  # JSON nesting taken back from the sandbox
-PROBE_ROLES = frozenset({"probe"})
+#: Hosts the learner's graded code can neither log into nor reach through ladderlab: ``probe`` (the checks'
+#: vantage points) and ``fixture`` (trusted dependencies whose counters must stay honest: a pager, a NAT
+#: gateway, an update server). Checks may act on a fixture (``LiveContext.restart`` and the others), never
+#: on a probe.
+PROBE_ROLES = frozenset({"probe", "fixture"})
 
 
 @dataclass

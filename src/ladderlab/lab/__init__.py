@@ -35,7 +35,6 @@ from __future__ import annotations
 import base64
 import datetime
 import getpass
-import html
 import json
 import math
 import os
@@ -458,20 +457,10 @@ class Lab:
             lines.append("  params: " + ", ".join(f"{k}={v}" for k, v in self._conn.params.items()))
         return "\n".join(lines)
 
-    def _repr_html_(self) -> str:
-        e = html.escape
-        rows = "".join(f"<tr><td><code>{e(n)}</code></td><td>{e(h.role)}</td><td><code>{e(h.address)}</code></td></tr>"
-                       for n, h in self._conn.hosts.items())
-        params = "".join(f"<tr><td><code>{e(k)}</code></td><td><code>{e(str(v))}</code></td></tr>"
-                         for k, v in self._conn.params.items())
-        warning = self._expiry_warning(once=False)
-        banner = (f'<div style="background:#fff4ce;border:1px solid #e0b400;padding:4px 8px;margin:4px 0">'
-                  f"{e(warning)}</div>") if warning else ""
-        return (f"<div><b>{e(self.id)}</b> &middot; learner <code>{e(self.learner)}</code> &middot; "
-                f"environment <code>{e(self.env_id)}</code> &middot; <b>{e(self._time_left())}</b> left"
-                f"{banner}"
-                f"<table><tr><th>host</th><th>role</th><th>address</th></tr>{rows}</table>"
-                f"<table><tr><th>parameter</th><th>your value</th></tr>{params}</table></div>")
+    def _repr_html_(self) -> str | None:
+        return _html("lab/status.html.j2", lab=self.id, learner=self.learner, env_id=self.env_id,
+                     time_left=self._time_left(), warning=self._expiry_warning(once=False),
+                     hosts=list(self._conn.hosts.items()), params=[(k, str(v)) for k, v in self._conn.params.items()])
 
     def stop(self) -> None:
         """Tear the environment down (the next ``start`` brings a fresh one)."""
@@ -524,8 +513,8 @@ def extended_expiry(created: float, expires: float, minutes: float, limit_minute
     return expires + minutes * 60
 
 
-def reset_notice(lab_id: str, env_id: str, hosts: list[str], created: float, now: float) -> tuple[str, str]:
-    """What ``lab.reset()`` without ``confirm`` shows: (text, html)."""
+def reset_notice(lab_id: str, env_id: str, hosts: list[str], created: float, now: float) -> tuple[str, str | None]:
+    """What ``lab.reset()`` without ``confirm`` shows: (text, html; None where Jinja2 is not installed)."""
     since = datetime.datetime.fromtimestamp(created).strftime("%H:%M")
     ago = max(0, int((now - created) // 60))
     lost = (f"the hosts {', '.join(hosts)} as they are now: everything done on them since the environment "
@@ -534,26 +523,34 @@ def reset_notice(lab_id: str, env_id: str, hosts: list[str], created: float, now
     text = (f"lab.reset() removes environment {env_id} and starts a fresh one for {lab_id} with your same "
             f"values (same seed, same parameters).\n  lost: {lost}\n  kept: {kept}\n"
             f"to go ahead: lab.reset(confirm=True)")
-    e = html.escape
-    markup = (f'<div style="border:1px solid #e0b400;background:#fff8e1;padding:6px 10px">'
-              f"<b>lab.reset()</b> removes environment <code>{e(env_id)}</code> and starts a fresh one for "
-              f"<code>{e(lab_id)}</code> with your same values (same seed, same parameters).<ul>"
-              f"<li><b>Lost:</b> {e(lost)}</li><li><b>Kept:</b> {e(kept)}</li></ul>"
-              f"To go ahead: <code>lab.reset(confirm=True)</code></div>")
+    markup = _html("lab/reset.html.j2", env_id=env_id, lab_id=lab_id, lost=lost, kept=kept)
     return text, markup
 
 
-class _Notice:
-    """One cell output: plain text, or HTML in a notebook."""
+def _html(template: str, **values: Any) -> str | None:
+    """A rich cell output: ``template`` rendered by :mod:`ladderlab.templating` (autoescaped). None where Jinja2
+    is not installed (the grading sandbox: the trusted side keeps only the text of its outputs anyway,
+    grading/pipeline.sanitize_outputs), and IPython shows the object's text instead."""
+    try:
+        from ladderlab.templating import render
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("jinja2", "markupsafe"):
+            raise
+        return None
+    return render(template, **values)
 
-    def __init__(self, text: str, markup: str) -> None:
+
+class _Notice:
+    """One cell output: plain text, or HTML in a notebook (when there is HTML)."""
+
+    def __init__(self, text: str, markup: str | None) -> None:
         self.text = text
         self.markup = markup
 
     def __repr__(self) -> str:
         return self.text
 
-    def _repr_html_(self) -> str:
+    def _repr_html_(self) -> str | None:
         return self.markup
 
 
@@ -726,8 +723,6 @@ class _Progress:
         self._handle: Any = None
 
     def show(self, text: str) -> None:
-        from html import escape
-
         try:
             from IPython import get_ipython
             from IPython.display import display
@@ -737,7 +732,7 @@ class _Progress:
         if get_ipython() is None:
             print(text)
             return
-        notice = _Notice(text, f"<pre>{escape(text)}</pre>")
+        notice = _Notice(text, _html("lab/progress.html.j2", text=text))
         if self._handle is None:
             self._handle = display(notice, display_id=True)
         else:

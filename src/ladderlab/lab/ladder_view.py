@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from html import escape as e
 from typing import Any
 
 
@@ -48,19 +47,16 @@ class LadderView:
         said = " ".join(texts[c] for c in cell.evidenced)
         return f" (in part: {cell.claim}): {said}" if cell.partial else f": {said}"
 
-    def _repr_html_(self) -> str:
-        rows = "".join(f"<tr><td>{e(t.name)}</td><td><b>{self.progress.levels[t.id]}</b></td></tr>"
-                       for t in self.course.ladder.tracks)
-        shown = "".join(
-            f"<li><b>{e(self.course.track(t).name)} L{lvl}</b>{e(self._claim(t, lvl, c))}</li>"
-            for (t, lvl), c in sorted(self.progress.cells.items())
-            if c.demonstrated and lvl <= self.progress.levels[t])
-        nxt = "".join(f'<li>{e(name)} L{level}: <a href="{e(notebook_link(lab))}">{e(title)}</a> '
-                      f"(<code>{e(lab)}</code>)</li>" for name, level, lab, title in self.next_labs())
-        return (f"<div><h3>Your ladder, {e(self.learner)}</h3><table><tr><th>track</th><th>level</th></tr>{rows}"
-                f"</table><h4>Demonstrated</h4><ul>{shown or '<li>nothing yet</li>'}</ul>"
-                f"<h4>Labs to your next level</h4><ul>{nxt or '<li>none: every rung with labs is done</li>'}</ul>"
-                f"</div>")
+    def _repr_html_(self) -> str | None:
+        from ladderlab.lab import _html
+
+        return _html("lab/ladder.html.j2", learner=self.learner,
+                     levels=[(t.name, self.progress.levels[t.id]) for t in self.course.ladder.tracks],
+                     shown=[(self.course.track(t).name, lvl, self._claim(t, lvl, c))
+                            for (t, lvl), c in sorted(self.progress.cells.items())
+                            if c.demonstrated and lvl <= self.progress.levels[t]],
+                     next_labs=[{"track": name, "level": level, "link": notebook_link(lab), "title": title, "id": lab}
+                                for name, level, lab, title in self.next_labs()])
 
 
 def my_ladder(learner: str | None = None) -> LadderView:

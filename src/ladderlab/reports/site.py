@@ -1,6 +1,7 @@
 """The static site: ``index.html`` (cohort, for trainers), ``engineer/<id>.html`` (for managers),
 CSV and JSON exports. Plain HTML with inline SVG charts and one stylesheet: no server, no
-script, nothing fetched from the network at view time."""
+script, nothing fetched from the network at view time. The pages are rendered from the templates in
+``ladderlab/templates/reports`` (autoescaped, ``ladderlab.templating``); this module computes what they show."""
 
 from __future__ import annotations
 
@@ -8,67 +9,30 @@ import csv
 import io
 import json
 import os
-from html import escape as e
 from pathlib import Path
 from typing import Any
 
 from ladderlab.ladder.rules import CellStatus, Progress
 from ladderlab.reports.data import ReportData, outcome_label
-
-CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d2430;max-width:1200px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}.muted{color:#667}
-table{border-collapse:collapse}th,td{padding:3px 6px;border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:top}
-#heatmap td.c{width:34px;height:20px;padding:0;border:1px solid #fff}
-.demo{background:#2e9d5b}.tried{background:#f0b429}.none{background:#e8ebef}
-.part{background:repeating-linear-gradient(135deg,#2e9d5b 0 4px,#a9dcbc 4px 8px)}
-#heatmap td.part{font-size:11px;text-align:center;vertical-align:middle;color:#0b2916;font-weight:700;
-text-shadow:0 0 2px #fff,0 0 2px #fff,0 0 3px #fff}
-.claim{font-size:13px;padding:1px 6px;border-radius:4px}
-.claim.full{background:#dff2e6;color:#1f6b3d}.claim.inpart{background:#fdf1d6;color:#7a4b00}
-.cell h4{margin:8px 0 2px;font-size:13px}.cell ul{margin:2px 0}.unshown{color:#778}
-#heatmap th.c{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:normal;font-size:12px}
-.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
-.cell{border:1px solid #e3e6ea;border-radius:6px;padding:10px 12px;margin:8px 0}
-.cell h3{margin:0 0 4px;font-size:15px}.quote{color:#445;font-style:italic}
-a{color:#1f5fbf}nav a{margin-right:14px}.verified{color:#2e7d4f}.broken{color:#b3261e}
-"""
+from ladderlab.templating import render, resource
 
 
-def _page(title: str, body: str, css_href: str) -> str:
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
-            f'<link rel="stylesheet" href="{css_href}"></head><body>{body}</body></html>\n')
-
-
-def _bars(rows: list[tuple[str, float, str]], maximum: float, width: int = 420, unit: str = "") -> str:
-    """A horizontal bar chart (inline SVG): (label, value, tooltip) rows."""
+def bar_chart(rows: list[tuple[str, float, str]], maximum: float, width: int = 420, unit: str = "") -> dict[str, Any]:
+    """A horizontal bar chart's geometry, for the ``bars`` macro of ``reports/charts.html.j2`` (inline SVG):
+    (label, value, tooltip) rows."""
     bar_h, label_w = 20, 230
-    height = bar_h * len(rows) + 10
-    parts = [f'<svg class="chart" role="img" width="{label_w + width + 60}" height="{height}" '
-             f'xmlns="http://www.w3.org/2000/svg">']
+    bars = []
     for i, (label, value, tip) in enumerate(rows):
         y = 5 + i * bar_h
         w = 0 if maximum <= 0 else int(width * value / maximum)
-        parts.append(f'<text x="0" y="{y + 14}" font-size="12">{e(label)}</text>'
-                     f'<rect x="{label_w}" y="{y + 3}" width="{w}" height="{bar_h - 6}" fill="#3b7dd8">'
-                     f'<title>{e(tip)}</title></rect>'
-                     f'<text x="{label_w + w + 6}" y="{y + 14}" font-size="12">{value:g}{unit}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+        bars.append({"label": label, "tip": tip, "y": y + 3, "text_y": y + 14, "width": w, "value_x": label_w + w + 6,
+                     "value": f"{value:g}{unit}"})
+    return {"width": label_w + width + 60, "height": bar_h * len(rows) + 10, "label_width": label_w,
+            "bar_height": bar_h - 6, "bars": bars}
 
 
 def _cell_label(data: ReportData, cell: tuple[str, int]) -> str:
     return f"{data.course.track(cell[0]).code} L{cell[1]}"
-
-
-def _verification(data: ReportData) -> str:
-    v = data.extra.get("verification")
-    if v is None:
-        return ""
-    if v["ok"]:
-        return (f'<p class="verified">Record verified: {v["entries"]} entries, hash chain and signed head '
-                f"intact.</p>")
-    return f'<p class="broken"><b>The record does not verify:</b> {e(v["reason"])}. Do not rely on this report.</p>'
 
 
 def page_name(learner: str) -> str:
@@ -105,92 +69,69 @@ def cell_state(status: CellStatus, tried: bool) -> tuple[str, str, str]:
 
 def cohort_page(data: ReportData, title: str) -> str:
     course = data.course
-    head = "".join(f'<th class="c" title="{e(course.track(t).name)} level {lvl}">{e(_cell_label(data, (t, lvl)))}</th>'
-                   for t, lvl in data.cells)
-    tracks = [t.id for t in course.ladder.tracks]
-    track_heads = "".join(f"<th>{e(course.track(t).code)}</th>" for t in tracks)
+    tracks = course.ladder.tracks
+    columns = [{"title": f"{course.track(t).name} level {lvl}", "label": _cell_label(data, (t, lvl))}
+               for t, lvl in data.cells]
     rows = []
     for learner, p in data.ladder.items():
-        tds = []
+        squares = []
         for cell in data.cells:
             status = p.cells[cell]
             cls, mark, said = cell_state(status, any(lab in p.labs for lab in status.labs))
-            tip = f"{learner}: {_cell_label(data, cell)} {said}"
-            tds.append(f'<td class="c {cls}" title="{e(tip)}">{e(mark)}</td>')
-        levels = "".join(f"<td>{p.levels[t]}</td>" for t in tracks)
-        link = f'<a href="engineer/{e(page_name(learner))}">{e(learner)}</a>'
-        rows.append(f'<tr><th>{link}</th>{"".join(tds)}{levels}</tr>')
+            squares.append({"classes": cls, "mark": mark, "tip": f"{learner}: {_cell_label(data, cell)} {said}"})
+        rows.append({"learner": learner, "page": page_name(learner), "squares": squares,
+                     "levels": [p.levels[t.id] for t in tracks]})
     labs = sorted(data.labs.values(), key=lambda s: s.lab)
-    rates = _bars([(s.lab, round(100 * s.pass_rate, 1), f"{s.passed}/{s.learners} learners passed, "
-                    f"{s.attempts} attempts") for s in labs], 100, unit="%")
-    failed = "".join(f"<tr><td>{e(lab)}</td><td><code>{e(check)}</code></td><td>{n}</td></tr>"
-                     for lab, check, n in data.failed_checks) or '<tr><td colspan="3">none yet</td></tr>'
-    body = (f"<h1>{e(title)}</h1><p class=\"muted\">{len(data.ladder)} learners &middot; {data.entries} graded "
-            f"attempts &middot; generated {e(data.generated)}</p>"
-            f"{_verification(data)}"
-            f'<nav><a href="ladder.csv">ladder.csv</a><a href="evidence.csv">evidence.csv</a>'
-            f'<a href="labs.csv">labs.csv</a><a href="report.json">report.json</a></nav>'
-            f"<h2>Learners &times; ladder cells</h2>"
-            f'<p class="legend"><span class="demo"></span>demonstrated, every clause of the cell evidenced'
-            f'<span class="part"></span>demonstrated in part (<i>n/m</i>: <i>n</i> of the cell\'s <i>m</i> '
-            f'clauses evidenced)<span class="tried"></span>attempted, not yet<span class="none"></span>'
-            f"not attempted</p>"
-            f'<table id="heatmap"><thead><tr><th>learner</th>{head}{track_heads}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>"
-            f"<h2>Pass rate per lab</h2>{rates}"
-            f'<h2>Checks most often failed (what to teach next)</h2><table id="failed"><thead><tr><th>lab</th>'
-            f"<th>check</th><th>learners failing it</th></tr></thead><tbody>{failed}</tbody></table>")
-    return _page(title, body, "style.css")
+    rates = bar_chart([(s.lab, round(100 * s.pass_rate, 1), f"{s.passed}/{s.learners} learners passed, "
+                        f"{s.attempts} attempts") for s in labs], 100, unit="%")
+    return render("reports/cohort.html.j2", page_title=title, css_href="style.css", title=title,
+                  learners=len(data.ladder), entries=data.entries, generated=data.generated,
+                  verification=data.extra.get("verification"), columns=columns,
+                  track_codes=[t.code for t in tracks], rows=rows, rates=rates, failed=data.failed_checks) + "\n"
+
+
+def _evidence(data: ReportData, p: Progress, status: CellStatus) -> list[dict[str, Any]]:
+    """The lab results behind a demonstrated cell, as the engineer page lists them."""
+    titles = {lab.id: lab.title for lab in data.course.labs}
+    items = []
+    for lab_id in status.labs:
+        best = p.labs[lab_id].best
+        if best is None:
+            continue
+        ev = best.evidence
+        items.append({"title": titles.get(lab_id, lab_id), "lab": lab_id, "outcome": outcome_label(ev),
+                      "hints": ", ".join(f"{k}: {v}" for k, v in sorted((ev.hints or {}).items())),
+                      "score": f"{ev.score:g}/{ev.max_score:g}", "date": ev.recorded_at[:10],
+                      "shows": ", ".join(status.shown_by.get(lab_id, [])),
+                      "checks": ", ".join(c.id for c in ev.checks if c.passed), "seq": best.seq,
+                      "hash": best.hash[:12]})
+    return items
 
 
 def engineer_page(data: ReportData, p: Progress, title: str) -> str:
     course = data.course
     tracks = course.ladder.tracks
-    chart = _bars([(t.name, p.levels[t.id], f"{t.name}: level {p.levels[t.id]}") for t in tracks], 6)
+    levels = bar_chart([(t.name, p.levels[t.id], f"{t.name}: level {p.levels[t.id]}") for t in tracks], 6)
     titles = {lab.id: lab.title for lab in course.labs}
     shown = []
     for (track_id, level), status in sorted(p.cells.items()):
         if not status.demonstrated or level > p.levels[track_id]:
             continue
         texts = _clause_texts(data, (track_id, level))
-        evidence = []
-        for lab_id in status.labs:
-            best = p.labs[lab_id].best
-            if best is None:
-                continue
-            ev = best.evidence
-            checks = ", ".join(c.id for c in ev.checks if c.passed)
-            used = ", ".join(f"{k}: {v}" for k, v in sorted((ev.hints or {}).items()))
-            outcome = (f'<span class="outcome" title="hints used per check: {e(used)}">{e(outcome_label(ev))}</span>'
-                       if used else f'<span class="outcome">{e(outcome_label(ev))}</span>')
-            evidence.append(f"<li><b>{e(titles.get(lab_id, lab_id))}</b> ({e(lab_id)}): {outcome}, "
-                            f"{ev.score:g}/{ev.max_score:g}"
-                            f" on {e(ev.recorded_at[:10])}; shows {e(', '.join(status.shown_by.get(lab_id, [])))}; "
-                            f"checks passed: {e(checks)} "
-                            f'<span class="muted">entry #{best.seq}, {e(best.hash[:12])}</span></li>')
-        track = course.track(track_id)
-        claim = (f'<p><span class="claim inpart">demonstrated in part: {e(status.claim)}</span></p>'
-                 if status.partial else f'<p><span class="claim full">demonstrated: {e(status.claim)}</span></p>')
-        evidenced = "".join(f'<li data-clause="{e(c)}">{e(texts[c])}</li>' for c in status.evidenced)
-        unshown = "".join(f'<li data-clause="{e(c)}">{e(texts[c])}</li>' for c in status.not_evidenced)
-        rest = (f'<h4>Not evidenced ({len(status.not_evidenced)}): not claimed</h4>'
-                f'<ul class="unshown">{unshown}</ul>' if unshown else "")
-        shown.append(f'<div class="cell"><h3>{e(track.name)} level {level}</h3>{claim}'
-                     f'<h4>Evidenced ({len(status.evidenced)} of {len(status.clauses)})</h4>'
-                     f'<ul class="quote evidenced">{evidenced}</ul>{rest}'
-                     f'<h4>Evidence</h4><ul>{"".join(evidence)}</ul></div>')
-    nxt = []
+        shown.append({"track": course.track(track_id).name, "level": level, "partial": status.partial,
+                      "claim": status.claim, "clauses": len(status.clauses),
+                      "evidenced": [(c, texts[c]) for c in status.evidenced],
+                      "not_evidenced": [(c, texts[c]) for c in status.not_evidenced],
+                      "evidence": _evidence(data, p, status)})
+    next_rungs = []
     for t in tracks:
         rung = p.next_rung(t.id)
-        if rung is None:
-            continue
-        missing = ", ".join(f"{e(titles.get(lab, lab))} ({e(lab)})" for lab in rung.missing)
-        nxt.append(f"<li><b>{e(t.name)} level {rung.level}</b>: {missing}</li>")
-    body = (f'<nav><a href="../index.html">&larr; cohort</a></nav><h1>{e(p.learner)}</h1>'
-            f"<p class=\"muted\">{e(title)}</p>{_verification(data)}<h2>Levels per track</h2>{chart}"
-            f"<h2>Demonstrated</h2>{''.join(shown) or '<p>Nothing demonstrated yet.</p>'}"
-            f"<h2>Next rung</h2><ul>{''.join(nxt) or '<li>every rung with labs is demonstrated</li>'}</ul>")
-    return _page(f"{p.learner} - {title}", body, "../style.css")
+        if rung is not None:
+            next_rungs.append({"track": t.name, "level": rung.level,
+                               "missing": ", ".join(f"{titles.get(lab, lab)} ({lab})" for lab in rung.missing)})
+    return render("reports/engineer.html.j2", page_title=f"{p.learner} - {title}", css_href="../style.css",
+                  learner=p.learner, title=title, verification=data.extra.get("verification"), levels=levels,
+                  shown=shown, next_rungs=next_rungs) + "\n"
 
 
 def _csv(rows: list[list[Any]]) -> str:
@@ -237,7 +178,7 @@ def write_site(data: ReportData, out: Path) -> list[Path]:
     """Write the whole site under ``out`` (created); return the pages written."""
     title = f"{data.course.title} - ladder"
     (out / "engineer").mkdir(parents=True, exist_ok=True)
-    files = {"style.css": CSS, "index.html": cohort_page(data, title), **exports(data)}
+    files = {"style.css": resource("reports/style.css"), "index.html": cohort_page(data, title), **exports(data)}
     for learner, p in data.ladder.items():
         files[os.path.join("engineer", page_name(learner))] = engineer_page(data, p, title)
     pages = []

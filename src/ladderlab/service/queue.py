@@ -409,9 +409,9 @@ class GradingService:
 
     def _release_error_feedback(self, sub: Submission, why: str) -> None:
         """Feedback in the exchange that says the submission could not be graded (never a failure)."""
-        from html import escape
-
         from nbgrader.utils import notebook_hash
+
+        from ladderlab.templating import render
 
         secret_file = self.inbound() / sub.key / "submission_secret.txt"
         try:
@@ -421,10 +421,7 @@ class GradingService:
         target = self.paths.exchange / self.course.id / "feedback" / \
             f"{notebook_hash(secret=secret, notebook_id=sub.lab)}.html"
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(f"<!doctype html><meta charset='utf-8'><title>{escape(sub.lab)}: not graded</title>"
-                          f"<h1>{escape(sub.lab)}: could not be graded, try again</h1>"
-                          f"<p>This is not a failure and nothing was recorded. Hand the notebook in again.</p>"
-                          f"<p>Reason: {escape(why)}</p>")
+        target.write_text(render("service/not_graded.html.j2", lab=sub.lab, why=why))
         target.chmod(0o644)
 
     def wait(self, key: str, timeout: float, on_change: Callable[[Submission], None] | None = None) -> Submission:
