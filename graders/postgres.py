@@ -5,15 +5,20 @@ queries). Nothing the learner installed runs; what a check believes is what the 
 
 The application's credentials are read from its secret file through the Docker API; its health from the
 probe over HTTP; the history of its health from the watcher host (ladderlab's, out of the learner's reach
-during grading), whose record is read through the Docker API too.
+during grading), whose record is read through the Docker API too. Where the app host's processes keep the
+password: their command lines from the engine (``docker top``), their environments from an observer in
+the host's pid namespace. Alerts on failed logins: the check makes the failed logins itself, from a host it
+chooses when it runs, and reads what reached ladderlab's alert receiver (a probe host) through the Docker API.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import secrets
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from graders._net import ObservationError, http_get, run_json
 from ladderlab.grading.checks import CannotJudge, Context, Verdict, check, fail, ok
@@ -469,3 +474,134 @@ def secret_private(ctx: Context, *, host: str, path: str, owner_uid: int) -> Ver
         return fail(f"{host}: {path} is mode {st.mode:04o} owned by uid {st.uid} - make it 0400 (or 0600), "
                     f"owned by the app's user (uid {owner_uid})")
     return ok(f"{host}: {path} is {st.mode:04o}, owned by the app's user")
+
+
+@check
+def secret_not_exposed(ctx: Context, *, host: str, secret_path: str, old_password: str, new_password: str,
+                       worker_status: str = "/run/app/worker.json", max_age: float = 15.0) -> Verdict:
+    """No process of ``host`` holds the app's database password (the old one, the new one, or whatever the
+    secret file holds) in its command line (the engine's process list) or its environment (/proc/<pid>/environ,
+    read by an observer); the worker runs, logged in with the secret file's login (its status file, fresher
+    than ``max_age`` seconds). Feedback names the pid and the kind of place, never the value."""
+    creds = app_credentials(ctx, host, secret_path)
+    if isinstance(creds, Verdict):
+        return creds
+    needles = {"old": old_password, "new": new_password, "current": creds[1]}
+    secrets_ = [(which, value) for which, value in needles.items() if value]
+
+    def which(text: str) -> str | None:
+        return next((w for w, value in secrets_ if value in text), None)
+
+    for proc in ctx.processes(host):  # pids here are the engine's, not the host's own: name the program instead
+        found = which(proc.args)
+        if found:
+            program = (proc.args.split() or ["?"])[0].rsplit("/", 1)[-1][:40]
+            program = "?" if which(program) else program
+            return fail(f"{host}: the command line of a process {program} (uid {proc.uid}) holds the app's {found} "
+                        f"database password - anyone on the host can read it (ps); let the program read {secret_path}")
+    for pid, entries in sorted(ctx.process_environments(host).items()):
+        for entry in entries:
+            found = which(entry)
+            if found:
+                name = entry.partition("=")[0]
+                name = "?" if which(name) else name[:40]
+                return fail(f"{host}: the environment of pid {pid} (variable {name}) holds the app's {found} "
+                            f"database password - it leaks to children, crash reports and /proc; let the program "
+                            f"read {secret_path}")
+    raw = ctx.read_file(host, worker_status)
+    try:
+        state = json.loads(raw or b"")
+        at, healthy, user = float(state["t"]), state.get("ok") is True, state.get("user")
+    except (ValueError, KeyError, TypeError):
+        return fail(f"{host}: the worker is not running (no status in {worker_status}) - start it (workerctl start)")
+    if time.time() - at > max_age:
+        return fail(f"{host}: the worker stopped working {time.time() - at:.0f}s ago - it must keep running "
+                    f"(workerctl start)")
+    if not healthy or user != creds[0]:
+        why = f"logs in as {user}" if healthy else str(state.get("error") or "fails")[:120]
+        return fail(f"{host}: the worker does not run with the login of {secret_path} ({why})")
+    return ok(f"no process of {host} shows the database password in its command line or environment; the "
+              f"worker runs as {user} from {secret_path}")
+
+
+class Alert(NamedTuple):
+    at: float
+    source: str | None
+
+
+def alerts(ctx: Context, receiver: str, record: str) -> list[Alert]:
+    """What reached the alert receiver (its record, through the Docker API), in order."""
+    raw = ctx.read_file(receiver, record)
+    if raw is None:
+        raise CannotJudge(f"the alert receiver keeps no record ({receiver}: {record} is missing)")
+    out = []
+    text = raw.decode("utf-8", "replace")
+    for line in text.split("\n")[:-1]:  # the last piece: empty, or a line still being written
+        try:
+            entry = json.loads(line)
+            source = entry.get("source")
+            out.append(Alert(float(entry["t"]), source if isinstance(source, str) else None))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise CannotJudge(f"the alert receiver's record has a line it did not write: {line[:60]!r}") from None
+    return out
+
+
+def _fail_logins(ctx: Context, host: str, user: str, count: int, db: str, database: str) -> Verdict | None:
+    """``count`` logins as ``user`` from ``host`` with a wrong password, each refused by password
+    authentication (SQLSTATE 28P01); the failing verdict otherwise."""
+    wrong = [{"user": user, "password": "ll-wrong-" + secrets.token_hex(8)} for _ in range(count)]
+    for s in sessions(ctx, host, wrong, db, database):
+        if s.get("connected"):
+            return fail(f"{user} logged in from {host} with a wrong password")
+        if s.get("code") != "28P01":
+            return fail(f"a login as {user} from {host} with a wrong password was not refused by password "
+                        f"authentication ({_why(s)}): the check cannot make failed logins")
+    return None
+
+
+@check(disruptive=True)
+def login_alert(ctx: Context, *, db: str, database: str, sources: list[list[str]], receiver: str = "alerts",
+                record: str = "/var/lib/alerts/alerts.jsonl", threshold: int = 5, window: float = 30.0,
+                bound: float = 20.0, settle: float = 8.0) -> Verdict:
+    """``threshold`` failed password logins from one address within ``window`` seconds raise an alert naming
+    that address at the receiver within ``bound`` seconds; nothing else does.
+
+    The source is chosen when the check runs (``sources``: [host, account] pairs whose wrong password reaches
+    password authentication). The check first waits ``window`` seconds (the failed logins of the other
+    checks age out of the window; no alert may arrive meanwhile), then fails ``threshold - 1`` logins (no
+    alert within ``settle`` seconds), then one more: only an alert naming the source's address may follow.
+    Disruptive: it runs alone, after the checks that only observe."""
+    host, user = random.SystemRandom().choice([(str(h), str(u)) for h, u in sources])
+    address = ctx.address(host)
+    alerts(ctx, receiver, record)  # the receiver keeps a record before anything happens
+    start = time.time()
+    time.sleep(window + 2)
+    first = time.time()
+    failed = _fail_logins(ctx, host, user, threshold - 1, db, database)
+    if failed:
+        return failed
+    time.sleep(settle)
+    early = [a for a in alerts(ctx, receiver, record) if a.at >= start]
+    if early:
+        if early[0].at < first:
+            return fail(f"an alert arrived while no address had failed to log in {threshold} times within "
+                        f"{window:g} s - alert on failed logins, not on a timer or on older ones")
+        return fail(f"an alert arrived when {host} had failed only {threshold - 1} logins (or fewer): alert when "
+                    f"one address reaches {threshold} within {window:g} s")
+    failed = _fail_logins(ctx, host, user, 1, db, database)
+    if failed:
+        return failed
+    last = time.time()
+    while True:
+        found = [a for a in alerts(ctx, receiver, record) if a.at >= start]
+        wrong = [a for a in found if a.source != address]
+        if wrong:
+            named = repr(wrong[0].source[:40]) if wrong[0].source is not None else "no source"
+            return fail(f"an alert named {named}, but the {threshold} failed logins came from {host}: the alert's "
+                        f"source must be the client's address (lab.address)")
+        if found:
+            return ok(f"{threshold} failed logins from {host} raised an alert naming its address "
+                      f"{max(0.0, found[0].at - last):.1f} s after the last one; {threshold - 1} raised none")
+        if time.time() > last + bound:
+            return fail(f"no alert reached {receiver} within {bound:g} s of {threshold} failed logins from {host}")
+        time.sleep(0.5)
