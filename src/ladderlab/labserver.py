@@ -88,7 +88,7 @@ def run_workspace(settings: Settings, port: int, say: Say, *, workspace: Path | 
     lock = ServiceLock(paths.lock)
     service = None
     if lock.acquire():
-        service = GradingService(settings, paths, workers=workers, say=say).start()
+        service = GradingService(settings, paths, workers=workers, say=say, prepare=True).start()
         say(f"grading service running ({workers} worker{'s' if workers > 1 else ''}; queue {paths.queue_db})")
     else:
         say(f"a grading service already runs for {settings.cache_dir} (pid in {paths.lock}): using it")

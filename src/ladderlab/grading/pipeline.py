@@ -446,12 +446,17 @@ def write_verdict(cell: NotebookNode, result: CheckOutcome) -> None:
 
 
 def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitted: NotebookNode, student: str,
-          *, say: Say = _quiet, detach_teardown: bool = False) -> tuple[GradeReport, NotebookNode]:
+          *, say: Say = _quiet, detach_teardown: bool = False,
+          prepared: runtime.Environment | None = None) -> tuple[GradeReport, NotebookNode]:
     """Grade one submitted notebook against a fresh environment with the student's seed.
 
     The environment is torn down in ``finally`` whatever happened. With ``detach_teardown``
     (bulk grading: nbgrader) the teardown starts there but runs on a non-daemon thread, so the
     next notebook's work overlaps it; the process cannot exit before it is done.
+
+    ``prepared``: a grading environment the caller brought up ahead for this student and lab
+    (``service.warm``: bound to the grader's process, locked out like any grading environment, never
+    handed to anyone) instead of starting one now; it is used once and torn down like any other.
     """
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -472,9 +477,17 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
         # The sandbox starts first, once the networks exist: its kernel start-up is the critical path
         # and overlaps the hosts' (container starts serialise in the engine).
         sandbox = box
-        env = runtime.up(settings, lab.environment, client=client, learner=student, lab=lab.id,
-                         course_id=lab.course.id, reuse=False, lockout_roles=PROBE_ROLES,
-                         on_networks=lambda record: sandbox.create(record, sandbox_nb), bound=True)
+        if prepared is not None:
+            if (prepared.record.lab, prepared.record.learner) != (lab.id, student):
+                raise LadderlabError(f"environment {prepared.id} was prepared for {prepared.record.learner}'s "
+                                     f"{prepared.record.lab}, not {student}'s {lab.id}")
+            env = prepared
+            say(f"{lab.id}/{student}: using the environment prepared for this hand-in ({env.id})")
+            sandbox.create(env.record, sandbox_nb)
+        else:
+            env = runtime.up(settings, lab.environment, client=client, learner=student, lab=lab.id,
+                             course_id=lab.course.id, reuse=False, lockout_roles=PROBE_ROLES,
+                             on_networks=lambda record: sandbox.create(record, sandbox_nb), bound=True)
         started = env.record.created
         timings["env_up"] = time.monotonic() - t0
         images = image_digests(client, env)

@@ -41,6 +41,7 @@ from ladderlab.errors import LadderlabError, UsageError
 from ladderlab.grading.checks import one_line
 from ladderlab.service.ledger import ERROR, GRADED, GRADING, QUEUED, Ledger, Submission, parse_key
 from ladderlab.service.paths import ServicePaths
+from ladderlab.service.warm import WarmPool
 
 Say = Callable[[str], None]
 
@@ -78,6 +79,10 @@ def default_workers() -> tuple[int, str]:
 
 class Retry(Exception):
     """This attempt could not judge; the queue tries again after a delay."""
+
+
+#: How often the engineer's grading service looks for practice environments to prepare for (seconds).
+PRACTICE_LOOK = 5.0
 
 
 def _quiet(_: str) -> None:
@@ -145,7 +150,7 @@ class GradingService:
 
     def __init__(self, settings: Settings, paths: ServicePaths, *, workers: int = 1, say: Say = _quiet,
                  retries: int = RETRIES, retry_delay: float = RETRY_DELAY, scan_interval: float | None = 0.5,
-                 release_feedback: bool = True) -> None:
+                 release_feedback: bool = True, prepare: bool = False) -> None:
         self.settings = settings
         self.paths = paths
         self.workers = workers
@@ -167,6 +172,10 @@ class GradingService:
         self._threads: list[threading.Thread] = []
         self._consumer: Any = None
         self._client: Any = None
+        #: ``prepare`` (the engineer's loop, ``ladderlab lab``): grading environments brought up ahead for the
+        #: labs being practised, so that a hand-in does not wait for its hosts (service/warm.py).
+        self.warm: WarmPool | None = WarmPool(settings, self.client, say) if prepare else None
+        self._practice_seen = 0.0
 
     # --- life cycle -----------------------------------------------------------------------------
     def start(self) -> GradingService:
@@ -198,6 +207,8 @@ class GradingService:
             self._consumer.stop(graceful=graceful)
         for t in self._threads:
             t.join(timeout=5)
+        if self.warm is not None:
+            self.warm.close()
 
     def recover(self) -> list[str]:
         """Queue again every version the ledger has not finished (the queue itself is rebuilt from it), after
@@ -255,6 +266,28 @@ class GradingService:
                 self.scan()
             except Exception as exc:  # the scanner must outlive one bad directory entry
                 self.say(f"grading service: scan failed: {one_line(str(exc))}")
+            if self.warm is not None and time.monotonic() - self._practice_seen > PRACTICE_LOOK:
+                self._practice_seen = time.monotonic()
+                try:
+                    self.prepare_for_practice()
+                except Exception as exc:  # preparing ahead is an optimisation: never a reason to stop
+                    self.say(f"grading service: could not prepare ahead: {one_line(str(exc))}")
+
+    def prepare_for_practice(self) -> list[tuple[str, str]]:
+        """Prepare a grading environment for each lab a learner is practising (a practice environment of
+        theirs runs); the (learner, lab) pairs started now."""
+        from ladderlab.environments.runtime import list_envs
+
+        if self.warm is None:
+            return []
+        published = {lab.id for lab in self.course.labs if lab.status == "published"}
+        started = []
+        for found in list_envs(self.settings, self.client()):
+            if found.bound or found.lab not in published or found.status != "ready":
+                continue
+            if self.warm.want(found.learner, self.lab(found.lab)):
+                started.append((found.learner, found.lab))
+        return started
 
     # --- grading -------------------------------------------------------------------------------------
     def lab(self, lab_id: str) -> LabDef:
@@ -331,6 +364,9 @@ class GradingService:
             self.ledger.finish(key, GRADED, log=str(log_path), **outcome)
             self.say(f"grading service: {key}: {outcome['score']:g}/{outcome['max_score']:g}"
                      f"{' passed' if outcome['passed'] else ''}")
+        if self.warm is not None:  # the same learner is likely to hand this lab in again
+            with contextlib.suppress(Exception):
+                self.warm.want(sub.student, self.lab(sub.lab))
         return self.ledger.get(key)
 
     def _grade(self, sub: Submission, note: Say) -> dict[str, Any]:
@@ -350,9 +386,10 @@ class GradingService:
             report, graded = self._graded[sub.key]
             note("recording again (the grading itself was done)")
         else:
+            prepared = self.warm.take(sub.student, lab.id) if self.warm is not None else None
             try:
                 report, graded = grade(self.settings, self.client(), lab, nb, sub.student, say=note,
-                                       detach_teardown=True)
+                                       detach_teardown=True, prepared=prepared)
             except LadderlabError as exc:
                 raise Retry(one_line(str(exc))) from exc
             for problem in report.problems:
