@@ -185,11 +185,11 @@ def binary_unchanged(ctx: Context, *, host: str, path: str, serving_port: int | 
 
 
 @check(disruptive=True)
-def survives_restart(ctx: Context, *, hosts: list[str], host: str, port: int, path: str, command: str, user: str,
+def survives_restart(ctx: Context, *, hosts: list[str], host: str, port: int, path: str, command: str,
                      source: str = "probe", within: float = 30.0) -> Verdict:
     """The fix is in the environment's files, not in a process left running: once ``host:port/path`` is
     healthy, ``hosts`` are restarted (every process killed, their start-up run again), and within
-    ``within`` seconds the image's ``command`` serves it again as ``user``."""
+    ``within`` seconds the image's ``command`` serves it again (who runs it is another check's)."""
     if (verdict := not_serving(ctx, host, port, path, "whether the fix outlives a restart")) is not None:
         return verdict
     ctx.restart(*hosts)
@@ -202,7 +202,6 @@ def survives_restart(ctx: Context, *, hosts: list[str], host: str, port: int, pa
                         f"for {within:g} s: the fix did not outlive the processes running when it was made - "
                         f"put it in the files the service and its supervisor read at start")
         time.sleep(1.0)
-    verdict = runs_as_user(ctx, host=host, command=command, user=user, serving_port=port, serving_path=path)
-    if not verdict.passed:
-        return fail(f"after {' and '.join(hosts)} restarted: {verdict.feedback}")
-    return ok(f"after {' and '.join(hosts)} restarted, {host}:{port}{path} answers again from {command} as {user}")
+    if isinstance(found := serving(ctx, host, port, command), Verdict):
+        return fail(f"after {' and '.join(hosts)} restarted: {found.feedback}")
+    return ok(f"after {' and '.join(hosts)} restarted, {host}:{port}{path} answers again from {command}")
