@@ -7,15 +7,22 @@ edge answered and how many attempts inventory saw and served, from the phase the
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
+import re
+import sys
+import types
 from collections.abc import Callable
 
 import pytest
+import yaml
 from graders import resilience as R
 
 from ladderlab.environments.transports.base import CommandResult, quote_command
 from ladderlab.grading.checks import Verdict, evaluate, render_args
 from ladderlab.testing import FakeContext
+from tests.conftest import ROOT
 
 #: (t seconds, the grader's transient id?) -> (edge status, inventory attempts, inventory served)
 System = Callable[[float, bool], tuple[int, int, int]]
@@ -169,3 +176,142 @@ def test_the_diagnosis_is_compared_with_the_seeded_starting_configuration(part, 
 def test_a_missing_diagnosis_fails_and_says_how_to_record_it():
     verdict = evaluate(FakeContext(params=PARAMS), R.diagnosis, {"part": "factor", "answer": "amplification_factor"})
     assert not verdict.passed and "lab.answer('amplification_factor'" in verdict.feedback
+
+
+# --- The cascade environment's metrics (what the learner's Prometheus scrapes) ---------------------------------
+
+CASCADE = ROOT / "environments" / "cascade"
+LABEL = r'[a-zA-Z_]\w*="[^"\\]*"'
+SAMPLE = re.compile(rf"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<labels>\{{{LABEL}(,{LABEL})*\}})?"
+                    r" (?P<value>-?[0-9.]+(e[+-]?[0-9]+)?|\+Inf|NaN)$")
+
+
+def exposition(text: str) -> dict[str, float]:
+    """The samples of a Prometheus text exposition (version 0.0.4), by name and labels; every sample belongs to a
+    family declared with HELP and TYPE, counters end in _total."""
+    kinds: dict[str, str] = {}
+    helped: set[str] = set()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            helped.add(line.split(" ")[2])
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge", "histogram"), line
+            assert kind != "counter" or name.endswith("_total"), line
+            kinds[name] = kind
+        else:
+            m = SAMPLE.match(line)
+            assert m, f"not a sample line: {line!r}"
+            name = m["name"]
+            family = name if name in kinds else re.sub(r"_(bucket|sum|count)$", "", name)
+            assert kinds.get(family) == ("histogram" if family != name else kinds.get(name)), line
+            assert family in helped, line
+            samples[name + (m["labels"] or "")] = float(m["value"])
+    return samples
+
+
+def image_module(image: str, name: str) -> types.ModuleType:
+    path = CASCADE / "images" / image / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"cascade_{name}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.decode().partition("\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_orders_metrics_show_every_try_of_a_request_that_timed_out_and_survive_a_reload(tmp_path):
+    orders = image_module("orders", "orders")
+
+    async def scenario() -> tuple[dict[str, float], dict[str, float], int]:
+        async def never_in_time(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.sleep(1)
+            writer.close()
+
+        dependency = await asyncio.start_server(never_in_time, "127.0.0.1", 0)
+        port = dependency.sockets[0].getsockname()[1]
+        orders.state = orders.State(orders.Settings(url=f"http://127.0.0.1:{port}/reserve", attempt_timeout_ms=50,
+                                                    max_retries=2, retry_on=["timeout"]))
+        server = await asyncio.start_server(orders.serve, "127.0.0.1", 0)
+        here = server.sockets[0].getsockname()[1]
+        status, _ = await http_get(here, "/order?id=a")
+        first = exposition((await http_get(here, "/metrics"))[1])
+        config = tmp_path / "resilience.toml"
+        config.write_text("[retries]\nmax_retries = 0\n")
+        orders.CONFIG = str(config)
+        orders.reload()  # what SIGHUP does: new settings, the same counters
+        after = exposition((await http_get(here, "/metrics"))[1])
+        server.close()
+        dependency.close()
+        return first, after, status
+
+    first, after, status = asyncio.run(scenario())
+    assert status == 504
+    assert first["orders_requests_total"] == 1
+    assert first['orders_upstream_requests_total{outcome="timeout"}'] == 3  # one try and two retries
+    assert first["orders_retries_total"] == 2
+    assert first['orders_responses_total{code="504"}'] == 1
+    assert first['orders_request_duration_seconds_bucket{le="0.1"}'] == 0
+    count = first["orders_request_duration_seconds_count"]
+    assert first['orders_request_duration_seconds_bucket{le="+Inf"}'] == count == 1
+    assert first["orders_in_flight"] == 0 and first["orders_upstream_in_flight"] == 0
+    assert after == first
+
+
+def test_inventory_metrics_count_the_work_and_a_scrape_is_not_a_request():
+    inventory = image_module("inventory", "inventory")
+
+    async def scenario() -> tuple[dict[str, float], dict[str, float]]:
+        inventory.queue = asyncio.Queue()
+        worker = asyncio.get_running_loop().create_task(inventory.worker())
+        server = await asyncio.start_server(inventory.serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        assert (await http_get(port, "/reserve?id=a"))[0] == 200
+        first = exposition((await http_get(port, "/metrics"))[1])
+        second = exposition((await http_get(port, "/metrics"))[1])
+        server.close()
+        worker.cancel()
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first["inventory_requests_received_total"] == first["inventory_requests_served_total"] == 1
+    assert first["inventory_queue_length"] == 0 and first["inventory_slow"] == 0
+    assert first["inventory_workers"] == inventory.WORKERS
+    assert second == first
+
+
+def test_prometheus_scrapes_every_layer_where_it_serves_its_metrics():
+    env = yaml.safe_load((CASCADE / "env.yaml").read_text())
+    config = yaml.safe_load((CASCADE / "images" / "prometheus" / "prometheus.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    assert targets == {"edge": ["edge:8404"], "orders": ["orders:8080"], "inventory": ["inventory:8081"]}
+    assert {t.split(":")[0] for ts in targets.values() for t in ts} <= set(env["hosts"])
+    assert "prometheus" in env["hosts"]
+    seeded = (CASCADE / "images" / "edge" / "ll-seed").read_text()
+    assert re.search(r"frontend metrics\n\s+bind :8404\n\s+http-request use-service prometheus-exporter", seeded)
+    # Cheap on a 2-core machine whose checks are timing-sensitive: a few seconds between scrapes, no rules.
+    assert config["global"]["scrape_interval"] == "2s" and "rule_files" not in config
+
+
+def test_the_prometheus_image_shares_the_slo_images_package_layer():
+    """Its first instructions are the slo Prometheus image's, word for word: the build reuses that cached layer."""
+    def head(env: str) -> list[str]:
+        text = (ROOT / "environments" / env / "images" / "prometheus" / "Dockerfile").read_text()
+        lines = [line for line in text.splitlines() if not line.startswith("#")]
+        return lines[:lines.index(next(line for line in lines if line.startswith("COPY")))]
+
+    assert head("cascade") == head("slo")

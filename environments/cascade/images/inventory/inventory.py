@@ -10,6 +10,7 @@ Public, on :8081 (the lab network):
   GET  /reserve?id=ID       the work
   GET  /stats               counters (read-only): received, served, transient_failed, expired_skipped,
                             dead_work, queued, busy, slow
+  GET  /metrics             the same in Prometheus's text format (read-only)
   POST /incident?seconds=N  a slowdown for N seconds (N <= 30; it can only be extended, never cut short)
   POST /flaky?seconds=N     for N seconds, the first attempt of 1 request in 10 fails at once with 503
 Grader-only, on 127.0.0.1:9101 (inside this host's network namespace):
@@ -120,11 +121,41 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str
     return parts[0], parts[1], headers
 
 
+#: name, type, help, value (from the counters and the queue) of every metric on /metrics.
+METRICS: tuple[tuple[str, str, str, Any], ...] = (
+    ("inventory_requests_received_total", "counter", "Requests received on /reserve (every attempt of every caller).",
+     lambda: counters["received"]),
+    ("inventory_requests_served_total", "counter", "Requests a worker finished (whether or not the caller still waited).",
+     lambda: counters["served"]),
+    ("inventory_transient_failures_total", "counter", "Requests failed at once with a transient 503.",
+     lambda: counters["transient_failed"]),
+    ("inventory_expired_skipped_total", "counter",
+     "Requests dropped unworked: their X-Deadline had passed when a worker got to them.",
+     lambda: counters["expired_skipped"]),
+    ("inventory_dead_work_total", "counter", "Requests served after their caller had hung up (work for nothing).",
+     lambda: counters["dead_work"]),
+    ("inventory_queue_length", "gauge", "Requests waiting for a worker now.",
+     lambda: queue.qsize() if queue is not None else 0),
+    ("inventory_busy_workers", "gauge", "Workers working now.", lambda: busy),
+    ("inventory_workers", "gauge", "Workers (requests worked on at once).", lambda: WORKERS),
+    ("inventory_slow", "gauge", "1 during a slowdown.", lambda: int(slow_now(time.time()) is not None)),
+)
+
+
+def exposition() -> str:
+    """Every metric in the Prometheus text format (version 0.0.4)."""
+    return "".join(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {value()}\n"
+                   for name, kind, help_, value in METRICS)
+
+
 def respond(writer: asyncio.StreamWriter, status: int, body: Any) -> None:
     reason = {200: "OK", 404: "Not Found", 400: "Bad Request", 503: "Service Unavailable",
               504: "Gateway Timeout"}.get(status, "Status")
-    data = (json.dumps(body) + "\n").encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+    if isinstance(body, str):
+        data, kind = body.encode(), "text/plain; version=0.0.4"
+    else:
+        data, kind = (json.dumps(body) + "\n").encode(), "application/json"
+    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {len(data)}\r\n"
             f"Connection: close\r\n\r\n").encode()
     try:
         writer.write(head + data)
@@ -194,6 +225,8 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     elif url.path == "/stats" and method == "GET":
         respond(writer, 200, {**counters, "queued": queue.qsize(), "busy": busy,
                               "slow": slow_now(now) is not None})
+    elif url.path == "/metrics" and method == "GET":
+        respond(writer, 200, exposition())
     elif url.path in ("/incident", "/flaky") and method == "POST":
         try:
             seconds = float((query.get("seconds") or ["10"])[0])
@@ -206,7 +239,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             public[key] = max(public[key], now + seconds)
             respond(writer, 200, {url.path[1:]: "until", "epoch": public[key]})
     else:
-        respond(writer, 404, {"error": "GET /reserve?id=..., GET /stats, POST /incident?seconds=N, "
+        respond(writer, 404, {"error": "GET /reserve?id=..., GET /stats, GET /metrics, POST /incident?seconds=N, "
                                        "POST /flaky?seconds=N"})
     await finish(writer)
 

@@ -6,6 +6,9 @@ the running settings stay. `python3 orders.py --check FILE` checks a file.
 
 Answers: 200 reserved; 503 shed (concurrency limit, open circuit breaker, retry refused after a 5xx);
 504 the deadline passed or every attempt timed out; 502 inventory unreachable.
+
+GET /metrics: the same counters in Prometheus's text format (they live as long as the process: a reload
+keeps them); GET /stats: a JSON summary of them.
 """
 
 from __future__ import annotations
@@ -162,10 +165,74 @@ class State:
         self.breaker = Breaker(s)
         self.budget = Budget(s)
         self.in_flight = 0
-        self.counters = collections.Counter[str]()
+
+
+#: Upper bounds (seconds) of the request duration histogram's buckets.
+BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+
+
+class Metrics:
+    """What orders did since it started (a reload keeps it: Prometheus counters only grow)."""
+
+    def __init__(self) -> None:
+        self.requests = 0                                     # GET /order received
+        self.responses = collections.Counter[int]()           # ... answered, by status
+        self.upstream = collections.Counter[str]()            # calls to inventory, by outcome
+        self.upstream_in_flight = 0
+        self.retries = 0                                      # calls after the first one of a request
+        self.retries_denied = 0                               # retries the budget refused
+        self.shed = collections.Counter[str]()                # answered at once: "concurrency", "breaker"
+        self.buckets = [0] * len(BUCKETS)
+        self.duration_sum = 0.0
+
+    def observe(self, status: int, seconds: float) -> None:
+        self.responses[status] += 1
+        self.duration_sum += seconds
+        for i, bound in enumerate(BUCKETS):
+            if seconds <= bound:
+                self.buckets[i] += 1
+
+    def stats(self, st: State) -> dict[str, Any]:
+        return {"requests": self.requests, "attempts": sum(self.upstream.values()), "retries": self.retries,
+                "retries_denied": self.retries_denied, "shed": self.shed["concurrency"],
+                "breaker_refused": self.shed["breaker"], "in_flight": st.in_flight,
+                "breaker": "closed" if st.breaker.opened_at is None else "open"}
+
+    def exposition(self, st: State) -> str:
+        """The Prometheus text format (version 0.0.4)."""
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+            out.extend((f"# HELP {name} {help_}", f"# TYPE {name} {kind}"))
+            out.extend(f"{name}{labels} {value}" for labels, value in samples)
+
+        family("orders_requests_total", "counter", "Orders received (GET /order), counted when they arrive.",
+               [("", self.requests)])
+        family("orders_responses_total", "counter", "Orders answered, by HTTP status.",
+               [(f'{{code="{code}"}}', self.responses[code]) for code in sorted({200, 502, 503, 504, *self.responses})])
+        family("orders_in_flight", "gauge", "Orders being worked on now.", [("", st.in_flight)])
+        family("orders_upstream_requests_total", "counter",
+               "Calls to inventory (first attempts and retries), by outcome: ok, 5xx, timeout, connect.",
+               [(f'{{outcome="{o}"}}', self.upstream[o]) for o in ("ok", "5xx", "timeout", "connect")])
+        family("orders_upstream_in_flight", "gauge", "Calls to inventory waiting for an answer now.",
+               [("", self.upstream_in_flight)])
+        family("orders_retries_total", "counter", "Retries: calls to inventory after the first one of an order.",
+               [("", self.retries)])
+        family("orders_retries_denied_total", "counter", "Retries the retry budget refused.",
+               [("", self.retries_denied)])
+        family("orders_shed_total", "counter", "Orders refused at once, by reason: concurrency, breaker.",
+               [(f'{{reason="{r}"}}', self.shed[r]) for r in ("concurrency", "breaker")])
+        family("orders_circuit_breaker_open", "gauge", "1 while the circuit breaker is open.",
+               [("", 0 if st.breaker.opened_at is None else 1)])
+        count = sum(self.responses.values())  # the histogram's suffixes go in the labels' slot: name_bucket{le=...}
+        family("orders_request_duration_seconds", "histogram", "Time from an order's arrival to its answer.",
+               [(f'_bucket{{le="{bound:g}"}}', n) for bound, n in zip(BUCKETS, self.buckets, strict=True)]
+               + [('_bucket{le="+Inf"}', count), ("_sum", self.duration_sum), ("_count", count)])
+        return "\n".join(out) + "\n"
 
 
 state = State(Settings())
+metrics = Metrics()
 
 
 async def attempt(s: Settings, rid: str, timeout: float, deadline_ms: float | None) -> str:
@@ -209,20 +276,27 @@ async def order(rid: str, caller_deadline: float | None) -> tuple[int, str]:
         if remaining is not None and remaining <= 0:
             return 504, "the caller's deadline passed"
         if not st.breaker.allow():
-            st.counters["breaker_refused"] += 1
+            metrics.shed["breaker"] += 1
             return 503, "circuit breaker open"
         timeout_ms = s.attempt_timeout_ms if remaining is None else min(s.attempt_timeout_ms, remaining)
         # The deadline passed on is the time this attempt waits until: after it, the answer is of no use.
         attempt_deadline = time.time() * 1000 + timeout_ms if s.propagate_deadline else None
-        st.counters["attempts"] += 1
-        last = await attempt(s, rid, timeout_ms / 1000, attempt_deadline)
+        metrics.upstream_in_flight += 1
+        try:
+            last = await attempt(s, rid, timeout_ms / 1000, attempt_deadline)
+        finally:
+            metrics.upstream_in_flight -= 1
+        metrics.upstream[last] += 1
         st.breaker.record(last == "ok")
         if last == "ok":
             return 200, "reserved"
         tries += 1
-        if tries > s.max_retries or last not in s.retry_on or not st.budget.may_retry():
+        if tries > s.max_retries or last not in s.retry_on:
             break
-        st.counters["retries"] += 1
+        if not st.budget.may_retry():
+            metrics.retries_denied += 1
+            break
+        metrics.retries += 1
         if s.backoff_ms > 0:
             wait = min(s.backoff_max_ms, s.backoff_ms * 2 ** (tries - 1))
             if s.jitter:
@@ -258,16 +332,17 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     target, headers = head
     url = urlsplit(target)
     st = state
-    body: dict[str, Any]
+    body: dict[str, Any] | str
     if url.path == "/order":
+        started = time.monotonic()
         rid = (parse_qs(url.query).get("id") or [""])[0][:80]
-        st.counters["requests"] += 1
+        metrics.requests += 1
         try:
             caller_deadline = float(headers["x-deadline"]) if "x-deadline" in headers else None
         except ValueError:
             caller_deadline = None
         if st.s.max_in_flight and st.in_flight >= st.s.max_in_flight:
-            st.counters["shed"] += 1
+            metrics.shed["concurrency"] += 1
             status, why = 503, "over the concurrency limit"
         else:
             st.in_flight += 1
@@ -275,17 +350,22 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
                 status, why = await order(rid, caller_deadline)
             finally:
                 st.in_flight -= 1
+        metrics.observe(status, time.monotonic() - started)
         body = {"id": rid, "status": status, "detail": why}
     elif url.path == "/healthz":
         status, body = 200, {"ok": True}
     elif url.path == "/stats":
-        status, body = 200, {**st.counters, "in_flight": st.in_flight,
-                             "breaker": "closed" if st.breaker.opened_at is None else "open"}
+        status, body = 200, metrics.stats(st)
+    elif url.path == "/metrics":
+        status, body = 200, metrics.exposition(st)
     else:
-        status, body = 404, {"error": "GET /order?id=..., /healthz, /stats"}
-    data = (json.dumps(body) + "\n").encode()
+        status, body = 404, {"error": "GET /order?id=..., /healthz, /stats, /metrics"}
+    if isinstance(body, str):
+        data, kind = body.encode(), "text/plain; version=0.0.4"
+    else:
+        data, kind = (json.dumps(body) + "\n").encode(), "application/json"
     try:
-        writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+        writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {len(data)}\r\n"
                      f"Connection: close\r\n\r\n".encode() + data)
         await asyncio.wait_for(writer.drain(), 5)
     except (ConnectionError, asyncio.TimeoutError, RuntimeError):
