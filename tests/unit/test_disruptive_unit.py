@@ -74,22 +74,18 @@ def test_disruptive_checks_run_after_every_other_check_has_finished_one_at_a_tim
     log: list[tuple[str, str, float, bool]] = []
     lock = threading.Lock()
 
-    def calm(ctx, **_):
-        with lock:
-            log.append(("calm", "start", time.monotonic(), ctx.may_act))
-        time.sleep(0.3)
-        with lock:
-            log.append(("calm", "end", time.monotonic(), ctx.may_act))
-        return ok("observed")
+    def logged(kind, seconds):
+        def fn(ctx, **_):
+            with lock:
+                log.append((kind, "start", time.monotonic(), ctx.may_act))
+            time.sleep(seconds)
+            with lock:
+                log.append((kind, "end", time.monotonic(), ctx.may_act))
+            return ok(kind)
 
-    def rough(ctx, **_):
-        with lock:
-            log.append(("rough", "start", time.monotonic(), ctx.may_act))
-        time.sleep(0.1)
-        with lock:
-            log.append(("rough", "end", time.monotonic(), ctx.may_act))
-        return ok("acted")
+        return fn
 
+    calm, rough = logged("calm", 0.3), logged("rough", 0.1)
     setattr(rough, DISRUPTIVE, True)
     # two disruptive checks (the first and the last of the lab), the others calm
     last = len(lab.checks) - 1
