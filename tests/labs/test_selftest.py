@@ -35,6 +35,7 @@ SEEDS: dict[str, tuple[int, list[str]]] = {
     "sys-3-tested-cli-tool": (1, []),
     "sec-3-postgres-least-privilege": (1, []),
     "sre-3-retry-storm": (1, []),
+    "net-3-multi-region-mesh": (1, []),
 }
 
 
