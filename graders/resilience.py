@@ -254,14 +254,23 @@ def not_serving(outcome: Outcome) -> Verdict | None:
                 f"the service must work normally first (are orders and the edge running with your settings?)")
 
 
+def served(ctx: Context, *, deadline_ms: int | str, slow_ms: int | str, slow_seconds: int | str, edge: str,
+           dependency: str, source: str) -> Outcome | Verdict:
+    """The experiment's outcome, or the failed verdict of :func:`not_serving` when orders did not succeed
+    before anything went wrong (every experiment check starts so)."""
+    outcome = experiment(ctx, deadline_ms=deadline_ms, slow_ms=slow_ms, slow_seconds=slow_seconds, edge=edge,
+                         dependency=dependency, source=source)
+    return not_serving(outcome) or outcome
+
+
 @check
 def recovers(ctx: Context, *, deadline_ms: int | str, slow_ms: int | str, slow_seconds: int | str,
              edge: str = "edge", dependency: str = "inventory", source: str = "probe") -> Verdict:
     """Goodput is back (>= 90% of orders succeed) 4 to 7 seconds after the dependency's slowdown ends."""
-    outcome = experiment(ctx, deadline_ms=deadline_ms, slow_ms=slow_ms, slow_seconds=slow_seconds, edge=edge,
-                         dependency=dependency, source=source)
-    if (verdict := not_serving(outcome)) is not None:
-        return verdict
+    outcome = served(ctx, deadline_ms=deadline_ms, slow_ms=slow_ms, slow_seconds=slow_seconds, edge=edge,
+                     dependency=dependency, source=source)
+    if isinstance(outcome, Verdict):
+        return outcome
     good, n = outcome.good_share(outcome.timeline.recovery)
     what = f"{good} of {n} orders succeeded 4 to 7 seconds after a {slow_seconds}s slowdown of inventory ended"
     if _share(good, n) >= RECOVERY_MIN:
@@ -274,10 +283,10 @@ def recovers(ctx: Context, *, deadline_ms: int | str, slow_ms: int | str, slow_s
 def amplification_bounded(ctx: Context, *, deadline_ms: int | str, slow_ms: int | str, slow_seconds: int | str,
                           edge: str = "edge", dependency: str = "inventory", source: str = "probe") -> Verdict:
     """During the slowdown, inventory sees at most 1.5 attempts per request sent to the edge."""
-    outcome = experiment(ctx, deadline_ms=deadline_ms, slow_ms=slow_ms, slow_seconds=slow_seconds, edge=edge,
-                         dependency=dependency, source=source)
-    if (verdict := not_serving(outcome)) is not None:
-        return verdict
+    outcome = served(ctx, deadline_ms=deadline_ms, slow_ms=slow_ms, slow_seconds=slow_seconds, edge=edge,
+                     dependency=dependency, source=source)
+    if isinstance(outcome, Verdict):
+        return outcome
     attempts, n = outcome.amplification()
     ratio = _share(attempts, n)
     what = f"{attempts} inventory requests for {n} edge requests during the slowdown ({ratio:.2f} per request)"
@@ -290,10 +299,10 @@ def amplification_bounded(ctx: Context, *, deadline_ms: int | str, slow_ms: int 
 def fails_fast(ctx: Context, *, deadline_ms: int | str, slow_ms: int | str, slow_seconds: int | str,
                edge: str = "edge", dependency: str = "inventory", source: str = "probe") -> Verdict:
     """During the slowdown, at least 90% of requests get an answer (success or error) within their deadline."""
-    outcome = experiment(ctx, deadline_ms=deadline_ms, slow_ms=slow_ms, slow_seconds=slow_seconds, edge=edge,
-                         dependency=dependency, source=source)
-    if (verdict := not_serving(outcome)) is not None:
-        return verdict
+    outcome = served(ctx, deadline_ms=deadline_ms, slow_ms=slow_ms, slow_seconds=slow_seconds, edge=edge,
+                     dependency=dependency, source=source)
+    if isinstance(outcome, Verdict):
+        return outcome
     answered, n = outcome.in_time()
     what = f"{answered} of {n} requests sent during the slowdown got an answer within their {deadline_ms} ms deadline"
     if _share(answered, n) >= IN_TIME_MIN:
@@ -306,10 +315,10 @@ def fails_fast(ctx: Context, *, deadline_ms: int | str, slow_ms: int | str, slow
 def transient_retried(ctx: Context, *, deadline_ms: int | str, slow_ms: int | str, slow_seconds: int | str,
                       edge: str = "edge", dependency: str = "inventory", source: str = "probe") -> Verdict:
     """When 1 request in 10 fails once, fast, at least 95% of orders still succeed (retried to success)."""
-    outcome = experiment(ctx, deadline_ms=deadline_ms, slow_ms=slow_ms, slow_seconds=slow_seconds, edge=edge,
-                         dependency=dependency, source=source)
-    if (verdict := not_serving(outcome)) is not None:
-        return verdict
+    outcome = served(ctx, deadline_ms=deadline_ms, slow_ms=slow_ms, slow_seconds=slow_seconds, edge=edge,
+                     dependency=dependency, source=source)
+    if isinstance(outcome, Verdict):
+        return outcome
     good, n = outcome.good_share(outcome.timeline.transient)
     what = f"{good} of {n} orders succeeded while 1 in 10 failed once at inventory (a fast 503)"
     if _share(good, n) >= TRANSIENT_MIN:
