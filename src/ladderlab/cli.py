@@ -254,6 +254,26 @@ def cmd_cohort_feedback(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_cohort_record_rubric(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+
+    from ladderlab.service import cohorts
+
+    grader = args.grader or os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+    rows = cohorts.record_rubric(settings, _cohort_paths(settings), args.name, args.lab, grader)
+    if args.json:
+        print(json.dumps({"cohort": args.name, "lab": args.lab, "grader": grader,
+                          "learners": [r.to_json() for r in rows]}, indent=2))
+        return 0
+    out.print(_table(["learner", "state", "points", "passed", "entry", "note"],
+                     [[r.learner, r.state,
+                       "" if r.evidence is None else f"{r.evidence.score:g}/{r.evidence.max_score:g}",
+                       "" if r.evidence is None else ("yes" if r.evidence.passed else "no"),
+                       "" if r.seq is None else str(r.seq), r.note] for r in rows]))
+    say(f"{sum(1 for r in rows if r.state == 'recorded')} manual grade(s) of {args.lab} recorded (grader {grader})")
+    return 0
+
+
 def cmd_cohort_status(args: argparse.Namespace, settings: Settings) -> int:
     from ladderlab.course import load_course
     from ladderlab.course.labs import chosen_labs
@@ -476,19 +496,34 @@ def cmd_grade(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _seed_counts(given: list[str], labs: set[str]) -> tuple[int, dict[str, int]]:
+    """``--seeds K`` (every lab) and ``--seeds LAB=K`` (one lab), repeatable: (the default K, K per lab)."""
+    from ladderlab.errors import UsageError
+
+    default, per_lab = 1, {}
+    for item in given:
+        lab, eq, k = item.rpartition("=")
+        if not k.isdigit() or int(k) < 1 or (eq and not lab):
+            raise UsageError(f"--seeds {item}: K must be a whole number, at least 1 (K or LAB=K)")
+        if lab and lab not in labs:
+            raise UsageError(f"--seeds {item}: {lab} is not among the labs tested ({', '.join(sorted(labs))})")
+        if lab:
+            per_lab[lab] = int(k)
+        else:
+            default = int(k)
+    return default, per_lab
+
+
 def cmd_selftest(args: argparse.Namespace, settings: Settings) -> int:
     from ladderlab.grading.selftest import selftest
 
     labs = _labs(settings, args.labs)
     if not labs:
         say("no published labs to test")
-    if args.seeds < 1:
-        from ladderlab.errors import UsageError
-
-        raise UsageError(f"--seeds {args.seeds}: at least 1")
+    seeds, seeds_for = _seed_counts(args.seeds or ["1"], {lab.id for lab in labs})
     t0 = time.monotonic()
-    results = selftest(settings, _client(settings), labs, jobs=args.jobs, seeds=args.seeds, only=args.only or (),
-                       say=say)
+    results = selftest(settings, _client(settings), labs, jobs=args.jobs, seeds=seeds, seeds_for=seeds_for,
+                       only=args.only or (), say=say)
     wall = time.monotonic() - t0
     if args.json:
         print(json.dumps({"labs": [r.to_json() for r in results], "wall_seconds": round(wall, 1)}, indent=2))
@@ -768,6 +803,14 @@ def parser() -> argparse.ArgumentParser:
     cg.add_argument("--jobs", type=int, help="gradings at once (default: what the cores and memory allow)")
     cg.add_argument("--regrade", action="store_true", help="grade again what is graded (replaces its scores)")
     cg.set_defaults(func=cmd_cohort_grade)
+    crr = cos.add_parser("record-rubric", help="record LAB's manual grades (its rubric cell, graded in the "
+                                               "formgrader) in the ladder record; all or nothing")
+    crr.add_argument("name", metavar="NAME")
+    crr.add_argument("lab", metavar="LAB")
+    crr.add_argument("--grader", metavar="ID", help="who graded, recorded with each grade (default: the JupyterHub "
+                                                    "user, else the login name)")
+    crr.add_argument("--json", action="store_true")
+    crr.set_defaults(func=cmd_cohort_record_rubric)
     cst = cos.add_parser("status", help="per learner and lab: not submitted / submitted / grading / graded / error")
     cst.add_argument("name", metavar="NAME")
     cst.add_argument("--lab", metavar="LAB")
@@ -789,8 +832,9 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("labs", nargs="*", metavar="LAB", help="default: every published lab")
     st.add_argument("--json", action="store_true")
     st.add_argument("--jobs", type=int, default=3, help="gradings at once (default 3)")
-    st.add_argument("--seeds", type=int, default=1, metavar="K",
-                    help="grade solutions and decoys for K learners, covering the seeded choices (default 1)")
+    st.add_argument("--seeds", action="append", metavar="[LAB=]K",
+                    help="grade solutions and decoys for K learners, covering the seeded choices (default 1); "
+                         "LAB=K for one lab (repeatable)")
     st.add_argument("--only", action="append", metavar="NAME",
                     help="grade only this run: notebook, untouched, or a solution's or decoy's name (repeatable)")
     st.set_defaults(func=cmd_selftest)

@@ -171,16 +171,22 @@ def _open_assignments(page) -> None:
 
 
 def _wait_idle(page, timeout: float) -> None:
-    """Until the current notebook's kernel is idle and no cell waits to run (``[*]``)."""
+    """Until the current notebook's kernel is idle and every code cell has run (``[n]:``, none waiting ``[*]``).
+    A cell that never ran fails here, with what the notebook shows, not later on a missing output."""
     panel = ".jp-NotebookPanel:not(.lm-mod-hidden)"
     deadline = time.monotonic() + timeout
     calm = 0
     while calm < 3:
-        assert time.monotonic() < deadline, f"the notebook still runs after {timeout:.0f} s"
         status = page.locator(f"{panel} .jp-Notebook-ExecutionIndicator").first.get_attribute("data-status")
-        prompts = page.locator(f"{panel} .jp-CodeCell .jp-InputPrompt").evaluate_all(
-            "els => els.map(e => e.textContent)")
-        calm = calm + 1 if status == "idle" and not any("*" in p for p in prompts) else 0
+        prompts = page.locator(f"{panel} .jp-CodeCell").evaluate_all(  # the prompts of cells with code in them
+            "els => els.filter(e => (e.querySelector('.cm-content')?.textContent || '').trim())"
+            "          .map(e => e.querySelector('.jp-InputPrompt')?.textContent || '')")
+        ran = bool(prompts) and all(re.search(r"\[\d+\]", p) for p in prompts)
+        calm = calm + 1 if status == "idle" and ran else 0
+        if time.monotonic() > deadline:
+            outputs = page.locator(f"{panel} .jp-OutputArea-output").all_inner_texts()
+            raise AssertionError(f"the notebook has not run after {timeout:.0f} s: kernel {status}, "
+                                 f"prompts {prompts}, outputs {[o[:300] for o in outputs]}")
         time.sleep(1)
 
 
@@ -203,8 +209,22 @@ def _save(page) -> None:
 
 
 def _run_all(page) -> None:
-    page.click(".lm-MenuBar-item:has-text('Run')")
-    page.click(".lm-Menu-item:has-text('Run All Cells')")
+    """Run > Run All Cells on the current notebook. The menu item stays disabled until JupyterLab's notebook
+    tracker has caught up with the newly opened tab (a click on it then does nothing): focus the notebook and
+    open the menu again until the item is enabled."""
+    panel = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+    deadline = time.monotonic() + 30
+    while True:
+        page.click(".lm-MenuBar-item:has-text('Run')")
+        item = page.locator(".lm-Menu-item:has-text('Run All Cells')").first
+        item.wait_for()
+        if "lm-mod-disabled" not in (item.get_attribute("class") or ""):
+            item.click()
+            return
+        page.keyboard.press("Escape")
+        assert time.monotonic() < deadline, "Run All Cells stayed disabled for 30 s"
+        page.locator(f"{panel} .jp-CodeCell .jp-InputPrompt").first.click()
+        time.sleep(0.5)
 
 
 def test_the_engineers_loop_in_the_browser(lab_server, settings, client, tmp_path, request):

@@ -119,3 +119,25 @@ def test_a_bad_solution_file_names_file_and_field(course_copy, data, message):
         load(course_copy)
     assert f"labs/{LAB}/solutions/zz-bad.yaml" in str(exc.value)
     assert message in str(exc.value)
+
+
+def test_seed_counts_take_a_default_and_per_lab_counts():
+    from ladderlab.cli import _seed_counts
+
+    labs = {LAB, "sre-5-strace-debugging"}
+    assert _seed_counts(["1"], labs) == (1, {})
+    assert _seed_counts(["2", "sre-5-strace-debugging=4"], labs) == (2, {"sre-5-strace-debugging": 4})
+    assert _seed_counts([f"{LAB}=3", "5"], labs) == (5, {LAB: 3})
+
+
+@pytest.mark.parametrize("given, said", [
+    ("0", "at least 1"), ("x", "whole number"), ("sre-5-strace-debugging=0", "at least 1"),
+    ("nope-lab=2", "nope-lab is not among the labs tested"), ("=2", "whole number"),
+])
+def test_bad_seed_counts_are_refused_with_what_was_given(given, said):
+    from ladderlab.cli import _seed_counts
+    from ladderlab.errors import UsageError
+
+    with pytest.raises(UsageError) as err:
+        _seed_counts([given], {LAB, "sre-5-strace-debugging"})
+    assert f"--seeds {given}" in str(err.value) and said in str(err.value)

@@ -180,10 +180,11 @@ def test_checks_name_hosts_their_environment_has():
             continue
         spec = load_env_spec(ENVS[lab.environment])
         hosts = set(spec.hosts)
-        named = 0
+        named = host_args = 0
         for cid, check in yaml.safe_load(lab_yaml.read_text())["checks"].items():
             args = check.get("args", {})
             signature = inspect.signature(registry[check["grader"]]).parameters
+            host_args += len(found[check["grader"]])
             for key in found[check["grader"]]:
                 value = args.get(key, signature[key].default)
                 values = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
@@ -194,7 +195,8 @@ def test_checks_name_hosts_their_environment_has():
                 unknown = set(names) - hosts
                 assert not unknown, f"labs/{lab.id}/lab.yaml: checks.{cid}.args.{key}: no host {unknown}"
                 named += len(names)
-        assert named, f"{lab.id}: no check names a host (is graders/ read right?)"
+        # a lab judged from its answers alone (comm-4: the incident is history) has checks that take no host
+        assert named or not host_args, f"{lab.id}: no check names a host (is graders/ read right?)"
 
 
 def test_grading_tool_images_exist():

@@ -100,6 +100,33 @@ class SandboxSpec(_Model):
                               description="bytes of executed notebook taken back")
 
 
+class CriterionSpec(_Model):
+    """One criterion of a lab's rubric: what a trainer grades the manual cell against, and its points."""
+
+    id: CheckId
+    title: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    points: float = Field(gt=0, le=100)
+
+
+class RubricSpec(_Model):
+    """``rubric:``: the lab's manually graded part (one nbgrader manually graded answer cell), graded by a
+    trainer in nbgrader's formgrader. The lab demonstrates its ladder cells only when its automatic part
+    passes and a manual grade of at least ``pass_points`` is recorded for the same submission
+    (``ladderlab cohort record-rubric``)."""
+
+    #: Recorded with every manual grade (``2026-11-1``): a changed rubric gets a new version.
+    version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")]
+    #: The nbgrader ``grade_id`` of the manually graded markdown answer cell in the lab's notebook.
+    cell: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    #: The manual part passes at this many of the cell's points or more.
+    pass_points: float = Field(gt=0, le=1000)
+    criteria: list[CriterionSpec] = Field(min_length=1, max_length=12)
+
+    @property
+    def max_points(self) -> float:
+        return float(sum(c.points for c in self.criteria))
+
+
 class LabSpec(_Model):
     notebook: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+\.ipynb$")] | None = None
     checks: dict[CheckId, CheckSpec]
@@ -108,6 +135,8 @@ class LabSpec(_Model):
     sandbox: SandboxSpec = Field(default_factory=SandboxSpec)
     #: The requirements audit: every requirement the instructions state, each judged by named checks.
     requirements: list[RequirementSpec] = Field(default_factory=list)
+    #: The manually graded part, if the lab has one (see :class:`RubricSpec`).
+    rubric: RubricSpec | None = None
 
 
 class DecoySpec(_Model):
@@ -176,6 +205,11 @@ class LabDef:
     @property
     def environment(self) -> str:
         return self.entry.environment
+
+    @property
+    def rubric(self) -> RubricSpec | None:
+        """The manually graded part (lab.yaml ``rubric:``), or None for a lab judged by its checks alone."""
+        return self.spec.rubric
 
     @property
     def max_score(self) -> float:
@@ -377,6 +411,7 @@ def load_lab(settings: Settings, course: Course, lab_id: str, *, registry: Check
     problems: list[tuple[str, str]] = []
     checks = _checks_from_cells(spec, source, registry, problems)
     problems += requirement_problems(spec)
+    problems += rubric_problems(spec, source)
     total = sum(c.points for c in spec.checks.values())
     if abs(total - entry.points) > 1e-9:
         problems.append(("checks", f"points add up to {total:g}, but course.yaml gives lab {lab_id} {entry.points:g}"))
@@ -416,6 +451,89 @@ def _check_when(settings: Settings, lab: LabDef) -> None:
                 problems.append((f"when.{name}", "names no value"))
         if problems:
             raise ConfigError(f"labs/{lab.id}/decoys/{decoy.path.name}", problems)
+
+
+def is_manual_cell(cell: NotebookNode) -> bool:
+    """An nbgrader manually graded answer cell: a markdown cell with ``grade`` and ``solution``."""
+    m = nbg(cell)
+    return bool(m.get("grade")) and bool(m.get("solution")) and cell.get("cell_type") == "markdown"
+
+
+def rubric_problems(spec: LabSpec, nb: NotebookNode) -> list[tuple[str, str]]:
+    """lab.yaml's ``rubric:`` against the notebook: the cell it names is the notebook's one manually graded
+    answer cell, worth the criteria's points; ``pass_points`` is within them; criteria ids are unique. A
+    manually graded cell (or task) that no rubric names is refused: its grade would be recorded nowhere."""
+    problems: list[tuple[str, str]] = []
+    rubric = spec.rubric
+    named = rubric.cell if rubric is not None else None
+    for i, cell in enumerate(nb.cells):
+        m = nbg(cell)
+        manual = is_manual_cell(cell) or bool(m.get("task"))
+        if manual and m.get("grade_id") != named:
+            problems.append((f"cells[{i}].metadata.nbgrader",
+                             f"a manually graded cell ({m.get('grade_id')!r}) that no lab.yaml rubric names"
+                             + (f" (the rubric's cell is {named!r})" if named else
+                                ": add a rubric: section for it, or make it an ungraded cell")))
+    if rubric is None:
+        return problems
+    seen: set[str] = set()
+    for i, criterion in enumerate(rubric.criteria):
+        if criterion.id in seen:
+            problems.append((f"rubric.criteria[{i}].id", f"duplicate criterion {criterion.id!r}"))
+        seen.add(criterion.id)
+    total = rubric.max_points
+    if rubric.pass_points > total + 1e-9:
+        problems.append(("rubric.pass_points", f"{rubric.pass_points:g} is more than the criteria's "
+                                               f"{total:g} points: the manual part could never pass"))
+    found = [(i, c) for i, c in enumerate(nb.cells) if nbg(c).get("grade_id") == rubric.cell]
+    if not found:
+        cells = [str(nbg(c).get("grade_id")) for c in nb.cells if is_manual_cell(c)]
+        problems.append(("rubric.cell", f"no cell with grade_id {rubric.cell!r} in the notebook (manually graded "
+                                        f"answer cells: {', '.join(cells) or 'none'})"))
+        return problems
+    i, cell = found[0]
+    if not is_manual_cell(cell):
+        problems.append(("rubric.cell", f"cells[{i}] ({rubric.cell!r}) is not a manually graded answer cell "
+                                        "(nbgrader: a markdown cell with grade: true and solution: true)"))
+        return problems
+    try:
+        points = float(nbg(cell).get("points", 0))
+    except (TypeError, ValueError):
+        points = float("nan")
+    if not abs(points - total) <= 1e-9:
+        problems.append((f"cells[{i}].metadata.nbgrader.points",
+                         f"{nbg(cell).get('points')} but the lab.yaml rubric's criteria add up to {total:g}"))
+    return problems
+
+
+def lab_rubrics(settings: Settings, course: Course) -> dict[str, RubricSpec]:
+    """The published labs that have a manually graded part: lab id -> its rubric (lab.yaml ``rubric:``).
+
+    Reads only the ``rubric:`` section of each lab.yaml (cheap: no notebook, no graders), for the ladder
+    rules. A rubric that does not validate is a ConfigError naming the file and field: the ladder cannot
+    be computed without knowing which labs need a manual grade."""
+    from pydantic import ValidationError
+
+    from ladderlab.course.loading import errors_from_validation, read_yaml
+
+    out: dict[str, RubricSpec] = {}
+    for entry in course.labs:
+        if entry.status != "published":
+            continue
+        path = settings.root / "labs" / entry.id / "lab.yaml"
+        if not path.is_file():
+            continue
+        display = f"labs/{entry.id}/lab.yaml"
+        data = read_yaml(path, display)
+        raw = data.get("rubric") if isinstance(data, dict) else None
+        if raw is None:
+            continue
+        try:
+            out[entry.id] = RubricSpec.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(display, [(f"rubric.{w}" if w else "rubric", p)
+                                        for w, p in errors_from_validation(exc)]) from None
+    return out
 
 
 def requirement_problems(spec: LabSpec) -> list[tuple[str, str]]:

@@ -251,15 +251,18 @@ def plan(lab: LabDef, learners: list[Learner], only: Iterable[str] = ()) -> list
 
 
 def selftest(settings: Settings, client: docker.DockerClient, labs: list[LabDef], *, jobs: int = 3,
-             seeds: int = 1, only: Iterable[str] = (), say: Say = print) -> list[LabResult]:
+             seeds: int = 1, seeds_for: Mapping[str, int] | None = None, only: Iterable[str] = (),
+             say: Say = print) -> list[LabResult]:
     """Grade every lab's solutions, untouched release and decoys for ``seeds`` learners (``jobs`` at a time).
 
+    ``seeds_for``: a lab's own number of learners instead of ``seeds``. All the labs' gradings share one pool
+    of ``jobs`` (one lab's waits overlap another's work), in the order of ``labs``.
     ``only``: grade just the runs with these names (see :func:`plan`)."""
     only = list(only)
     results: list[LabResult] = []
     work: list[tuple[LabDef, Run, NotebookNode]] = []
     for lab in labs:
-        learners = learners_for(settings, lab, seeds)
+        learners = learners_for(settings, lab, (seeds_for or {}).get(lab.id, seeds))
         runs = plan(lab, learners, only)
         ungraded = [d.name for d in lab.decoys if (not only or d.name in only)
                     and not any(d.spec.applies(lr.params) for lr in learners)]

@@ -29,7 +29,8 @@ class LadderView:
         for track in self.course.ladder.tracks:
             rung = self.progress.next_rung(track.id)
             if rung is not None:
-                out += [(track.name, rung.level, lab, titles.get(lab, lab)) for lab in rung.missing]
+                out += [(track.name, rung.level, lab, titles.get(lab, lab) + self._waiting(lab))
+                        for lab in rung.missing]
         return out
 
     def __repr__(self) -> str:
@@ -40,11 +41,19 @@ class LadderView:
             lines.append(f"  next: {name} L{level} <- {lab} ({title}): {notebook_link(lab)}")
         return "\n".join(lines)
 
+    def _waiting(self, lab: str) -> str:
+        """`` (automatic part passed; awaiting the trainer's manual grade)`` for a lab with a rubric, else ""."""
+        status = self.progress.labs.get(lab)
+        return " (automatic part passed; awaiting the trainer's manual grade)" \
+            if status is not None and status.awaiting_rubric else ""
+
     def _claim(self, track: str, level: int, cell: Any) -> str:
         """What a demonstrated cell claims: only its evidenced clauses (ladder/rules.py), "in part" when it
         does not claim them all."""
         texts = {c.id: c.text for c in self.course.cell(track, level).clauses}
         said = " ".join(texts[c] for c in cell.evidenced)
+        if "rubric" in cell.kinds:
+            said += " (automatic checks + a trainer's manual rubric grade)"
         return f" (in part: {cell.claim}): {said}" if cell.partial else f": {said}"
 
     def _repr_html_(self) -> str | None:
@@ -63,6 +72,7 @@ def my_ladder(learner: str | None = None) -> LadderView:
     """The learner's own ladder from the evidence record (levels, demonstrated cells, next labs)."""
     from ladderlab.config import Settings
     from ladderlab.course import load_course
+    from ladderlab.course.labs import lab_rubrics
     from ladderlab.lab import learner_id
     from ladderlab.ladder.rules import progress
     from ladderlab.ladder.store import Store
@@ -71,4 +81,4 @@ def my_ladder(learner: str | None = None) -> LadderView:
     course = load_course(settings.course_file, "course.yaml")
     who = learner_id(learner)
     entries = Store.open(settings).entries(learner=who)
-    return LadderView(who, course, progress(course, who, entries))
+    return LadderView(who, course, progress(course, who, entries, manual=lab_rubrics(settings, course)))

@@ -23,11 +23,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ladderlab.course import Course
+from ladderlab.ladder.evidence import LAB, RUBRIC
 from ladderlab.ladder.rules import Progress
 
 CONTEXT = ["https://www.w3.org/ns/credentials/v2", "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"]
 VALID_YEARS = 2
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+#: The ``genre`` of an evidence item, by evidence kind: what kind of judgement stands behind it.
+GENRES = {LAB: "Graded lab, re-run on a fresh environment and judged from outside the learner's reach",
+          RUBRIC: "Manual rubric grade: a trainer graded the lab's written part in nbgrader's formgrader"}
 
 
 class BadgeError(ValueError):
@@ -74,7 +78,9 @@ def credential_for(course: Course, progress: Progress, track_id: str, level: int
     """The OpenBadgeCredential for one demonstrated cell (unsigned). It claims only what was shown: the
     achievement's description and criteria quote the cell's evidenced clauses, never the whole cell text,
     and a cell demonstrated in part says so in its name ("in part: 3 of 8 clauses") and has its own
-    achievement id (the evidenced clause ids appended)."""
+    achievement id (the evidenced clause ids appended). The evidence lists each lab's automatic entry and,
+    for a lab with a manually graded part, its manual grade (grader, rubric version) as a second item, each
+    with its ``genre``; the criteria say which kinds stand behind each lab."""
     track = course.track(track_id)
     cell = progress.cells[(track_id, level)]
     texts = {c.id: c.text for c in course.cell(track_id, level).clauses}
@@ -84,7 +90,8 @@ def credential_for(course: Course, progress: Progress, track_id: str, level: int
     labs = {lab.id: lab for lab in course.labs}
     evidence = []
     for lab_id in cell.labs:
-        best = progress.labs[lab_id].best
+        status = progress.labs[lab_id]
+        best = status.best
         assert best is not None
         e = best.evidence
         passed = ", ".join(c.id for c in e.checks if c.passed)
@@ -94,8 +101,22 @@ def credential_for(course: Course, progress: Progress, track_id: str, level: int
             "name": labs[lab_id].title,
             "description": f"{lab_id}: {e.score:g}/{e.max_score:g} on {e.recorded_at} (pass mark "
                            f"{e.threshold:.0%}); checks passed: {passed}",
-            "genre": "Graded lab, re-run on a fresh environment and judged from outside the learner's reach",
+            "genre": GENRES[LAB],
         })
+        grade = status.rubric
+        if grade is not None and grade.evidence.rubric is not None:
+            g, r = grade.evidence, grade.evidence.rubric
+            criteria = ", ".join(f"{k} {v:g}" for k, v in (r.criteria or {}).items())
+            evidence.append({
+                "id": f"urn:ladderlab:evidence:{grade.seq}:{grade.hash}",
+                "type": ["Evidence"],
+                "name": f"{labs[lab_id].title}: manual rubric",
+                "description": f"{lab_id}: {g.score:g}/{g.max_score:g} on {g.recorded_at} against rubric {r.version} "
+                               f"(pass mark {r.pass_points:g}), graded by {r.grader}, for the same submission as "
+                               f"entry {best.seq}" + (f"; criteria: {criteria}" if criteria else ""),
+                "genre": GENRES[RUBRIC],
+            })
+    basis = "; ".join(f"{lab_id}: {progress.labs[lab_id].basis}" for lab_id in cell.labs)
     valid_from = now
     valid_until = now.replace(year=now.year + valid_years)
     achievement_id = f"urn:ladderlab:{course.id}:achievement:{track_id}-{level}"
@@ -124,7 +145,7 @@ def credential_for(course: Course, progress: Progress, track_id: str, level: int
                 "description": text,
                 "criteria": {"narrative": f"Pass every lab mapped to {track.name} level {level} "
                                           f"({', '.join(cell.labs)}). Evidenced, {cell.claim} of the ladder "
-                                          f"cell: {quoted}{rest}"},
+                                          f"cell: {quoted}{rest} Evidence behind it: {basis}."},
                 "alignment": [{"type": ["Alignment"], "targetName": f"{track.name} L{level}",
                                "targetType": "ext:LadderCell",
                                "targetUrl": f"urn:ladderlab:{course.id}:ladder:{track_id}:{level}"}],

@@ -12,7 +12,7 @@ same selection.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from ladderlab.course import Course, load_course
 from ladderlab.errors import UsageError
 from ladderlab.ladder import xapi
 from ladderlab.ladder.evidence import Entry
-from ladderlab.ladder.rules import Progress, ladder_for
+from ladderlab.ladder.rules import LabStatus, Progress, ladder_for
 from ladderlab.ladder.store import Store, Verification
 
 
@@ -33,6 +33,8 @@ class Selection:
     members: list[str] | None  # None: every learner in the record
     entries: list[Entry]
     ladder: dict[str, Progress]
+    #: the labs with a manually graded part (lab.yaml ``rubric:``): lab id -> rubric version
+    manual: dict[str, str] = field(default_factory=dict)
 
     @property
     def tracks(self) -> list[str]:
@@ -64,12 +66,16 @@ def _trainer_cohorts(settings: Settings) -> dict[str, list[str]]:
 
 def select(settings: Settings, learner: str | None = None, cohort: str | None = None,
            course: Course | None = None, store: Store | None = None) -> Selection:
-    """The course, the evidence entries and the ladder of the learners chosen."""
+    """The course, the evidence entries and the ladder of the learners chosen (the ladder rules told which
+    labs have a manually graded part)."""
+    from ladderlab.course.labs import lab_rubrics
+
     course = course or load_course(settings.course_file, "course.yaml")
+    manual = {lab: rubric.version for lab, rubric in lab_rubrics(settings, course).items()}
     store = store or Store.open(settings)
     who = members(course, learner, cohort, _trainer_cohorts(settings) if cohort else None)
     entries = store.entries(learners=who) if who is not None else store.entries()
-    return Selection(course, who, entries, ladder_for(course, entries, who))
+    return Selection(course, who, entries, ladder_for(course, entries, who, manual), manual)
 
 
 def ladder_json(view: Selection) -> dict[str, Any]:
@@ -87,24 +93,46 @@ def _progress_json(p: Progress, tracks: Sequence[str]) -> dict[str, Any]:
                        # what each demonstrated cell up to the level shown claims (rules.py): its clauses
                        "clauses": {str(lvl): {"evidenced": c.evidenced, "not_evidenced": c.not_evidenced}
                                    for (tr, lvl), c in sorted(p.cells.items())
-                                   if tr == t and lvl <= p.levels[t] and c.demonstrated}}
+                                   if tr == t and lvl <= p.levels[t] and c.demonstrated},
+                       # the kinds of evidence behind each of those cells: ["lab"] or ["lab", "rubric"]
+                       "kinds": {str(lvl): c.kinds for (tr, lvl), c in sorted(p.cells.items())
+                                 if tr == t and lvl <= p.levels[t] and c.demonstrated}}
                    for t in tracks},
-        "labs": {lab: {"passed": s.passed, "score": s.best.evidence.score if s.best else None,
-                       "entry": s.best.seq if s.best else None} for lab, s in p.labs.items()},
+        "labs": {lab: _lab_json(s) for lab, s in p.labs.items()},
     }
+
+
+def _lab_json(s: LabStatus) -> dict[str, Any]:
+    """One lab in ``ladder --json``: passed, the automatic entry, and the manual grade behind it if any."""
+    out: dict[str, Any] = {"passed": s.passed, "score": s.best.evidence.score if s.best else None,
+                           "entry": s.best.seq if s.best else None, "kinds": s.kinds, "basis": s.basis}
+    if s.manual:
+        grade = s.rubric.evidence if s.rubric is not None else None
+        out["rubric"] = None if grade is None or grade.rubric is None else {
+            "entry": s.rubric.seq if s.rubric else None, "points": grade.score, "max_points": grade.max_score,
+            "passed": grade.passed, "grader": grade.rubric.grader, "version": grade.rubric.version,
+            "criteria": grade.rubric.criteria}
+        out["awaiting_rubric"] = s.awaiting_rubric
+    return out
 
 
 def ladder_rows(view: Selection) -> tuple[list[str], list[list[str]]]:
     """The ``ladderlab ladder`` table: a header (tracks by their short codes) and one row per learner
-    (level per track, ``(in part)`` when that level's cell is demonstrated in part; labs passed)."""
+    (level per track, ``(in part)`` when that level's cell is demonstrated in part; labs passed, a lab passed
+    with a manual grade as ``<lab> (+rubric: <grader>)``)."""
 
     def level(p: Progress, track: str) -> str:
         cell = p.cells.get((track, p.levels[track]))
         return f"{p.levels[track]} (in part)" if cell is not None and cell.partial else str(p.levels[track])
 
+    def lab(lab_id: str, s: LabStatus) -> str:
+        return f"{lab_id} (+rubric: {s.rubric.evidence.rubric.grader})" \
+            if s.rubric is not None and s.rubric.evidence.rubric is not None else lab_id
+
     header = ["learner", *[view.course.track(t).code for t in view.tracks], "labs passed"]
     rows = [[p.learner, *[level(p, t) for t in view.tracks],
-             ", ".join(sorted(lab for lab, s in p.labs.items() if s.passed)) or "-"] for p in view.ladder.values()]
+             ", ".join(lab(lab_id, s) for lab_id, s in sorted(p.labs.items()) if s.passed) or "-"]
+            for p in view.ladder.values()]
     return header, rows
 
 

@@ -1,4 +1,4 @@
-"""xAPI statements for graded attempts (one per evidence entry), for a learning record store."""
+"""xAPI statements for graded attempts (one per evidence entry, automatic or manual), for a learning record store."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ NAMESPACE = uuid.UUID("6f1f5d2c-8a55-4d2e-9a53-6c1b0f7e2f11")
 def statement(course: Course, entry: Entry) -> dict[str, Any]:
     e = entry.evidence
     titles = {lab.id: lab.title for lab in course.labs}
-    return {
+    out: dict[str, Any] = {
         "id": str(uuid.uuid5(NAMESPACE, entry.hash)),  # stable: re-exporting sends the same statement
         "actor": {"objectType": "Agent", "account": {"homePage": f"urn:ladderlab:{course.id}", "name": e.learner}},
         "verb": PASSED if e.passed else FAILED,
@@ -32,8 +32,17 @@ def statement(course: Course, entry: Entry) -> dict[str, Any]:
         "context": {"extensions": {
             "urn:ladderlab:evidence": {"seq": entry.seq, "hash": entry.hash},
             "urn:ladderlab:checks": [{"id": c.id, "passed": c.passed, "points": c.points} for c in e.checks],
-            "urn:ladderlab:seed": e.seed, "urn:ladderlab:submission": e.submission_hash}},
+            "urn:ladderlab:seed": e.seed, "urn:ladderlab:submission": e.submission_hash,
+            "urn:ladderlab:kind": e.kind}},
     }
+    if e.rubric is not None:  # a manual grade: the grader is the statement's instructor
+        context: dict[str, Any] = out["context"]
+        context["instructor"] = {"objectType": "Agent", "account": {"homePage": f"urn:ladderlab:{course.id}",
+                                                                    "name": e.rubric.grader}}
+        context["extensions"]["urn:ladderlab:rubric"] = {"version": e.rubric.version, "cell": e.rubric.cell,
+                                                         "pass_points": e.rubric.pass_points,
+                                                         "criteria": e.rubric.criteria}
+    return out
 
 
 def lines(course: Course, entries: Iterable[Entry]) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from ladderlab.course import Course
-from ladderlab.ladder.evidence import Entry, Evidence
+from ladderlab.ladder.evidence import LAB, Entry, Evidence
 from ladderlab.ladder.rules import Progress, cell_labs, counted, ladder_for
 
 
@@ -46,18 +47,23 @@ class ReportData:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def build(course: Course, entries: list[Entry], learners: list[str] | None = None, generated: str = "") -> ReportData:
-    ladder = ladder_for(course, entries, learners)
+def build(course: Course, entries: list[Entry], learners: list[str] | None = None, generated: str = "",
+          manual: Collection[str] = ()) -> ReportData:
+    """The report's numbers; ``manual``: the labs with a manually graded part (the ladder rules need them).
+    Attempts and failed checks count automatic gradings (``lab`` entries) only."""
+    ladder = ladder_for(course, entries, learners, manual)
     mapping = cell_labs(course)
     cells = [cell for cell, labs in mapping.items() if labs]
     labs = {lab.id: LabStats(lab.id, lab.title) for lab in course.labs}
     failed: Counter[tuple[str, str]] = Counter()
     latest: dict[tuple[str, str], Entry] = {}
     for e in counted(entries):
-        latest[(e.evidence.learner, e.evidence.lab)] = e
+        if e.evidence.kind == LAB:
+            latest[(e.evidence.learner, e.evidence.lab)] = e
     attempts: defaultdict[str, int] = defaultdict(int)
     for e in entries:
-        attempts[e.evidence.lab] += 1
+        if e.evidence.kind == LAB:
+            attempts[e.evidence.lab] += 1
     for progress in ladder.values():
         for lab_id, status in progress.labs.items():
             stats = labs.get(lab_id)

@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ladderlab.ladder.rules import CellStatus, Progress
+from ladderlab.ladder.evidence import RUBRIC
+from ladderlab.ladder.rules import CellStatus, LabStatus, Progress
 from ladderlab.reports.data import ReportData, outcome_label
 from ladderlab.templating import render, resource
 
@@ -54,17 +55,29 @@ def _clause_texts(data: ReportData, cell: tuple[str, int]) -> dict[str, str]:
     return {c.id: c.text for c in data.course.cell(*cell).clauses}
 
 
-def cell_state(status: CellStatus, tried: bool) -> tuple[str, str, str]:
+def basis_text(status: CellStatus, labs: dict[str, LabStatus]) -> str:
+    """What stands behind a demonstrated cell, lab by lab: ``evidence: sec-1: automatic checks``,
+    ``evidence: comm-4: automatic checks + manual rubric (grader t1, rubric 2026-11-1, 8/10)``."""
+    return "evidence: " + "; ".join(f"{lab}: {labs[lab].basis}" for lab in status.labs if lab in labs)
+
+
+def cell_state(status: CellStatus, tried: bool, labs: dict[str, LabStatus] | None = None) -> tuple[str, str, str]:
     """How the heatmap shows a learner's cell: (css classes, text in the square, what the tooltip says). A cell
-    demonstrated in part is ``demo part``: striped, with ``n/m`` (evidenced of all clauses) in the square."""
+    demonstrated in part is ``demo part``: striped, with ``n/m`` (evidenced of all clauses) in the square. A
+    demonstrated cell with a manual grade behind it is also ``manual`` (framed), and the tooltip says which
+    kinds of evidence stand behind it (``labs``: the learner's lab statuses)."""
+    manual = " manual" if RUBRIC in status.kinds else ""
+    basis = f"; {basis_text(status, labs)}" if labs is not None else ""
     if status.partial:
-        return ("demo part", f"{len(status.evidenced)}/{len(status.clauses)}",
+        return ("demo part" + manual, f"{len(status.evidenced)}/{len(status.clauses)}",
                 f"demonstrated in part, {status.claim}; evidenced: {_ids(status.evidenced)}; "
-                f"not evidenced: {_ids(status.not_evidenced)}")
+                f"not evidenced: {_ids(status.not_evidenced)}{basis}")
     if status.demonstrated:
-        return "demo", "", f"demonstrated, {status.claim}: {_ids(status.evidenced)}"
+        return "demo" + manual, "", f"demonstrated, {status.claim}: {_ids(status.evidenced)}{basis}"
+    waiting = [lab for lab in status.missing if labs is not None and lab in labs and labs[lab].awaiting_rubric]
+    pending = f"; automatic checks passed, awaiting the manual rubric: {', '.join(waiting)}" if waiting else ""
     return ("tried" if tried else "none", "",
-            f"not demonstrated, missing {', '.join(status.missing)}; nothing claimed")
+            f"not demonstrated, missing {', '.join(status.missing)}{pending}; nothing claimed")
 
 
 def cohort_page(data: ReportData, title: str) -> str:
@@ -77,7 +90,7 @@ def cohort_page(data: ReportData, title: str) -> str:
         squares = []
         for cell in data.cells:
             status = p.cells[cell]
-            cls, mark, said = cell_state(status, any(lab in p.labs for lab in status.labs))
+            cls, mark, said = cell_state(status, any(lab in p.labs for lab in status.labs), p.labs)
             squares.append({"classes": cls, "mark": mark, "tip": f"{learner}: {_cell_label(data, cell)} {said}"})
         rows.append({"learner": learner, "page": page_name(learner), "squares": squares,
                      "levels": [p.levels[t.id] for t in tracks]})
@@ -95,7 +108,8 @@ def _evidence(data: ReportData, p: Progress, status: CellStatus) -> list[dict[st
     titles = {lab.id: lab.title for lab in data.course.labs}
     items = []
     for lab_id in status.labs:
-        best = p.labs[lab_id].best
+        lab = p.labs[lab_id]
+        best = lab.best
         if best is None:
             continue
         ev = best.evidence
@@ -104,8 +118,20 @@ def _evidence(data: ReportData, p: Progress, status: CellStatus) -> list[dict[st
                       "score": f"{ev.score:g}/{ev.max_score:g}", "date": ev.recorded_at[:10],
                       "shows": ", ".join(status.shown_by.get(lab_id, [])),
                       "checks": ", ".join(c.id for c in ev.checks if c.passed), "seq": best.seq,
-                      "hash": best.hash[:12]})
+                      "hash": best.hash[:12], "kinds": lab.kinds, "basis": lab.basis,
+                      "rubric": _rubric_item(lab)})
     return items
+
+
+def _rubric_item(lab: LabStatus) -> dict[str, Any] | None:
+    """The manual grade behind a lab, as the engineer page shows it (None: automatic checks only)."""
+    if lab.rubric is None or lab.rubric.evidence.rubric is None:
+        return None
+    ev, grade = lab.rubric.evidence, lab.rubric.evidence.rubric
+    return {"points": f"{ev.score:g}/{ev.max_score:g}", "pass_points": f"{grade.pass_points:g}",
+            "grader": grade.grader, "version": grade.version, "date": ev.recorded_at[:10],
+            "criteria": ", ".join(f"{k}: {v:g}" for k, v in (grade.criteria or {}).items()),
+            "seq": lab.rubric.seq, "hash": lab.rubric.hash[:12]}
 
 
 def engineer_page(data: ReportData, p: Progress, title: str) -> str:
@@ -119,7 +145,7 @@ def engineer_page(data: ReportData, p: Progress, title: str) -> str:
             continue
         texts = _clause_texts(data, (track_id, level))
         shown.append({"track": course.track(track_id).name, "level": level, "partial": status.partial,
-                      "claim": status.claim, "clauses": len(status.clauses),
+                      "claim": status.claim, "clauses": len(status.clauses), "manual": RUBRIC in status.kinds,
                       "evidenced": [(c, texts[c]) for c in status.evidenced],
                       "not_evidenced": [(c, texts[c]) for c in status.not_evidenced],
                       "evidence": _evidence(data, p, status)})
@@ -144,7 +170,8 @@ def exports(data: ReportData) -> dict[str, str]:
     tracks = [t.id for t in data.course.ladder.tracks]
     ladder_rows: list[list[Any]] = [["learner", "track", "level"]]
     evidence_rows: list[list[Any]] = [
-        ["learner", "lab", "passed", "score", "max_score", "entry", "hash", "recorded_at", "hints"]]
+        ["learner", "lab", "passed", "score", "max_score", "entry", "hash", "recorded_at", "hints", "kinds",
+         "rubric_points", "rubric_max", "rubric_grader", "rubric_version", "rubric_entry"]]
     learners = []
     for learner, p in data.ladder.items():
         ladder_rows += [[learner, t, p.levels[t]] for t in tracks]
@@ -152,13 +179,22 @@ def exports(data: ReportData) -> dict[str, str]:
             best = status.best
             if best is not None:
                 ev = best.evidence
+                grade = status.rubric.evidence if status.rubric is not None else None
+                manual = ([grade.score, grade.max_score, grade.rubric.grader, grade.rubric.version,
+                           status.rubric.seq if status.rubric else ""]
+                          if grade is not None and grade.rubric is not None else ["", "", "", "", ""])
                 evidence_rows.append([learner, lab_id, status.passed, ev.score, ev.max_score, best.seq, best.hash,
-                                      ev.recorded_at, "" if ev.hints_total is None else ev.hints_total])
+                                      ev.recorded_at, "" if ev.hints_total is None else ev.hints_total,
+                                      "+".join(status.kinds), *manual])
         learners.append({"learner": learner, "levels": p.levels,
                          "demonstrated": [f"{t}:{lvl}" for (t, lvl), c in sorted(p.cells.items()) if c.demonstrated],
                          # what each demonstrated cell claims: its evidenced clauses, and the ones it does not
                          "clauses": {f"{t}:{lvl}": {"evidenced": c.evidenced, "not_evidenced": c.not_evidenced}
                                      for (t, lvl), c in sorted(p.cells.items()) if c.demonstrated},
+                         # the kinds of evidence behind each demonstrated cell: ["lab"] or ["lab", "rubric"]
+                         "kinds": {f"{t}:{lvl}": c.kinds for (t, lvl), c in sorted(p.cells.items()) if c.demonstrated},
+                         # what stands behind each lab, in words (automatic checks [+ manual rubric (...)])
+                         "basis": {lab: s.basis for lab, s in sorted(p.labs.items())},
                          "labs": {lab: s.passed for lab, s in sorted(p.labs.items())},
                          # hints used in the evidence behind each lab (null: recorded before hints were)
                          "hints": {lab: s.best.evidence.hints_total if s.best else None

@@ -336,3 +336,25 @@ def release_feedback(settings: Any, paths: ServicePaths, name: str, lab_id: str)
                 service.feedback(lab_id, learner)
             done.append(learner)
     return done
+
+
+# --- manual grades ---------------------------------------------------------------------------------------
+
+
+def record_rubric(settings: Any, paths: ServicePaths, name: str, lab_id: str, grader: str) -> list[Any]:
+    """Record the manual grades of ``lab_id``'s rubric cell that the cohort's learners were given in nbgrader's
+    formgrader, as ``rubric`` evidence entries (:func:`ladderlab.ladder.recording.record_rubric_grades`: all or
+    nothing, once per submission and rubric version, tied to the submission the formgrader showed)."""
+    from ladderlab.course import load_course
+    from ladderlab.course.labs import chosen_labs, load_lab
+    from ladderlab.grading.checks import load_graders
+    from ladderlab.ladder.recording import record_rubric_grades
+    from ladderlab.ladder.store import Store
+
+    course = load_course(settings.course_file, "course.yaml")
+    chosen_labs(course, [lab_id])
+    learners = [m.id for m in members(paths, name)]
+    if not learners:
+        raise UsageError(f"cohort {name!r} has no learners (add a roster: ladderlab cohort add {name} --roster F)")
+    lab = load_lab(settings, course, lab_id, registry=load_graders(settings.root))
+    return record_rubric_grades(settings, course, lab, paths.course_root, Store.open(settings), learners, grader)

@@ -1,0 +1,325 @@
+"""graders/orchestrator.py without Docker: each check's pass and failures against a simulated cluster (a fake
+observer per node answering the snapshot script from a table of listening sockets, a fake probe answering the
+API, load-balancer and load scripts), and the CannotJudge cases."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from graders import orchestrator as orch
+
+from ladderlab.environments.transports.base import CommandResult
+from ladderlab.grading.checks import Listener, evaluate
+from ladderlab.testing import FakeContext
+
+NODES = ["node1", "node2", "node3"]
+APP, V1, V2 = "shop-ab12", "10.0", "10.1"
+ADDR = {"ctl": "10.200.9.10", "node1": "10.200.9.11", "node2": "10.200.9.12", "node3": "10.200.9.13",
+        "probe": "10.200.9.130"}
+COMMON: dict[str, Any] = {"app": APP, "replicas": 4, "per_node": 2, "nodes": NODES}
+
+
+def rep(port: int, ino: str, rid: str | None, version: str = V1, app: str = APP) -> dict[str, Any]:
+    return {"port": port, "ino": ino, "answer": None if rid is None else {"app": app, "version": version, "id": rid}}
+
+
+def healthy(version: str = V1, layout: tuple[int, ...] = (2, 1, 1), start: int = 0) -> dict[str, list[dict[str, Any]]]:
+    out, k = {}, start
+    for node, count in zip(NODES, layout, strict=True):
+        out[node] = [rep(9100 + i, f"{node}-{k + i}", f"{APP}-{k + i}", version) for i in range(count)]
+        k += count
+    return out
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch):
+    """The checks' waits, shortened (their logic is what is tested here)."""
+    monkeypatch.setattr(orch, "POLL", 0.01)
+    monkeypatch.setattr(orch, "HOLD", 0.05)
+
+
+class Cluster:
+    """The simulated cluster: what each node's sockets are, what the API and the load balancer answer."""
+
+    def __init__(self, state: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        self.state = state if state is not None else healthy()
+        self.api_status = 200
+        self.lb_ids: list[str] | None = None  # None: round robin over the state's answering replicas
+        self.puts: list[str] = []
+        self.on_snapshot: Callable[[Cluster], None] | None = None  # evolves the state between snapshots
+        self.timelines: dict[str, list[dict[str, Any]]] = {}  # node -> canned samples for sampled windows
+        self.load: dict[str, Any] | None = None  # canned answer of the load script
+
+    def run(self, host: str, full: str) -> CommandResult:
+        if "def listening" in full:
+            window = re.search(r" 9100 9199 (\S+) ", full)
+            if window and float(window.group(1)) > 0 and host in self.timelines:
+                return CommandResult(full, 0, json.dumps(self.timelines[host]), "")
+            if self.on_snapshot is not None:
+                self.on_snapshot(self)
+            return CommandResult(full, 0, json.dumps([{"t": 1.0, "sockets": self.state.get(host, [])}]), "")
+        if "urllib.request.Request(url" in full:  # the client script: one request
+            if " PUT " in f" {full} ":
+                self.puts.append(full)
+                return CommandResult(full, 0, json.dumps({"status": self.api_status, "body": "{}"}), "")
+            if f":{orch.API_PORT}/" in full:
+                return CommandResult(full, 0, json.dumps({"status": self.api_status, "body": "{}"}), "")
+            ids = self.ids()
+            body = json.dumps({"app": APP, "id": ids[0] if ids else ""}) if ids else "no replica"
+            return CommandResult(full, 0, json.dumps({"status": 200 if ids else 503, "body": body}), "")
+        if "def get(i)" in full:  # the load script
+            if self.load is not None:
+                return CommandResult(full, 0, json.dumps(self.load), "")
+            ids = self.ids()
+            reqs = [[1.0 + i, True, V1, ids[i % len(ids)]] for i in range(24)] if ids else [[1.0, False, "", ""]] * 24
+            return CommandResult(full, 0, json.dumps({"requests": reqs, "put": None}), "")
+        raise AssertionError(f"unexpected command on {host}: {full[:100]}")
+
+    def ids(self) -> list[str]:
+        if self.lb_ids is not None:
+            return self.lb_ids
+        return [r["answer"]["id"] for reps in self.state.values() for r in reps if r["answer"]]
+
+
+class Runner:
+    def __init__(self, cluster: Cluster, host: str) -> None:
+        self.cluster, self.host = cluster, host
+        self.files: dict[str, bytes] = {}
+
+    def run(self, command: str, *args: object, timeout: float | None = None) -> CommandResult:
+        from ladderlab.environments.transports.base import quote_command
+
+        return self.cluster.run(self.host, quote_command(command, *args))
+
+    def put_file(self, path: str, data: bytes) -> None:
+        self.files[path] = data
+
+
+def context(cluster: Cluster) -> FakeContext:
+    listeners = {(n, 9100 + i): Listener(pid=100 + 10 * j + i, uid=0, exe="/usr/bin/python3.11", exe_sha256="a" * 64)
+                 for j, n in enumerate(NODES) for i in range(4)}
+    return FakeContext({h: Runner(cluster, h) for h in [*NODES, "probe", "ctl"]}, addresses=ADDR,
+                       listeners=listeners)  # type: ignore[arg-type]
+
+
+def grade(fn: Callable[..., Any], cluster: Cluster, **args: Any) -> tuple[FakeContext, Any]:
+    ctx = context(cluster)
+    return ctx, evaluate(ctx, fn, {**COMMON, **args})
+
+
+# --- converged, spread ------------------------------------------------------------------------------------
+
+
+def test_converged_and_spread_pass_on_a_healthy_cluster():
+    _, v = grade(orch.converged_behind_lb, Cluster(), version=V1, ctl="ctl", lb_port=8042)
+    assert v.status == "passed", v.feedback
+    _, v = grade(orch.spread, Cluster(), version=V1)
+    assert v.status == "passed" and "node1: 2" in v.feedback
+
+
+@pytest.mark.parametrize("state, words", [
+    ({"node1": [], "node2": [], "node3": []}, "0 healthy replicas"),
+    (healthy(layout=(2, 1, 0)), "3 healthy replicas"),
+    ({**healthy(), "node3": [rep(9100, "x", f"{APP}-3"), rep(9101, "y", None)]}, "1 other listener"),
+    ({**healthy(), "node3": [rep(9100, "x", f"{APP}-0")]}, "3 distinct ids"),
+    (healthy(version=V2), "0 healthy replicas of shop-ab12 10.0"),
+])
+def test_converged_fails_when_the_replicas_are_not_exactly_the_deployment(state, words):
+    _, v = grade(orch.converged_behind_lb, Cluster(state), version=V1, ctl="ctl", lb_port=8042)
+    assert v.status == "failed" and words in v.feedback, v.feedback
+
+
+def test_converged_fails_when_the_load_balancer_sticks_to_one_replica_or_answers_from_elsewhere():
+    cluster = Cluster()
+    cluster.lb_ids = [f"{APP}-0"]
+    _, v = grade(orch.converged_behind_lb, cluster, version=V1, ctl="ctl", lb_port=8042)
+    assert v.status == "failed" and "1 replica(s)" in v.feedback
+    cluster.lb_ids = ["someone-else"]
+    _, v = grade(orch.converged_behind_lb, cluster, version=V1, ctl="ctl", lb_port=8042)
+    assert v.status == "failed" and "24 of 24 requests" in v.feedback
+
+
+def test_spread_fails_on_a_crowded_node_and_when_not_converged():
+    _, v = grade(orch.spread, Cluster(healthy(layout=(4, 0, 0))), version=V1)
+    assert v.status == "failed" and "node1: 4" in v.feedback
+    _, v = grade(orch.spread, Cluster({n: [] for n in NODES}), version=V1)
+    assert v.status == "failed" and "cannot count" in v.feedback
+
+
+def test_a_garbled_snapshot_cannot_be_judged():
+    class Broken(Cluster):
+        def run(self, host: str, full: str) -> CommandResult:
+            return CommandResult(full, 0, "[{\"t\": 1}]", "")
+    _, v = grade(orch.spread, Broken(), version=V1)
+    assert v.status == "error"
+
+
+# --- disruptive checks: what they do and what they judge ----------------------------------------------------
+
+
+def test_every_disruptive_check_fails_when_the_api_does_not_answer():
+    cluster = Cluster({n: [] for n in NODES})
+    cluster.api_status = 0
+    for fn, extra in ((orch.crash_replaced, {}), (orch.hung_replaced, {}), (orch.node_loss, {}),
+                      (orch.node_return, {}), (orch.ctl_restart, {"lb_port": 8042}),
+                      (orch.rolling_update, {"lb_port": 8042, "new_version": V2})):
+        ctx, v = grade(fn, cluster, version=V1, ctl="ctl", **extra)
+        assert v.status == "failed" and "does not answer" in v.feedback, (fn, v.feedback)
+        assert ctx.acted == []
+
+
+def test_crash_replaced_kills_two_replicas_on_two_nodes_and_passes_once_they_are_back():
+    cluster = Cluster()
+    ctx = context(cluster)
+
+    def heal(c: Cluster) -> None:
+        if ctx.acted:  # after the kills: replaced by new sockets
+            c.state = healthy(start=10)
+    cluster.on_snapshot = heal
+    v = evaluate(ctx, orch.crash_replaced, {**COMMON, "version": V1, "ctl": "ctl"})
+    assert v.status == "passed", v.feedback
+    kills = [a for a in ctx.acted if a[0] == "signal"]
+    assert [a[3] for a in kills] == ["KILL", "KILL"] and len({a[1] for a in kills}) == 2
+    assert '{"version": "10.0", "replicas": 4, "maxPerNode": 2}' in cluster.puts[0]
+
+
+def test_crash_replaced_fails_when_the_killed_ones_stay_gone():
+    cluster = Cluster()
+    ctx = context(cluster)
+
+    def die(c: Cluster) -> None:
+        if ctx.acted:
+            c.state = healthy(layout=(1, 0, 1))
+    cluster.on_snapshot = die
+    v = evaluate(ctx, orch.crash_replaced, {**COMMON, "version": V1, "ctl": "ctl", "within": 0.3})
+    assert v.status == "failed" and "2 healthy replicas" in v.feedback
+
+
+def test_hung_replaced_fails_while_the_stopped_one_holds_its_port_and_resumes_it():
+    cluster = Cluster()
+    ctx = context(cluster)
+
+    def hang(c: Cluster) -> None:
+        if ctx.acted:
+            c.state["node1"][0]["answer"] = None
+    cluster.on_snapshot = hang
+    v = evaluate(ctx, orch.hung_replaced, {**COMMON, "version": V1, "ctl": "ctl", "within": 0.3})
+    assert v.status == "failed" and "still holds its port" in v.feedback
+    assert [a[3] for a in ctx.acted] == ["STOP", "CONT"]
+
+
+def test_hung_replaced_passes_when_the_stopped_one_is_gone_and_replaced():
+    cluster = Cluster()
+    ctx = context(cluster)
+
+    def replace(c: Cluster) -> None:
+        if ctx.acted:
+            c.state = healthy(start=20)
+    cluster.on_snapshot = replace
+    v = evaluate(ctx, orch.hung_replaced, {**COMMON, "version": V1, "ctl": "ctl"})
+    assert v.status == "passed", v.feedback
+
+
+def test_hung_replaced_cannot_judge_without_the_replicas_process():
+    cluster = Cluster()
+    ctx = context(cluster)
+    ctx._listeners.clear()
+    v = evaluate(ctx, orch.hung_replaced, {**COMMON, "version": V1, "ctl": "ctl"})
+    assert v.status == "error" and "which process" in v.feedback
+
+
+def node_loss_run(moves: bool, strays: bool) -> tuple[FakeContext, Any, Any]:
+    cluster = Cluster()
+    ctx = context(cluster)
+
+    def evolve(c: Cluster) -> None:
+        acted = [a[0] for a in ctx.acted]
+        if acted == ["pause"] and moves:
+            c.state = {"node1": c.state["node1"], "node2": healthy(layout=(0, 2, 0), start=30)["node2"],
+                       "node3": healthy(layout=(0, 0, 2), start=40)["node3"]}
+        elif acted == ["pause", "unpause"] and moves and not strays:
+            c.state = {"node1": [], "node2": c.state["node2"], "node3": c.state["node3"]}
+    cluster.on_snapshot = evolve
+    args = {**COMMON, "version": V1, "ctl": "ctl", "within": 0.3, "back_within": 0.3}
+    loss = evaluate(ctx, orch.node_loss, args)
+    back = evaluate(ctx, orch.node_return, args)
+    return ctx, loss, back
+
+
+def test_node_loss_and_return_pass_when_the_replicas_move_and_the_old_ones_stop():
+    ctx, loss, back = node_loss_run(moves=True, strays=False)
+    assert loss.status == "passed" and "node1 froze" in loss.feedback, loss.feedback
+    assert back.status == "passed", back.feedback
+    assert ctx.acted == [("pause", "node1"), ("unpause", "node1")]  # one run for both checks
+
+
+def test_node_loss_fails_when_nothing_moves_and_return_fails_on_duplicates():
+    _, loss, back = node_loss_run(moves=False, strays=False)
+    assert loss.status == "failed" and "node2: 1, node3: 1" in loss.feedback
+    assert back.status == "passed"
+    _, loss, back = node_loss_run(moves=True, strays=True)
+    assert loss.status == "passed"
+    assert back.status == "failed" and "6 healthy replicas" in back.feedback
+
+
+GOOD_LOAD = {"requests": [[100.0 + i / 25, True, V1, "x"] for i in range(300)], "put": {"t": 100.0, "status": 200}}
+
+
+def sampled(rows: list[tuple[float, dict[str, list[dict[str, Any]]]]]) -> dict[str, list[dict[str, Any]]]:
+    return {n: [{"t": t, "sockets": state[n]} for t, state in rows] for n in NODES}
+
+
+def test_rolling_update_passes_with_one_surge_replica_at_a_time_and_no_errors():
+    cluster = Cluster()
+    surge = healthy(V1)
+    surge["node2"] = [*surge["node2"], rep(9102, "s", f"{APP}-9", V2)]
+    cluster.timelines = sampled([(99.0, healthy(V1)), (100.5, surge), (102.0, healthy(V2, start=50))])
+    cluster.load = GOOD_LOAD
+    _, v = grade(orch.rolling_update, cluster, version=V1, new_version=V2, ctl="ctl", lb_port=8042)
+    assert v.status == "passed" and "at most 5 replicas" in v.feedback, v.feedback
+
+
+def test_rolling_update_fails_on_an_outage_too_many_replicas_or_no_rollout():
+    cluster = Cluster()
+    crowd = healthy(V1)
+    for n in NODES:
+        crowd[n] = [*crowd[n], rep(9150, f"{n}-new", f"{n}-9", V2)]
+    cluster.timelines = sampled([(99.0, healthy(V1)), (100.5, crowd), (102.0, healthy(V2, start=50))])
+    cluster.load = {"requests": [[100.0 + i / 25, i % 10 != 0, "", ""] for i in range(300)],
+                    "put": {"t": 100.0, "status": 200}}
+    _, v = grade(orch.rolling_update, cluster, version=V1, new_version=V2, ctl="ctl", lb_port=8042)
+    assert v.status == "failed" and "7 replicas listened" in v.feedback and "90.0%" in v.feedback, v.feedback
+    cluster.timelines = sampled([(99.0, healthy(V1)), (101.0, healthy(V1))])
+    cluster.load = GOOD_LOAD
+    _, v = grade(orch.rolling_update, cluster, version=V1, new_version=V2, ctl="ctl", lb_port=8042)
+    assert v.status == "failed" and "0 of 4 replicas ran 10.1" in v.feedback
+
+
+def test_merge_combines_the_latest_sample_of_every_node():
+    reps = orch.parse_samples("node1", [{"t": 1.0, "sockets": [rep(9100, "a", "x", V2)]},
+                                        {"t": 3.0, "sockets": []}])
+    other = orch.parse_samples("node2", [{"t": 2.0, "sockets": [rep(9100, "b", "y", V1), rep(9101, "c", None)]}])
+    spec = orch.Spec(APP, V2, 2, 2)
+    assert orch.merge({"node1": reps, "node2": other}, spec) == [(2.0, 3, 1, 1), (3.0, 2, 0, 1)]
+
+
+def test_ctl_restart_passes_when_nothing_changes_and_fails_on_churn_or_no_api():
+    cluster = Cluster()
+    cluster.timelines = sampled([(1.0, healthy()), (2.0, healthy())])
+    ctx, v = grade(orch.ctl_restart, cluster, version=V1, ctl="ctl", lb_port=8042, after=0.0)
+    assert v.status == "passed", v.feedback
+    assert ctx.restarted == [("ctl",)]
+    assert all(any(p.startswith("/run/ll-orchestrator-stop-") for p in ctx.observe(n).files) for n in NODES)  # type: ignore[attr-defined]
+    cluster.timelines = sampled([(1.0, healthy()), (2.0, healthy(start=60))])
+    _, v = grade(orch.ctl_restart, cluster, version=V1, ctl="ctl", lb_port=8042, after=0.0)
+    assert v.status == "failed" and "stopped or started" in v.feedback
+    cluster.timelines = sampled([(1.0, healthy())])
+    ctx = context(cluster)
+    ctx.on_restart = lambda hosts: setattr(cluster, "api_status", 0)
+    v = evaluate(ctx, orch.ctl_restart, {**COMMON, "version": V1, "ctl": "ctl", "lb_port": 8042, "within": 0.5,
+                                          "after": 0.0})
+    assert v.status == "failed" and "did not both answer" in v.feedback
