@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from graders._net import ObservationError
@@ -452,6 +453,45 @@ def hung_replaced(ctx: Context, *, app: str, version: str, replicas: int, per_no
                         f"not replaced: {converged(now, spec) or 'the hung one lingers'}")
         return fail(f"{within:g} s after a replica stopped answering (SIGSTOP): {converged(now, spec)}")
     return ok(f"a hung replica was replaced, and removed, within {took:.1f} s")
+
+
+# --- scaling ----------------------------------------------------------------------------------------------
+
+
+def _is_converged(reps: list[Replica], spec: Spec) -> bool:
+    return converged(reps, spec) is None
+
+
+@check(disruptive=True)
+def scaled(ctx: Context, *, app: str, version: str, replicas: int, per_node: int, nodes: list[str], ctl: str,
+           within: float = 8.0) -> Verdict:
+    """With the deployment converged at N replicas, the check PUTs N+1, then N-1: each time, within ``within``
+    seconds exactly that many healthy replicas run, and scaling leaves the running replicas alone (scaling up
+    replaces none of them, scaling down starts none)."""
+    spec = _spec(app, version, replicas, per_node)
+    before, verdict = settle(ctx, spec, nodes, ctl)
+    if verdict is not None:
+        return verdict
+    took: list[str] = []
+    for count in (spec.replicas + 1, spec.replicas - 1):
+        target = Spec(spec.app, spec.version, count, spec.per_node)
+        refused = declare(ctx, target, ctl)
+        if refused is not None:
+            return refused
+        was = {r.key for r in before}
+        seconds, now = wait_until(ctx, nodes, within, partial(_is_converged, spec=target))
+        if seconds is None:
+            return fail(f"{within:g} s after PUT replicas={count} (from {len(before)}): {converged(now, target)}")
+        keys = {r.key for r in now}
+        if count > len(before) and was - keys:
+            return fail(f"scaling up to {count} replaced {len(was - keys)} of the replicas that were running: scaling "
+                        f"adds replicas, it leaves the running ones alone")
+        if count < len(before) and keys - was:
+            return fail(f"scaling down to {count} started {len(keys - was)} new replica(s): scaling down only stops "
+                        f"replicas")
+        took.append(f"{len(before)} -> {count} in {seconds:.1f} s")
+        before = now
+    return ok(f"scaled {', then '.join(took)}, leaving the running replicas alone")
 
 
 # --- a node that goes away -------------------------------------------------------------------------------

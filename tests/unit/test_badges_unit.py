@@ -42,7 +42,7 @@ def record(tmp_path, settings):
 def test_one_credential_per_demonstrated_level(record, tmp_path):
     settings, course, store = record
     key = load_or_create(settings)
-    issued = issue(course, ladder_for(course, store.entries()), key, tmp_path / "badges", NOW)
+    issued = issue(course, ladder_for(course, store.entries(), manual=()), key, tmp_path / "badges", NOW)
     assert sorted((i.learner, i.track, i.level) for i in issued) == [("ada", "security", 1), ("ada", "security", 2)]
     cred = issued[0].credential
     assert cred["type"] == ["VerifiableCredential", "OpenBadgeCredential"]
@@ -65,7 +65,8 @@ def test_a_credential_quotes_only_the_clauses_that_were_shown(record, tmp_path):
     """The TLS lab shows TLS and key sizes, not SSH, encryption at rest or IPsec/WireGuard: the badge for
     Security level 2 says "in part" and quotes nothing it did not show, anywhere in the credential."""
     settings, course, store = record
-    issued = issue(course, ladder_for(course, store.entries(), ["ada"]), load_or_create(settings), tmp_path / "b", NOW)
+    ladder = ladder_for(course, store.entries(), ["ada"], manual=())
+    issued = issue(course, ladder, load_or_create(settings), tmp_path / "b", NOW)
     cred = {i.level: i.credential for i in issued}[2]
     achievement = cred["credentialSubject"]["achievement"]
     assert cred["name"] == achievement["name"] == "Security level 2 (in part: 3 of 8 clauses)"
@@ -93,7 +94,8 @@ def test_a_cell_shown_in_full_claims_all_of_it(record, tmp_path, settings):
     security = next(t for t in data["ladder"]["tracks"] if t["id"] == "security")
     data["labs"][0]["cells"][0]["clauses"] = [c["id"] for c in security["clauses"][1]]
     course = Course.model_validate(data)
-    issued = issue(course, ladder_for(course, store.entries(), ["ada"]), load_or_create(settings), tmp_path / "b", NOW)
+    ladder = ladder_for(course, store.entries(), ["ada"], manual=())
+    issued = issue(course, ladder, load_or_create(settings), tmp_path / "b", NOW)
     achievement = {i.level: i.credential for i in issued}[1]["credentialSubject"]["achievement"]
     assert achievement["name"] == "Security level 1" and achievement["id"].endswith(":achievement:security-1")
     assert achievement["description"] == course.cell("security", 1).text.replace("  ", " ")
@@ -104,7 +106,7 @@ def test_a_cell_shown_in_full_claims_all_of_it(record, tmp_path, settings):
 def _token(record, tmp_path):
     settings, course, store = record
     key = load_or_create(settings)
-    issue(course, ladder_for(course, store.entries(), ["ada"]), key, tmp_path / "b", NOW)
+    issue(course, ladder_for(course, store.entries(), ["ada"], manual=()), key, tmp_path / "b", NOW)
     return key, (tmp_path / "b" / "ada" / "security-2.jwt").read_text().strip()
 
 

@@ -33,34 +33,38 @@ def entries(*items):
 
 def test_levels_need_every_lower_cell_that_has_labs(course):
     sec1, sec2 = "sec-1-iptables-hardening", "sec-2-tls-server"
-    only_l2 = progress(course, "ada", entries(ev(lab=sec2)))
+    only_l2 = progress(course, "ada", entries(ev(lab=sec2)), manual=())
     assert only_l2.cells[("security", 2)].demonstrated and only_l2.levels["security"] == 0
-    both = progress(course, "ada", entries(ev(lab=sec1), ev(lab=sec2)))
+    both = progress(course, "ada", entries(ev(lab=sec1), ev(lab=sec2)), manual=())
     assert both.levels["security"] == 2
     # SRE: a level with no labs does not block, one with labs does (which levels have labs: read from course.yaml,
     # so that adding a lab does not break this test)
     on = {lvl: [lab.id for lab in course.labs if any(r.track == "sre" and r.level == lvl for r in lab.cells)]
           for lvl in range(1, 7)}
     assert "sre-2-golden-signal-alerts" in on[2] and on[4] and "sre-5-strace-debugging" in on[5]
-    sre = progress(course, "ada", entries(*(ev(lab=lab) for lab in on[2] + on[5])))  # passed L2 and L5, not L4
+    # passed L2 and L5, not L4
+    sre = progress(course, "ada", entries(*(ev(lab=lab) for lab in on[2] + on[5])), manual=())
     assert sre.levels["sre"] == (0 if on[1] else 2)
     above = 3 if on[3] else 4
     assert sre.next_rung("sre").level == above and sre.next_rung("sre").missing == on[above]
-    assert progress(course, "ada", []).levels == {t.id: 0 for t in course.ladder.tracks}
+    assert progress(course, "ada", [], manual=()).levels == {t.id: 0 for t in course.ladder.tracks}
 
 
 def test_failed_partial_reattempted_and_superseded(course):
     lab = "sec-1-iptables-hardening"
-    partial = progress(course, "ada", entries(ev(passed=False, score=8.0)))
+    partial = progress(course, "ada", entries(ev(passed=False, score=8.0)), manual=())
     assert not partial.labs[lab].passed and partial.levels["security"] == 0
-    reattempt = progress(course, "ada", entries(ev(passed=False, submission="s1"), ev(passed=True, submission="s2")))
+    reattempt = progress(course, "ada", entries(ev(passed=False, submission="s1"), ev(passed=True, submission="s2")),
+                         manual=())
     assert reattempt.labs[lab].passed and reattempt.labs[lab].best.seq == 2
-    later_fail = progress(course, "ada", entries(ev(passed=True, submission="s1"), ev(passed=False, submission="s2")))
+    later_fail = progress(course, "ada", entries(ev(passed=True, submission="s1"), ev(passed=False, submission="s2")),
+                          manual=())
     assert later_fail.labs[lab].passed  # a demonstration is not taken back by a later attempt
-    regraded = progress(course, "ada", entries(ev(passed=True, submission="s1"), ev(passed=False, submission="s1")))
+    regraded = progress(course, "ada", entries(ev(passed=True, submission="s1"), ev(passed=False, submission="s1")),
+                        manual=())
     assert not regraded.labs[lab].passed  # the same submission regraded: the latest grading counts
     assert [e.seq for e in regraded.labs[lab].attempts] == [2]
-    others = ladder_for(course, entries(ev(learner="bo"), ev(learner="ada", passed=False)))
+    others = ladder_for(course, entries(ev(learner="bo"), ev(learner="ada", passed=False)), manual=())
     assert others["bo"].levels["security"] == 1 and others["ada"].levels["security"] == 0
 
 
@@ -80,7 +84,7 @@ TLS_CLAUSES = ["basic-cryptography", "tls-configuration", "key-sizes-algorithms-
 
 
 def test_a_demonstrated_cell_claims_only_the_clauses_its_labs_show(course):
-    ada = progress(course, "ada", entries(ev(lab="sec-1-iptables-hardening"), ev(lab="sec-2-tls-server")))
+    ada = progress(course, "ada", entries(ev(lab="sec-1-iptables-hardening"), ev(lab="sec-2-tls-server")), manual=())
     tls = ada.cells[("security", 2)]
     assert tls.demonstrated and tls.partial and tls.claim == "3 of 8 clauses"
     assert tls.evidenced == TLS_CLAUSES
@@ -90,7 +94,7 @@ def test_a_demonstrated_cell_claims_only_the_clauses_its_labs_show(course):
     assert ada.cells[("security", 1)].evidenced == ["iptables"]
     assert ada.levels["security"] == 2  # the level shown is computed as before: a cell shown in part counts
     # a cell that is not demonstrated claims nothing, even for the clauses of a lab it did not pass
-    failed = progress(course, "bo", entries(ev(learner="bo", lab="sec-2-tls-server", passed=False)))
+    failed = progress(course, "bo", entries(ev(learner="bo", lab="sec-2-tls-server", passed=False)), manual=())
     cell = failed.cells[("security", 2)]
     assert not cell.demonstrated and not cell.partial and cell.evidenced == [] and cell.claim == "no clause"
     assert cell.not_evidenced == course.track("security").clause_ids(2)
@@ -103,15 +107,15 @@ def test_a_cell_claims_the_union_of_its_labs_clauses_once_every_lab_passed(cours
            "cells": [{"track": "security", "level": 2,
                       "clauses": ["key-sizes-algorithms-versions", "ssh-configuration"]}]}
     two = course_with(course, [ssh])
-    tls_only = progress(two, "ada", entries(ev(lab="sec-2-tls-server")))
+    tls_only = progress(two, "ada", entries(ev(lab="sec-2-tls-server")), manual=())
     assert not tls_only.cells[("security", 2)].demonstrated and tls_only.cells[("security", 2)].evidenced == []
-    both = progress(two, "ada", entries(ev(lab="sec-2-tls-server"), ev(lab="sec-2-ssh-server")))
+    both = progress(two, "ada", entries(ev(lab="sec-2-tls-server"), ev(lab="sec-2-ssh-server")), manual=())
     cell = both.cells[("security", 2)]
     assert cell.evidenced == ["basic-cryptography", "ssh-configuration", "tls-configuration",
                               "key-sizes-algorithms-versions"]  # in the cell's order, each once
     assert cell.claim == "4 of 8 clauses" and cell.partial
     everything = course_with(course, clauses={"sec-2-tls-server": two.track("security").clause_ids(2)})
-    full = progress(everything, "ada", entries(ev(lab="sec-2-tls-server"))).cells[("security", 2)]
+    full = progress(everything, "ada", entries(ev(lab="sec-2-tls-server")), manual=()).cells[("security", 2)]
     assert full.demonstrated and not full.partial and full.not_evidenced == [] and full.claim == "all 8 clauses"
 
 

@@ -165,7 +165,7 @@ def test_every_disruptive_check_fails_when_the_api_does_not_answer():
     cluster = Cluster({n: [] for n in NODES})
     cluster.api_status = 0
     for fn, extra in ((orch.crash_replaced, {}), (orch.hung_replaced, {}), (orch.node_loss, {}),
-                      (orch.node_return, {}), (orch.ctl_restart, {"lb_port": 8042}),
+                      (orch.node_return, {}), (orch.scaled, {}), (orch.ctl_restart, {"lb_port": 8042}),
                       (orch.rolling_update, {"lb_port": 8042, "new_version": V2})):
         ctx, v = grade(fn, cluster, version=V1, ctl="ctl", **extra)
         assert v.status == "failed" and "does not answer" in v.feedback, (fn, v.feedback)
@@ -323,3 +323,56 @@ def test_ctl_restart_passes_when_nothing_changes_and_fails_on_churn_or_no_api():
     v = evaluate(ctx, orch.ctl_restart, {**COMMON, "version": V1, "ctl": "ctl", "lb_port": 8042, "within": 0.5,
                                           "after": 0.0})
     assert v.status == "failed" and "did not both answer" in v.feedback
+
+
+# --- scaled ---------------------------------------------------------------------------------------------
+
+
+def _scaling(cluster: Cluster, up: dict[str, list[dict[str, Any]]], down: dict[str, list[dict[str, Any]]]) -> None:
+    """The cluster follows the check's PUTs: ``up`` after the PUT of N+1, ``down`` after the PUT of N-1."""
+    def follow(c: Cluster) -> None:
+        wanted = [int(m) for m in re.findall(r'"replicas": (\d+)', " ".join(c.puts))]
+        if wanted and wanted[-1] == 5:
+            c.state = up
+        elif wanted and wanted[-1] == 3:
+            c.state = down
+    cluster.on_snapshot = follow
+
+
+def test_scaled_passes_when_only_the_surplus_starts_or_stops():
+    cluster = Cluster()
+    before = healthy()  # 4 replicas: node1 2, node2 1, node3 1
+    up = {n: list(reps) for n, reps in before.items()}
+    up["node3"] = [*up["node3"], rep(9150, "node3-new", f"{APP}-new")]
+    down = {n: list(reps) for n, reps in up.items()}
+    down["node1"] = down["node1"][:1]
+    down["node3"] = down["node3"][:1]
+    _scaling(cluster, up, down)
+    ctx, v = grade(orch.scaled, cluster, version=V1, ctl="ctl")
+    assert v.status == "passed", v.feedback
+    assert [re.findall(r'"replicas": (\d+)', p)[0] for p in cluster.puts] == ["4", "5", "3"]
+    assert ctx.acted == []  # scaling is asked of the learner's API; the engine does nothing
+
+
+def test_scaled_fails_when_scaling_up_replaces_the_running_replicas():
+    cluster = Cluster()
+    _scaling(cluster, healthy(layout=(2, 2, 1), start=20), healthy(layout=(1, 1, 1), start=20))
+    _, v = grade(orch.scaled, cluster, version=V1, ctl="ctl")
+    assert v.status == "failed" and "scaling up to 5 replaced 4" in v.feedback, v.feedback
+
+
+def test_scaled_fails_when_scaling_down_starts_the_deployment_over():
+    cluster = Cluster()
+    before = healthy()
+    up = {n: list(reps) for n, reps in before.items()}
+    up["node2"] = [*up["node2"], rep(9150, "node2-new", f"{APP}-new")]
+    _scaling(cluster, up, healthy(layout=(1, 1, 1), start=40))
+    _, v = grade(orch.scaled, cluster, version=V1, ctl="ctl")
+    assert v.status == "failed" and "scaling down to 3 started 3 new replica(s)" in v.feedback, v.feedback
+
+
+def test_scaled_fails_when_the_count_does_not_change():
+    cluster = Cluster()  # the state stays at 4 replicas whatever is PUT
+    _, v = grade(orch.scaled, cluster, version=V1, ctl="ctl", within=0.3)
+    assert v.status == "failed" and "PUT replicas=5 (from 4)" in v.feedback and "4 healthy replicas" in v.feedback, \
+        v.feedback

@@ -45,7 +45,7 @@ def test_pass_rates_failed_checks_and_exports(settings, tmp_path):
 
 def test_start_here_view_lists_next_labs_with_links(settings):
     course = load_course(settings.course_file)
-    view = LadderView("ada", course, progress(course, "ada", entries(ev("ada", "sec-1-iptables-hardening"))))
+    view = LadderView("ada", course, progress(course, "ada", entries(ev("ada", "sec-1-iptables-hardening")), manual=()))
     nxt = view.next_labs()
     assert ("Security", 2, "sec-2-tls-server", course.lab("sec-2-tls-server").title) in nxt
     html = view._repr_html_()

@@ -123,7 +123,7 @@ def test_hostile_text_is_inert_in_what_a_notebook_shows(settings):
     course = hostile_course(load_course(settings.course_file))
     learner = f"mallory{HOSTILE}"
     view = LadderView(learner, course, progress(course, learner, [
-        Entry(1, hostile_evidence(learner, "sec-1-iptables-hardening"), "", "1" * 64)]))
+        Entry(1, hostile_evidence(learner, "sec-1-iptables-hardening"), "", "1" * 64)], manual=()))
     assert_inert(view._repr_html_() or "", "ladder view", shown=4)
 
     conn = Connection(lab=f"lab{HOSTILE}", env_id=f"env{HOSTILE}", learner=learner,

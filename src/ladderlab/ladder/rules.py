@@ -19,7 +19,7 @@
 * The *level shown* for a track is the highest level whose cell is demonstrated (in full or in
   part) while every lower level's cell that has labs is demonstrated too; 0 when there is none.
 
->>> progress = ladder_for(course, entries)["ada"]        # doctest: +SKIP
+>>> progress = ladder_for(course, entries, manual=lab_rubrics(settings, course))["ada"]  # doctest: +SKIP
 >>> progress.levels["security"]                          # doctest: +SKIP
 1
 """
@@ -131,7 +131,7 @@ def counted(entries: Iterable[Entry]) -> list[Entry]:
     return sorted(latest.values(), key=lambda e: e.seq)
 
 
-def lab_statuses(entries: list[Entry], manual: Collection[str] = ()) -> dict[str, LabStatus]:
+def lab_statuses(entries: list[Entry], *, manual: Collection[str]) -> dict[str, LabStatus]:
     """Per lab, whether it is passed and the evidence behind it (one learner's entries). ``manual``: the labs
     with a manually graded part (``ladderlab.course.labs.lab_rubrics``)."""
     by_lab: dict[str, list[Entry]] = defaultdict(list)
@@ -176,10 +176,10 @@ def cell_claims(course: Course) -> dict[tuple[str, int], dict[str, list[str]]]:
 def progress(course: Course, learner: str, entries: list[Entry],
              mapping: dict[tuple[str, int], list[str]] | None = None,
              claims: dict[tuple[str, int], dict[str, list[str]]] | None = None,
-             manual: Collection[str] = ()) -> Progress:
+             *, manual: Collection[str]) -> Progress:
     """One learner's ladder. ``manual``: the labs with a manually graded part (lab.yaml ``rubric:``,
     :func:`ladderlab.course.labs.lab_rubrics`); every caller that shows a ladder passes them."""
-    labs = lab_statuses([e for e in entries if e.evidence.learner == learner], manual)
+    labs = lab_statuses([e for e in entries if e.evidence.learner == learner], manual=manual)
     claims = claims if claims is not None else cell_claims(course)
     order = {(t.id, lvl): t.clause_ids(lvl) for t in course.ladder.tracks for lvl in t.levels}
     cells: dict[tuple[str, int], CellStatus] = {}
@@ -208,7 +208,7 @@ def progress(course: Course, learner: str, entries: list[Entry],
 
 
 def ladder_for(course: Course, entries: list[Entry], learners: Iterable[str] | None = None,
-               manual: Collection[str] = ()) -> dict[str, Progress]:
+               *, manual: Collection[str]) -> dict[str, Progress]:
     """Progress of every learner with evidence (or of ``learners``), by learner id; ``manual`` as for
     :func:`progress`."""
     names = sorted(set(learners) if learners is not None else {e.evidence.learner for e in entries})
@@ -216,4 +216,4 @@ def ladder_for(course: Course, entries: list[Entry], learners: Iterable[str] | N
     for e in entries:
         by_learner[e.evidence.learner].append(e)
     mapping, claims = cell_labs(course), cell_claims(course)
-    return {name: progress(course, name, by_learner.get(name, []), mapping, claims, manual) for name in names}
+    return {name: progress(course, name, by_learner.get(name, []), mapping, claims, manual=manual) for name in names}

@@ -75,7 +75,7 @@ def select(settings: Settings, learner: str | None = None, cohort: str | None = 
     store = store or Store.open(settings)
     who = members(course, learner, cohort, _trainer_cohorts(settings) if cohort else None)
     entries = store.entries(learners=who) if who is not None else store.entries()
-    return Selection(course, who, entries, ladder_for(course, entries, who, manual), manual)
+    return Selection(course, who, entries, ladder_for(course, entries, who, manual=manual), manual)
 
 
 def ladder_json(view: Selection) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def build(course: Course, entries: list[Entry], learners: list[str] | None = Non
           manual: Collection[str] = ()) -> ReportData:
     """The report's numbers; ``manual``: the labs with a manually graded part (the ladder rules need them).
     Attempts and failed checks count automatic gradings (``lab`` entries) only."""
-    ladder = ladder_for(course, entries, learners, manual)
+    ladder = ladder_for(course, entries, learners, manual=manual)
     mapping = cell_labs(course)
     cells = [cell for cell, labs in mapping.items() if labs]
     labs = {lab.id: LabStats(lab.id, lab.title) for lab in course.labs}
