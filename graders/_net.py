@@ -149,7 +149,8 @@ def control_free(text: str, what: str, allow: str = "") -> str:
     return text
 
 
-def _json(runner: Runner, script: str, *args: object, timeout: float) -> object:
+def script_json(runner: Runner, script: str, *args: object, timeout: float) -> object:
+    """Run an observer script (its own python3) with ``args``; the JSON value it printed, whatever its type."""
     result = runner.run("python3 -c %s" + " %s" * len(args), script, *args, timeout=timeout)
     if result.failed:
         raise ObservationError(f"observer script exited {result.rc}: {result.stderr.strip()[:200]}")
@@ -161,7 +162,7 @@ def _json(runner: Runner, script: str, *args: object, timeout: float) -> object:
 
 def run_json(runner: Runner, script: str, *args: object, timeout: float = 20) -> dict[str, Any]:
     """Run an observer script (its own python3) with ``args``; its printed JSON object."""
-    answer = _json(runner, script, *args, timeout=timeout)
+    answer = script_json(runner, script, *args, timeout=timeout)
     if not isinstance(answer, dict):
         raise ObservationError(f"unexpected observer answer {answer!r}")
     return answer
@@ -181,8 +182,8 @@ def tcp_states(runner: Runner, targets: Iterable[tuple[str, int]],
     pairs = [[h, int(p)] for h, p in targets]
     if not attempts or any(not 0 < t <= 30 for t in attempts):
         raise ValueError(f"bad connection attempts {attempts!r}")
-    states = _json(runner, TCP_SCRIPT, json.dumps(list(attempts)), json.dumps(pairs),
-                   timeout=sum(attempts) + 0.2 * len(attempts) + 15)
+    states = script_json(runner, TCP_SCRIPT, json.dumps(list(attempts)), json.dumps(pairs),
+                         timeout=sum(attempts) + 0.2 * len(attempts) + 15)
     if not isinstance(states, list) or len(states) != len(pairs) or not all(isinstance(s, str) for s in states):
         raise ObservationError(f"unexpected probe answer {states!r}")
     return states
@@ -198,7 +199,7 @@ def udp_states(runner: Runner, targets: Iterable[tuple[str, int]],
     pairs = [[h, int(p)] for h, p in targets]
     if not attempts or any(not 0 < t <= 30 for t in attempts):
         raise ValueError(f"bad datagram attempts {attempts!r}")
-    states = _json(runner, UDP_SCRIPT, json.dumps(list(attempts)), json.dumps(pairs), timeout=sum(attempts) + 15)
+    states = script_json(runner, UDP_SCRIPT, json.dumps(list(attempts)), json.dumps(pairs), timeout=sum(attempts) + 15)
     if not isinstance(states, list) or len(states) != len(pairs) or not all(isinstance(s, str) for s in states):
         raise ObservationError(f"unexpected probe answer {states!r}")
     return states
@@ -215,8 +216,8 @@ def states_from(ctx: Context, sources: list[str], address: str, port: int,
 def http_get(runner: Runner, url: str, timeout: float = 3.0, headers: dict[str, str] | None = None,
              follow: bool = True) -> dict[str, object]:
     """``{"status", "location", "body"}`` (status 0 and ``error`` when nothing answered)."""
-    answer = _json(runner, HTTP_SCRIPT, url, timeout, json.dumps(headers or {}), "1" if follow else "0",
-                   timeout=timeout + 10)
+    answer = script_json(runner, HTTP_SCRIPT, url, timeout, json.dumps(headers or {}), "1" if follow else "0",
+                         timeout=timeout + 10)
     if not isinstance(answer, dict):
         raise ObservationError(f"unexpected http answer {answer!r}")
     return answer

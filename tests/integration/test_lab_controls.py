@@ -110,7 +110,7 @@ def test_extend_lockout_reset_and_hints_on_the_engineer_page(images, client, set
         entry = next(e for e in store.entries() if e.seq == seq)
         assert entry.evidence.hints == {"default-deny": 2} and store.verify().ok
         site = tmp_path / "site"
-        write_site(build(course, store.entries(), None, "now"), site)
+        write_site(build(course, store.entries(), None, "now", manual=()), site)
         page = (site / "engineer" / page_name(learner)).read_text()
         assert "passed, 2 hints" in page and "default-deny: 2" in page
     finally:

@@ -26,7 +26,7 @@ def site(settings, tmp_path_factory):
              ev("chen", "net-2-dns-authoritative-zone"), ev("dara", "sre-5-strace-debugging", passed=False)]
     entries = [Entry(i + 1, e, "", f"{i + 1:064x}") for i, e in enumerate(items)]
     out = tmp_path_factory.mktemp("site")
-    write_site(build(course, entries, LEARNERS, "test"), out)
+    write_site(build(course, entries, LEARNERS, "test", manual=()), out)
     return out
 
 

@@ -191,7 +191,7 @@ def test_engineer_page_and_exports_show_the_hints(settings, tmp_path):
                Entry(3, Evidence(**{**ev("chen").__dict__, "hints": {}}), "", "3" * 64)]
     assert [outcome_label(e.evidence) for e in record_] == ["passed, 2 hints", "passed", "passed, no hints"]
     assert outcome_label(Evidence(**{**ev("x", passed=False).__dict__, "hints": {"a": 1}})) == "not passed, 1 hint"
-    write_site(build(course, record_, None, "now"), tmp_path)
+    write_site(build(course, record_, None, "now", manual=()), tmp_path)
     ada = (tmp_path / "engineer" / "ada.html").read_text()
     assert "passed, 2 hints" in ada and "default-deny: 1, rules-persisted: 1" in ada
     assert "passed, no hints" in (tmp_path / "engineer" / "chen.html").read_text()

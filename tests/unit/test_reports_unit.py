@@ -24,7 +24,7 @@ def test_pass_rates_failed_checks_and_exports(settings, tmp_path):
     record = entries(ev("ada", "sec-1-iptables-hardening"), ev("bo", "sec-1-iptables-hardening", passed=False),
                      ev("bo", "sec-1-iptables-hardening", passed=False, submission="s2"),
                      ev("chen", "sec-2-tls-server", passed=False))
-    data = build(course, record, None, "now")
+    data = build(course, record, None, "now", manual=())
     sec1 = data.labs["sec-1-iptables-hardening"]
     assert (sec1.learners, sec1.passed, sec1.attempts, sec1.pass_rate) == (2, 1, 3, 0.5)
     assert data.failed_checks == [("sec-1-iptables-hardening", "default-deny", 1),
@@ -58,7 +58,7 @@ def test_start_here_view_lists_next_labs_with_links(settings):
 
 def test_every_page_says_whether_the_record_verifies(settings, tmp_path):
     course = load_course(settings.course_file)
-    data = build(course, entries(ev("ada")), None, "now")
+    data = build(course, entries(ev("ada")), None, "now", manual=())
     data.extra["verification"] = {"ok": False, "entries": 1, "reason": "entry 1 was changed"}
     write_site(data, tmp_path)
     for page in (tmp_path / "index.html", tmp_path / "engineer" / "ada.html"):
@@ -87,7 +87,7 @@ def test_pages_say_which_clauses_stand_evidenced_and_mark_cells_shown_in_part(se
     course = course_with(base, clauses={"sec-1-iptables-hardening": base.track("security").clause_ids(1)})
     record = entries(ev("ada", "sec-1-iptables-hardening"), ev("ada", "sec-2-tls-server"),
                      ev("bo", "sec-2-tls-server", passed=False))
-    write_site(build(course, record, None, "now"), tmp_path)
+    write_site(build(course, record, None, "now", manual=()), tmp_path)
     index = (tmp_path / "index.html").read_text()
     ada_row = _between(index, '<a href="engineer/ada.html">ada</a>', "</tr>")
     assert ada_row.count('class="c demo part"') == 1 and ada_row.count('class="c demo"') == 1

@@ -102,7 +102,8 @@ def test_hostile_text_is_inert_on_every_report_page(settings, tmp_path):
     learner = f"mallory{HOSTILE}"
     items = [hostile_evidence(learner, "sec-1-iptables-hardening"), hostile_evidence(learner, "sec-2-tls-server"),
              hostile_evidence("bo", "sec-1-iptables-hardening", passed=False), ev("chen", "sec-1-iptables-hardening")]
-    data = build(course, [Entry(i + 1, e, "", HOSTILE + f"{i:060x}") for i, e in enumerate(items)], None, HOSTILE)
+    data = build(course, [Entry(i + 1, e, "", HOSTILE + f"{i:060x}") for i, e in enumerate(items)], None, HOSTILE,
+                 manual=())
     data.extra["verification"] = {"ok": False, "entries": 4, "reason": f"entry 2 {HOSTILE}"}
     pages = write_site(data, tmp_path)
     assert len(pages) == 4

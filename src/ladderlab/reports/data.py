@@ -48,7 +48,7 @@ class ReportData:
 
 
 def build(course: Course, entries: list[Entry], learners: list[str] | None = None, generated: str = "",
-          manual: Collection[str] = ()) -> ReportData:
+          *, manual: Collection[str]) -> ReportData:
     """The report's numbers; ``manual``: the labs with a manually graded part (the ladder rules need them).
     Attempts and failed checks count automatic gradings (``lab`` entries) only."""
     ladder = ladder_for(course, entries, learners, manual=manual)

@@ -31,7 +31,7 @@ class Published:
 
 def publish(view: Selection, store: Store, out: Path) -> Published:
     """Write the site for ``view`` under ``out``; ``store`` is verified and the result shown on every page."""
-    data = build(view.course, view.entries, view.members, now(), view.manual)
+    data = build(view.course, view.entries, view.members, now(), manual=view.manual)
     check = store.verify()
     data.extra["verification"] = {"ok": check.ok, "entries": check.entries, "reason": check.reason}
     return Published(out, write_site(data, out), check)
