@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from graders._net import ObservationError
+from graders._net import ObservationError, script_json
 from ladderlab.errors import CommandTimeout
 from ladderlab.grading.checks import CannotJudge, Context, Verdict, check, fail, ok
 
@@ -198,15 +198,9 @@ class Spec:
 
 def _run(ctx: Context, host: str, script: str, *args: object, timeout: float) -> Any:
     try:
-        result = ctx.observe(host).run("python3 -c %s" + " %s" * len(args), script, *args, timeout=timeout)
+        return script_json(ctx.observe(host), script, *args, timeout=timeout)
     except CommandTimeout as exc:
         raise CannotJudge(f"the check's tool on {host} did not finish within {timeout:g}s") from exc
-    if result.failed:
-        raise ObservationError(f"the check's tool on {host} exited {result.rc}: {result.stderr.strip()[-200:]}")
-    try:
-        return json.loads(result.stdout)
-    except ValueError:
-        raise ObservationError(f"the check's tool on {host} printed {result.stdout[:100]!r}") from None
 
 
 def parse_samples(node: str, raw: Any) -> list[tuple[float, list[Replica]]]:
@@ -466,8 +460,8 @@ def _is_converged(reps: list[Replica], spec: Spec) -> bool:
 def scaled(ctx: Context, *, app: str, version: str, replicas: int, per_node: int, nodes: list[str], ctl: str,
            within: float = 8.0) -> Verdict:
     """With the deployment converged at N replicas, the check PUTs N+1, then N-1: each time, within ``within``
-    seconds exactly that many healthy replicas run, and scaling leaves the running replicas alone (scaling up
-    replaces none of them, scaling down starts none)."""
+    seconds exactly that many healthy replicas run and keep running for ``HOLD`` seconds, and scaling leaves the
+    running replicas alone (scaling up replaces none of them, scaling down starts none)."""
     spec = _spec(app, version, replicas, per_node)
     before, verdict = settle(ctx, spec, nodes, ctl)
     if verdict is not None:
@@ -482,12 +476,20 @@ def scaled(ctx: Context, *, app: str, version: str, replicas: int, per_node: int
         seconds, now = wait_until(ctx, nodes, within, partial(_is_converged, spec=target))
         if seconds is None:
             return fail(f"{within:g} s after PUT replicas={count} (from {len(before)}): {converged(now, target)}")
+        seen = {r.key for r in now}  # every replica seen while the new count holds (a passing moment is not enough)
+        held_until = time.monotonic() + HOLD
+        while time.monotonic() < held_until:
+            time.sleep(POLL)
+            now = snapshot(ctx, nodes)
+            if converged(now, target) is not None:
+                return fail(f"scaling to {count} did not hold for {HOLD:g} s: {converged(now, target)}")
+            seen |= {r.key for r in now}
         keys = {r.key for r in now}
         if count > len(before) and was - keys:
             return fail(f"scaling up to {count} replaced {len(was - keys)} of the replicas that were running: scaling "
                         f"adds replicas, it leaves the running ones alone")
-        if count < len(before) and keys - was:
-            return fail(f"scaling down to {count} started {len(keys - was)} new replica(s): scaling down only stops "
+        if count < len(before) and seen - was:
+            return fail(f"scaling down to {count} started {len(seen - was)} new replica(s): scaling down only stops "
                         f"replicas")
         took.append(f"{len(before)} -> {count} in {seconds:.1f} s")
         before = now

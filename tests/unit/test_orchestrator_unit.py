@@ -376,3 +376,23 @@ def test_scaled_fails_when_the_count_does_not_change():
     _, v = grade(orch.scaled, cluster, version=V1, ctl="ctl", within=0.3)
     assert v.status == "failed" and "PUT replicas=5 (from 4)" in v.feedback and "4 healthy replicas" in v.feedback, \
         v.feedback
+
+
+def test_scaled_fails_when_a_scale_down_only_passes_through_the_count_on_its_way_to_new_replicas():
+    """Deleting every replica and creating the new count passes a moment where N-1 of the old ones still run:
+    the count must hold, and a replica started meanwhile is seen."""
+    cluster = Cluster()
+    up = {n: list(reps) for n, reps in healthy().items()}
+    up["node3"] = [*up["node3"], rep(9150, "node3-new", f"{APP}-new")]
+    passing = {"node1": up["node1"][:1], "node2": up["node2"], "node3": up["node3"][:1]}  # 3 of the old ones
+    later = iter([passing, passing, healthy(layout=(1, 1, 1), start=40)])
+
+    def follow(c: Cluster) -> None:
+        wanted = [int(m) for m in re.findall(r'"replicas": (\d+)', " ".join(c.puts))]
+        if wanted and wanted[-1] == 5:
+            c.state = up
+        elif wanted and wanted[-1] == 3:
+            c.state = next(later, c.state)
+    cluster.on_snapshot = follow
+    _, v = grade(orch.scaled, cluster, version=V1, ctl="ctl")
+    assert v.status == "failed" and "scaling down to 3 started 3 new replica(s)" in v.feedback, v.feedback
