@@ -38,6 +38,18 @@ def test_learners_are_chosen_to_cover_every_choice_value():
     assert chosen == choose_learners(choices, fake_draws(table), 3, candidates=6)  # the same every time
 
 
+def test_a_cover_the_greedy_choice_misses_is_found():
+    """Most-new-values-first takes selftest-1 (3 new values), then 2 and 3, and never draws q=2; 2, 3, 4 draw all."""
+    choices = {"p": ["1", "2", "3"], "q": ["1", "2", "3"], "r": ["1", "2"]}
+    table = [{"p": "3", "q": "1", "r": "2"}, {"p": "2", "q": "1", "r": "1"}, {"p": "1", "q": "3", "r": "2"},
+             {"p": "3", "q": "2", "r": "2"}, {"p": "1", "q": "2", "r": "2"}]
+    chosen = choose_learners(choices, fake_draws(table), 3, candidates=5)
+    assert sorted(chosen) == ["selftest-2", "selftest-3", "selftest-4"]
+    assert uncovered(choices, [Learner(lid, "s", fake_draws(table)(lid)) for lid in chosen]) == []
+    # with no cover among the candidates, the greedy choice stands and reports what is undrawn
+    assert len(choose_learners(choices, fake_draws(table[:3]), 3, candidates=3)) == 3
+
+
 def test_too_few_seeds_report_what_is_not_covered():
     choices = {"fault": ["a", "b", "c"]}
     table = [{"fault": "a"}, {"fault": "b"}, {"fault": "c"}]

@@ -92,25 +92,77 @@ class Learner:
 
 def choose_learners(choices: Mapping[str, Iterable[str]], draws: Callable[[str], Mapping[str, str | int]],
                     k: int, *, candidates: int = CANDIDATES) -> list[str]:
-    """``k`` learner ids from ``selftest-1 .. selftest-<candidates>``, chosen greedily so that every value of
-    every choice parameter (``choices``: name -> values) is drawn by at least one of them where ``k`` allows.
+    """``k`` learner ids from ``selftest-1 .. selftest-<candidates>``, chosen so that every value of every
+    choice parameter (``choices``: name -> values) is drawn by at least one of them where ``k`` allows.
 
-    ``draws(learner)`` gives the parameters that learner's seed draws. Ties go to the lowest number, so the
-    choice is the same every time for the same course secret.
+    ``draws(learner)`` gives the parameters that learner's seed draws. The choice is greedy (most new values
+    first, ties to the lowest number); when the greedy choice leaves a value undrawn, a bounded exact search
+    (:func:`_cover`) looks for ``k`` learners that draw them all: with several choice parameters the greedy
+    choice can miss a cover that exists. The same every time for the same course secret.
     """
     if k < 1:
         raise ValueError("at least one seed is needed")
     wanted = {(name, str(v)) for name, values in choices.items() for v in values}
     pool = [f"{LEARNER_PREFIX}{i}" for i in range(1, max(candidates, k) + 1)]
-    drawn = {lid: {(n, str(v)) for n, v in draws(lid).items() if n in choices} for lid in pool} if wanted else {}
-    chosen: list[str] = []
-    covered: set[tuple[str, str]] = set()
-    for _ in range(k):
+    drawn = {lid: {(n, str(v)) for n, v in draws(lid).items() if n in choices} & wanted
+             for lid in pool} if wanted else {}
+    chosen = _greedy(pool, drawn, wanted, k, [])
+    if wanted - set().union(*(drawn.get(lid, set()) for lid in chosen)):
+        cover = _cover(pool, drawn, wanted, k)
+        if cover is not None:
+            chosen = _greedy(pool, drawn, wanted, k, cover)
+    return chosen
+
+
+def _greedy(pool: list[str], drawn: Mapping[str, set[tuple[str, str]]], wanted: set[tuple[str, str]],
+            k: int, chosen: list[str]) -> list[str]:
+    """``chosen`` filled up to ``k`` learners, each time the one drawing most undrawn values (first of the best)."""
+    chosen = list(chosen)
+    covered: set[tuple[str, str]] = set().union(*(drawn.get(lid, set()) for lid in chosen))
+    while len(chosen) < k:
         rest = [lid for lid in pool if lid not in chosen]
-        best = max(rest, key=lambda lid: len((drawn.get(lid, set()) & wanted) - covered))  # first of the best
+        best = max(rest, key=lambda lid: len((drawn.get(lid, set()) & wanted) - covered))
         chosen.append(best)
         covered |= drawn.get(best, set())
     return chosen
+
+
+#: How many search nodes :func:`_cover` may visit before it gives up (a fraction of a second).
+COVER_BUDGET = 20000
+
+
+def _cover(pool: list[str], drawn: Mapping[str, set[tuple[str, str]]], wanted: set[tuple[str, str]],
+           k: int) -> list[str] | None:
+    """At most ``k`` learners of ``pool`` that between them draw every value in ``wanted``, or None.
+
+    Depth-first: branch on the undrawn value the fewest learners draw, most new values first; prune when a
+    parameter has more undrawn values than learners left to choose, or when a state already failed."""
+    holders: dict[tuple[str, str], list[str]] = {v: [lid for lid in pool if v in drawn[lid]] for v in wanted}
+    order = {lid: i for i, lid in enumerate(pool)}
+    failed: set[frozenset[tuple[str, str]]] = set()
+    budget = [COVER_BUDGET]
+
+    def search(chosen: list[str], covered: frozenset[tuple[str, str]], slots: int) -> list[str] | None:
+        missing = wanted - covered
+        if not missing:
+            return chosen
+        per_param: dict[str, int] = {}
+        for name, _v in missing:
+            per_param[name] = per_param.get(name, 0) + 1
+        if slots == 0 or max(per_param.values()) > slots or covered in failed or budget[0] <= 0:
+            return None
+        budget[0] -= 1
+        value = min(missing, key=lambda v: (len(holders[v]), v))
+        options = sorted((lid for lid in holders[value] if lid not in chosen),
+                         key=lambda lid: (-len(drawn[lid] - covered), order[lid]))
+        for lid in options:
+            found = search(chosen + [lid], covered | drawn[lid], slots - 1)
+            if found is not None:
+                return found
+        failed.add(covered)
+        return None
+
+    return search([], frozenset(), k)
 
 
 def uncovered(choices: Mapping[str, Iterable[str]], learners: Iterable[Learner]) -> list[str]:
