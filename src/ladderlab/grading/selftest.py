@@ -26,7 +26,8 @@ change what a check looks for. The untouched release is graded for the first lea
      "solutions": [RUN...], "decoys": [RUN...],     # every learner
      "runs": [RUN...]}                              # all of the above, flat
     RUN = {"kind", "name", "learner", "ok", "score", "max_score", "failed_checks", "errored_checks",
-           "feedback": {check: line}, "seconds", ["must_fail", "violates", "rejected"] (decoys), ["error"]}
+           "feedback": {check: line}, "seconds", "timings": {phase: seconds} (env_up, sandbox, checks, ...),
+           ["must_fail", "violates", "rejected"] (decoys), ["error"]}
 """
 
 from __future__ import annotations
@@ -234,6 +235,7 @@ class Run:
             "kind": self.kind, "name": self.name, "learner": self.learner, "ok": self.verdict(lab),
             "score": r.score if r else None, "max_score": lab.max_score, "failed_checks": self.failed,
             "errored_checks": self.errored, "seconds": round(self.seconds, 1),
+            "timings": {k: round(v, 1) for k, v in r.timings.items()} if r else {},
             "feedback": {c.id: c.feedback for c in r.checks if not c.passed} if r else {}}
         if self.kind == "decoy":
             out.update(must_fail=sorted(self.must_fail), violates=self.violates, rejected=self.verdict(lab))
