@@ -157,7 +157,7 @@ def _cover(pool: list[str], drawn: Mapping[str, set[tuple[str, str]]], wanted: s
         options = sorted((lid for lid in holders[value] if lid not in chosen),
                          key=lambda lid: (-len(drawn[lid] - covered), order[lid]))
         for lid in options:
-            found = search(chosen + [lid], covered | drawn[lid], slots - 1)
+            found = search([*chosen, lid], covered | drawn[lid], slots - 1)
             if found is not None:
                 return found
         failed.add(covered)
