@@ -182,7 +182,6 @@ def restart_dockerd(settings) -> float:
     return time.monotonic() - gone
 
 
-@pytest.mark.exclusive  # restarts dockerd: every container on the machine stops
 def test_the_daemon_restarted_mid_grade_loses_and_doubles_nothing(trainer, settings, client, images, lab,
                                                                   tmp_path):
     env, cache = trainer

@@ -107,7 +107,6 @@ def test_the_engine_unreachable_during_checks_is_an_error(images, client, settin
     assert_honest(settings, client, lab, learner)
 
 
-@pytest.mark.exclusive  # takes a lab image's tag away for a while
 def test_a_missing_image_is_an_error_and_the_cli_exits_4(images, client, settings, lab, root, tmp_path):
     learner = "fault-image"
     tag = image_tags(settings, client, lab.environment, {"target"})["target"]

@@ -8,7 +8,9 @@ untouched release scores 0.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -59,23 +61,18 @@ def test_every_published_lab_has_a_seed_count():
     assert sorted(_published()) == sorted(SEEDS), "say in SEEDS how many seeds each published lab needs"
 
 
-def selftest_command() -> list[str]:
-    """The one `ladderlab selftest` run that grades every published lab (tests/conftest.py starts it in the
-    background once the tests that need the machine to themselves have run)."""
+@pytest.fixture(scope="module")
+def selftest_all(images, root) -> dict[str, dict]:
+    """Every published lab's self-test, in one run as CI runs it: {lab id: its JSON}."""
     labs = sorted(_published(), key=lambda lab: (FIRST.index(lab) if lab in FIRST else len(FIRST), lab))
     counts = [f"{lab}={SEEDS[lab][0]}" for lab in labs if SEEDS[lab][0] != 1]
-    return [sys.executable, "-m", "ladderlab.cli", "selftest", *labs, "--json", "--jobs", str(JOBS),
-            *(f"--seeds={c}" for c in counts)]
-
-
-@pytest.fixture(scope="module")
-def selftest_all(background_selftest) -> dict[str, dict]:
-    """Every published lab's self-test, in one run as CI runs it: {lab id: its JSON}."""
-    r = background_selftest.result(timeout=3000)
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "ladderlab.cli", "selftest", *labs, "--json", "--jobs", str(JOBS),
+                        *(f"--seeds={c}" for c in counts)], capture_output=True, text=True, cwd=root, timeout=3000)
+    wall = time.monotonic() - t0
     assert r.stdout.strip(), r.stderr[-3000:]
     out = json.loads(r.stdout)
-    print(f"\nself-test of {len(out['labs'])} labs: {r.wall:.0f}s wall, {JOBS} gradings at once, "
-          f"beside the other tests")
+    print(f"\nself-test of {len(labs)} labs: {wall:.0f}s wall, {JOBS} gradings at once")
     for lab in out["labs"]:
         print(f"  {lab['id']}: {len(lab['seeds'])} seeds, {len(lab['runs'])} gradings, "
               f"{lab['seconds']:.0f}s of grading")
