@@ -201,22 +201,26 @@ def start_echo(runner: Runner, addr: str, port: int, token: str, duration: float
     raise ObservationError(f"the echo could not start on {addr}:{port}: {result.stdout.strip()[:200]}")
 
 
-def reach(ctx: Context, regions: dict[str, str], timeout: float) -> dict[tuple[str, str], int | None]:
-    """Probe every ordered pair of regions at once, pod address to pod address: (src, dst) -> the TTL the
-    probe arrived with, None when no answer came within ``timeout``. :class:`Unbound` when a pod address is
-    gone."""
+def reach(ctx: Context, regions: dict[str, str], timeout: float,
+          pairs: Sequence[tuple[str, str]] | None = None) -> dict[tuple[str, str], int | None]:
+    """Probe every ordered pair of regions at once (or only ``pairs``: (source, destination)), pod address to
+    pod address: (src, dst) -> the TTL the probe arrived with, None when no answer came within ``timeout``.
+    :class:`Unbound` when a pod address is gone."""
     token, port = secrets.token_hex(8), 20000 + secrets.randbelow(40000)
     addrs = {h: pod_address(p) for h, p in regions.items()}
+    wanted = list(pairs) if pairs is not None else [(s, d) for s in regions for d in regions if s != d]
+    sources = sorted({s for s, _ in wanted}, key=list(regions).index)
+    dests = sorted({d for _, d in wanted}, key=list(regions).index)
     with ThreadPoolExecutor(max_workers=len(regions)) as pool:
-        list(pool.map(lambda h: start_echo(ctx.observe(h), addrs[h], port, token, timeout + 10, len(regions) - 1),
-                      regions))
+        list(pool.map(lambda h: start_echo(ctx.observe(h), addrs[h], port, token, timeout + 10,
+                                           sum(1 for _, d in wanted if d == h)), dests))
 
         def client(h: str) -> dict[str, Any]:
-            targets = [[addrs[d], port] for d in regions if d != h]
+            targets = [[addrs[d], port] for s, d in wanted if s == h]
             return run_json(ctx.observe(h), REACH_SCRIPT, addrs[h], token, timeout, json.dumps(targets),
                             timeout=timeout + 15)
 
-        answers = dict(zip(regions, pool.map(client, regions), strict=True))
+        answers = dict(zip(sources, pool.map(client, sources), strict=True))
     found: dict[tuple[str, str], int | None] = {}
     for h, answer in answers.items():
         if "bind_error" in answer:
@@ -224,8 +228,8 @@ def reach(ctx: Context, regions: dict[str, str], timeout: float) -> dict[tuple[s
         ttl = answer.get("ttl")
         if not isinstance(ttl, dict):
             raise ObservationError(f"unexpected probe answer {answer!r}")
-        for d in regions:
-            if d != h:
+        for s, d in wanted:
+            if s == h:
                 seen = ttl.get(addrs[d])
                 found[(h, d)] = seen if isinstance(seen, int) else None
     return found
@@ -250,10 +254,40 @@ def _reach_verdict(ctx: Context, regions: dict[str, str], timeout: float, *, sha
 
 
 @check
-def mesh_reach(ctx: Context, *, hosts: list[str], pods: list[str], timeout: float = 6.0) -> Verdict:
+def mesh_reach(ctx: Context, *, hosts: list[str], pods: list[str], timeout: float = 6.0,
+               nat: dict[str, Any] | None = None) -> Verdict:
     """From each region's pod address, an echo bound to every other region's pod address answers (a fresh
     token per check, the reply routed back to the source's pod)."""
+    enforce_nat(ctx, nat)
     return _reach_verdict(ctx, _regions(hosts, pods), timeout, shared=True)
+
+
+# --- the NATed region ------------------------------------------------------------------------------
+
+#: The rules that keep a NATed region behind its NAT (``nat: {hidden: rc, peers: [ra, rb]}``): in each peer's
+#: network namespace, nothing straight from or to the hidden region's own underlay address. The image sets
+#: them at every start; a check puts them back (trusted, from an admin observer) where the learner took them
+#: away, so that no grading judges a mesh that went around the NAT.
+NAT_RULES = [("PREROUTING", "-s"), ("OUTPUT", "-d")]
+
+
+def enforce_nat(ctx: Context, nat: dict[str, Any] | None) -> None:
+    if not nat:
+        return
+
+    def compute() -> bool:
+        hidden = ctx.address(str(nat["hidden"]))
+        for peer in nat["peers"]:
+            for chain, side in NAT_RULES:
+                check_it = "iptables -w 5 -t raw -C %s %s %s -m comment --comment ladderlab-nat -j DROP"
+                insert = "iptables -w 5 -t raw -I %s 1 %s %s -m comment --comment ladderlab-nat -j DROP"
+                result = ctx.observe(str(peer), admin=True).run(
+                    f"{check_it} 2>/dev/null || {insert}", chain, side, hidden, chain, side, hidden, timeout=20)
+                if result.failed:
+                    raise CannotJudge(f"could not keep {nat['hidden']} behind its NAT on {peer}: "
+                                      f"{result.stderr.strip()[:200]}")
+        return True
+    ctx.cached("mesh-nat", compute)
 
 
 # --- routes ----------------------------------------------------------------------------------------
@@ -336,11 +370,13 @@ def bgp_peers(ctx: Context, host: str) -> set[str]:
 
 
 @check
-def bgp_learned(ctx: Context, *, hosts: list[str], pods: list[str], binary: str = "/usr/sbin/bird") -> Verdict:
+def bgp_learned(ctx: Context, *, hosts: list[str], pods: list[str], binary: str = "/usr/sbin/bird",
+                nat: dict[str, Any] | None = None) -> Verdict:
     """In every region, the routes to the other regions' pod prefixes come from bird (``proto bird`` in the
     main table, nothing static covering them), the image's bird serves the BGP port, and each such route's
     next hop is a peer with an established BGP session."""
     regions = _regions(hosts, pods)
+    enforce_nat(ctx, nat)
     problems: list[str] = []
     for host in regions:
         others = {h: p for h, p in regions.items() if h != host}
@@ -370,11 +406,12 @@ def bgp_learned(ctx: Context, *, hosts: list[str], pods: list[str], binary: str 
 
 
 @check
-def no_leak(ctx: Context, *, hosts: list[str], pods: list[str]) -> Verdict:
+def no_leak(ctx: Context, *, hosts: list[str], pods: list[str], nat: dict[str, Any] | None = None) -> Verdict:
     """Only pod prefixes travel in BGP: once the pods reach each other (shared with :func:`mesh_reach`), every
     route bird installs is one of the pod prefixes, and every region reaches the others' underlay addresses
     on the underlay, never through a tunnel."""
     regions = _regions(hosts, pods)
+    enforce_nat(ctx, nat)
     reached = _reach_verdict(ctx, regions, 6.0, shared=True)
     if not reached.passed:  # nothing exchanged leaks nothing: what is exchanged counts once the pods reach
         return fail(f"the pods do not reach each other yet, so what the regions exchange cannot count: "
@@ -444,8 +481,11 @@ def parse_timeline(answer: dict[str, Any]) -> Timeline:
     return Timeline(probes, answer.get("t_cut"), answer.get("t_lift"), answer.get("error"))
 
 
-def experiment(ctx: Context, src: str, dst: str, regions: dict[str, str], budget: float) -> Timeline:
-    """Run the failover experiment once per grading (failover and failback judge the same run)."""
+def experiment(ctx: Context, src: str, dst: str, regions: dict[str, str], budget: float,
+               cut: str | None = None) -> Timeline:
+    """Run the failover experiment once per grading (failover and failback judge the same run). ``cut``:
+    the host whose underlay address ``dst``'s traffic comes from as ``src`` sees it (``dst``'s NAT), else
+    ``dst`` itself."""
     def compute() -> Timeline:
         token, port = secrets.token_hex(8), 20000 + secrets.randbelow(40000)
         src_addr, dst_addr = pod_address(regions[src]), pod_address(regions[dst])
@@ -455,7 +495,7 @@ def experiment(ctx: Context, src: str, dst: str, regions: dict[str, str], budget
         except Unbound:
             return Timeline([], None, None, f"unbound {dst_addr}")
         answer = run_json(ctx.observe(src, admin=True), FAILOVER_SCRIPT, src_addr, dst_addr, port, token, budget,
-                          ctx.address(dst), 2.0, timeout=longest + 20)
+                          ctx.address(cut or dst), 2.0, timeout=longest + 20)
         if "bind_error" in answer:
             return Timeline([], None, None, f"unbound {src_addr}")
         return parse_timeline(answer)
@@ -481,12 +521,13 @@ def _precondition(timeline: Timeline, src: str, dst: str) -> Verdict | None:
 
 @check(disruptive=True)
 def failover(ctx: Context, *, src: str, dst: str, via: str, hosts: list[str], pods: list[str],
-             budget: int) -> Verdict:
+             budget: int, cut: str | None = None, nat: dict[str, Any] | None = None) -> Verdict:
     """When the underlay between ``src`` and ``dst`` is cut (UDP both ways), continuous probing from
     ``src``'s pod to ``dst``'s pod is answered again within ``budget`` seconds, through ``via`` (one
     forwarding hop), and stays answered."""
     regions = _regions(hosts, pods)
-    timeline = experiment(ctx, src, dst, regions, float(budget))
+    enforce_nat(ctx, nat)
+    timeline = experiment(ctx, src, dst, regions, float(budget), cut)
     if (verdict := _precondition(timeline, src, dst)) is not None:
         return verdict
     assert timeline.t_cut is not None and timeline.t_lift is not None
@@ -506,11 +547,13 @@ def failover(ctx: Context, *, src: str, dst: str, via: str, hosts: list[str], po
 
 
 @check(disruptive=True)
-def failback(ctx: Context, *, src: str, dst: str, hosts: list[str], pods: list[str], budget: int) -> Verdict:
+def failback(ctx: Context, *, src: str, dst: str, hosts: list[str], pods: list[str], budget: int,
+             cut: str | None = None, nat: dict[str, Any] | None = None) -> Verdict:
     """Once the cut underlay between ``src`` and ``dst`` is back, the direct tunnel carries the traffic
     again within ``budget`` seconds (the same run as :func:`failover`)."""
     regions = _regions(hosts, pods)
-    timeline = experiment(ctx, src, dst, regions, float(budget))
+    enforce_nat(ctx, nat)
+    timeline = experiment(ctx, src, dst, regions, float(budget), cut)
     if (verdict := _precondition(timeline, src, dst)) is not None:
         return verdict
     assert timeline.t_lift is not None
@@ -524,14 +567,17 @@ def failback(ctx: Context, *, src: str, dst: str, hosts: list[str], pods: list[s
 
 
 @check(disruptive=True)
-def survives_restart(ctx: Context, *, hosts: list[str], pods: list[str], within: float = 30.0) -> Verdict:
+def survives_restart(ctx: Context, *, hosts: list[str], pods: list[str], within: float = 30.0,
+                     nat: dict[str, Any] | None = None) -> Verdict:
     """The mesh is in the hosts' files: once it works, every region is restarted (all processes gone, the
     start-up run again), and within ``within`` seconds every pod reaches every other pod again."""
     regions = _regions(hosts, pods)
+    enforce_nat(ctx, nat)
     now = _reach_verdict(ctx, regions, 6.0)
     if not now.passed:
         return fail(f"before any restart: {now.feedback}")
     ctx.restart(*hosts)
+    enforce_nat(ctx, nat)  # a restart forgot what was cached; the image's start-up set the rules again anyway
     end = time.monotonic() + within
     while True:
         verdict = _reach_verdict(ctx, regions, 5.0)
@@ -542,3 +588,118 @@ def survives_restart(ctx: Context, *, hosts: list[str], pods: list[str], within:
                         f"bird must come up from the hosts' own start-up files")
         time.sleep(1.0)
 
+
+#: Run in an admin observer of the NAT: every ``interval`` s for ``duration`` s, which of ``peers`` (wan
+#: addresses) the NATed address has a live UDP mapping toward (the NAT's own connection table: expired
+#: entries are not listed). Prints ``{"samples": [[t, [peer...]], ...]}``.
+NAT_WATCH_SCRIPT = r"""
+import json, sys, time
+natted, peers, duration, interval = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+start, samples = time.monotonic(), []
+while True:
+    t = time.monotonic() - start
+    try:
+        with open("/proc/net/nf_conntrack") as fh:
+            lines = fh.read().splitlines()
+    except OSError as e:
+        print(json.dumps({"error": f"{e.errno} {e.strerror}"}))
+        sys.exit(0)
+    live = set()
+    for line in lines:
+        f = line.split()
+        if "udp" not in f[:4]:
+            continue
+        src = next((x[4:] for x in f if x.startswith("src=")), None)
+        dst = next((x[4:] for x in f if x.startswith("dst=")), None)
+        if src == natted and dst in peers:
+            live.add(dst)
+    samples.append([round(t, 2), sorted(live)])
+    if t >= duration:
+        break
+    time.sleep(interval)
+print(json.dumps({"samples": samples}))
+"""
+
+
+def mapping_gaps(samples: Sequence[Sequence[Any]], peers: Sequence[str]) -> dict[str, float]:
+    """peer -> the first time (s into the watch) its mapping was missing, for the peers whose mapping was
+    there at the first sample (a tunnel the learner did not build has none to keep); never missing: left out."""
+    if not samples:
+        return {}
+    watched = [p for p in peers if p in samples[0][1]]
+    gone: dict[str, float] = {}
+    for t, live in samples:
+        for peer in watched:
+            if peer not in live and peer not in gone:
+                gone[peer] = float(t)
+    return gone
+
+
+def settle(ctx: Context, regions: dict[str, str], within: float) -> None:
+    """Wait (at most ``within`` s) until every pod reaches every other again: a disruptive check leaves the
+    mesh as it found it for the next one, as far as the learner's configuration recovers by itself."""
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            if all(ttl is not None for ttl in reach(ctx, regions, 2.0).values()):
+                return
+        except Unbound:
+            return
+        time.sleep(1.0)
+
+
+@check(disruptive=True)
+def nat_idle(ctx: Context, *, hosts: list[str], pods: list[str], nat: dict[str, Any], gateway: str,
+             forgets: int, quiet: float = 40.0, within: float = 3.0, recover: float = 90.0) -> Verdict:
+    """An idle NATed region stays reachable: with every region's bird frozen (SIGSTOP: no BGP traffic, the
+    routes stay in the kernels) for ``quiet`` seconds, the NAT (``gateway``) keeps each UDP mapping the
+    hidden region had toward a peer alive the whole time (its connection table, read twice a second), and
+    then, bird still frozen, each peer's pod reaches the hidden region's pod within ``within`` seconds
+    without the hidden region sending first. Bird is thawed (SIGCONT) however the check ends; then the
+    check waits (at most ``recover`` s) for the mesh to reconverge before the next check."""
+    regions = _regions(hosts, pods)
+    enforce_nat(ctx, nat)
+    hidden, peers = str(nat["hidden"]), [str(p) for p in nat["peers"]]
+    pairs = [(p, hidden) for p in peers]
+    try:
+        before = reach(ctx, regions, 6.0, pairs)
+    except Unbound as gone:
+        return fail(f"the pod address {gone} is no longer on its region's host - leave the pods' lo addresses")
+    if missing := [f"{s}->{d}" for (s, d), ttl in before.items() if ttl is None]:
+        return fail(f"before any quiet, these pods get no answer from {hidden}'s pod: {', '.join(missing)} - "
+                    f"build the mesh first")
+    addresses = {ctx.address(p): p for p in peers}
+    frozen: list[tuple[str, int]] = []
+    try:
+        for host in regions:
+            listener = ctx.listener(host, 179)
+            if listener is not None and ctx.signal(host, listener.pid, "STOP"):
+                frozen.append((host, listener.pid))
+        watch = run_json(ctx.observe(gateway, admin=True), NAT_WATCH_SCRIPT, ctx.address(hidden),
+                         json.dumps(sorted(addresses)), quiet, 0.5, timeout=quiet + 30)
+        samples = watch.get("samples")
+        if "error" in watch or not isinstance(samples, list) or not samples:
+            raise ObservationError(f"the NAT's connection table could not be read: {str(watch)[:200]}")
+        try:
+            after = reach(ctx, regions, within, pairs)
+        except Unbound as gone:
+            return fail(f"the pod address {gone} is no longer on its region's host")
+    finally:
+        for host, pid in frozen:
+            ctx.signal(host, pid, "CONT")
+        if frozen:
+            settle(ctx, regions, recover)
+    if not samples[0][1]:
+        raise CannotJudge(f"{hidden}'s pod answered, yet {gateway} held no UDP mapping of {hidden}'s")
+    gaps = {addresses[a]: t for a, t in mapping_gaps(samples, sorted(addresses)).items()}
+    lost = [f"{s}->{d}" for (s, d), ttl in after.items() if ttl is None]
+    if gaps:
+        said = ", ".join(f"toward {p} after {t:.0f} s" for p, t in sorted(gaps.items()))
+        return fail(f"with the mesh quiet (bird frozen, no BGP traffic) for {quiet:g} s, {gateway} forgot "
+                    f"{hidden}'s mapping {said} (it forgets one {forgets} s after its last packet)"
+                    + (f"; then {', '.join(lost)} got no answer within {within:g} s" if lost else ""))
+    if lost:
+        return fail(f"after {quiet:g} s of quiet, {', '.join(lost)} got no answer within {within:g} s, although "
+                    f"{gateway} kept {hidden}'s mappings")
+    return ok(f"after {quiet:g} s with no BGP traffic, {gateway} still held {hidden}'s mappings and "
+              f"{', '.join(peers)} reached {hidden}'s pod at once")

@@ -291,3 +291,117 @@ def test_survives_restart_does_not_restart_a_mesh_that_does_not_work():
     verdict = evaluate(ctx, mesh.survives_restart, ARGS)
     assert verdict.status == "failed" and "before any restart" in verdict.feedback
     assert ctx.restarted == []
+
+
+# --- nat-idle ------------------------------------------------------------------------------------------
+
+NAT = {"hidden": "rc", "peers": ["ra", "rb"]}
+NAT_ARGS = {**ARGS, "nat": NAT, "gateway": "natgw", "forgets": 20, "quiet": 40.0, "recover": 0.0}
+NATGW = "10.200.5.14"
+IPT = (r"^iptables -w 5 -t raw", "", 0)
+
+
+def samples(gone: dict[str, float] | None = None, *, start: tuple[str, ...] = ("ra", "rb")) -> dict[str, object]:
+    """The NAT's table twice a second for 40 s: rc's mapping toward each peer in ``start`` is listed until
+    ``gone[peer]`` s (never gone when absent)."""
+    out = []
+    for i in range(81):
+        t = i / 2
+        live = [ADDR[p] for p in start if t < (gone or {}).get(p, 1e9)]
+        out.append([t, sorted(live)])
+    return {"samples": out}
+
+
+def nat_context(table: dict[str, object], *, after: dict[str, int | None] | None = None,
+                before: dict[str, int | None] | None = None) -> tuple[FakeContext, FakeRunner]:
+    """ra and rb keep rc behind the NAT (their admin observers take the iptables rules); ``before`` and
+    ``after``: what ra's and rb's probes to rc's pod get (6 s before the quiet, 3 s after it)."""
+    obs = {}
+    for h in ("ra", "rb"):
+        extra: list[tuple[str, str, int]] = [IPT]
+        if after is not None:
+            extra.append((r'sendto\(b"reach".* 3\.0 ', json.dumps({"ttl": {POD_IP["rc"]: after.get(h)}}), 0))
+        if before is not None:
+            extra.append((r'sendto\(b"reach".* 6\.0 ', json.dumps({"ttl": {POD_IP["rc"]: before.get(h)}}), 0))
+        obs[h] = observer(h, extra=tuple(extra))
+    gw = FakeRunner([(r"nf_conntrack", json.dumps(table), 0)])
+    ctx = context(obs)
+    ctx._observers[("natgw", True)] = gw
+    ctx._addresses["natgw"] = NATGW
+    return ctx, gw
+
+
+def test_nat_idle_passes_when_the_mappings_outlive_the_quiet():
+    ctx, gw = nat_context(samples())
+    verdict = evaluate(ctx, mesh.nat_idle, NAT_ARGS)
+    assert verdict.passed, verdict
+    # bird frozen on every region, then thawed; the NAT's table watched for rc's address toward ra's and rb's
+    assert [a for a in ctx.acted if a[0] == "signal"] == (
+        [("signal", h, 10, "STOP") for h in HOSTS] + [("signal", h, 10, "CONT") for h in HOSTS])
+    assert ADDR["rc"] in gw.ran[0] and ADDR["ra"] in gw.ran[0] and ADDR["rb"] in gw.ran[0]
+    # rc stays behind its NAT: ra and rb drop what comes straight from rc's address, and what goes to it
+    ra_rules = [c for c in ctx.observe("ra", admin=True).ran if c.startswith("iptables")]  # type: ignore[attr-defined]
+    assert any("PREROUTING" in c and f"-s {ADDR['rc']}" in c for c in ra_rules)
+    assert any("OUTPUT" in c and f"-d {ADDR['rc']}" in c for c in ra_rules)
+
+
+def test_nat_idle_fails_when_the_nat_forgets_a_mapping():
+    ctx, _ = nat_context(samples({"ra": 30.5}), after={"ra": None, "rb": 64})
+    verdict = evaluate(ctx, mesh.nat_idle, NAT_ARGS)
+    assert verdict.status == "failed", verdict
+    assert "toward ra after 30 s" in verdict.feedback and "ra->rc got no answer" in verdict.feedback
+    assert ("signal", "rc", 10, "CONT") in ctx.acted
+
+
+def test_a_short_gap_fails_even_when_the_probe_afterwards_is_lucky():
+    """25 s keepalives against a 20 s NAT: gone from 20 to 25 s, back when the keepalive opens it again."""
+    table = samples()
+    for t, live in table["samples"]:  # type: ignore[union-attr]
+        if 20 <= t < 25:
+            live.remove(ADDR["rb"])
+    verdict = evaluate(nat_context(table)[0], mesh.nat_idle, NAT_ARGS)
+    assert verdict.status == "failed" and "toward rb after 20 s" in verdict.feedback, verdict
+
+
+def test_nat_idle_fails_when_the_probe_is_lost_although_the_mappings_stayed():
+    ctx, _ = nat_context(samples(), after={"ra": 64, "rb": None})
+    verdict = evaluate(ctx, mesh.nat_idle, NAT_ARGS)
+    assert verdict.status == "failed" and "rb->rc" in verdict.feedback and "kept" in verdict.feedback
+
+
+def test_nat_idle_judges_only_the_mappings_the_mesh_had():
+    """Hub and spoke: rc has no tunnel to ra, so no mapping toward ra to keep; ra reaches rc through rb."""
+    ctx, _ = nat_context(samples(start=("rb",)))
+    assert evaluate(ctx, mesh.nat_idle, NAT_ARGS).passed
+
+
+def test_nat_idle_needs_a_mesh_first_and_freezes_nothing_without_one():
+    ctx, gw = nat_context(samples(), before={"ra": None, "rb": 64})
+    verdict = evaluate(ctx, mesh.nat_idle, NAT_ARGS)
+    assert verdict.status == "failed" and "ra->rc" in verdict.feedback and "build the mesh" in verdict.feedback
+    assert not [a for a in ctx.acted if a[0] == "signal"] and gw.ran == []
+
+
+def test_an_unreadable_nat_table_is_not_the_learners_failure_and_bird_is_thawed():
+    ctx, _ = nat_context({"error": "13 Permission denied"})
+    verdict = evaluate(ctx, mesh.nat_idle, NAT_ARGS)
+    assert verdict.status == "error", verdict
+    assert [a[3] for a in ctx.acted if a[0] == "signal"] == ["STOP"] * 3 + ["CONT"] * 3
+
+
+def test_without_bird_nothing_is_frozen_and_the_quiet_is_judged_as_it_is():
+    """Static routes: nothing listens on :179, the mesh is quiet anyway."""
+    ctx, _ = nat_context(samples())
+    ctx._listeners.clear()
+    assert evaluate(ctx, mesh.nat_idle, NAT_ARGS).passed and not ctx.acted
+
+
+def test_failover_cuts_the_address_the_nated_region_comes_from():
+    admin = FakeRunner([IPT, (r"python3 -c .*ladderlab-mesh-cut", json.dumps(timeline(outage=3.0, back=2.0)), 0)])
+    ctx = context({"rb": observer("rb", extra=(IPT,))})
+    ctx._observers[("ra", True)] = admin
+    ctx._addresses["natgw"] = NATGW
+    verdict = evaluate(ctx, mesh.failover, {**FAILOVER, "cut": "natgw", "nat": NAT})
+    assert verdict.passed, verdict
+    experiment = next(c for c in admin.ran if "ladderlab-mesh-cut" in c)
+    assert NATGW in experiment and ADDR["rc"] not in experiment
