@@ -209,8 +209,8 @@ def reach(ctx: Context, regions: dict[str, str], timeout: float,
     token, port = secrets.token_hex(8), 20000 + secrets.randbelow(40000)
     addrs = {h: pod_address(p) for h, p in regions.items()}
     wanted = list(pairs) if pairs is not None else [(s, d) for s in regions for d in regions if s != d]
-    sources = sorted({s for s, _ in wanted}, key=list(regions).index)
-    dests = sorted({d for _, d in wanted}, key=list(regions).index)
+    sources = [h for h in regions if any(s == h for s, _ in wanted)]
+    dests = [h for h in regions if any(d == h for _, d in wanted)]
     with ThreadPoolExecutor(max_workers=len(regions)) as pool:
         list(pool.map(lambda h: start_echo(ctx.observe(h), addrs[h], port, token, timeout + 10,
                                            sum(1 for _, d in wanted if d == h)), dests))
@@ -277,12 +277,13 @@ def enforce_nat(ctx: Context, nat: dict[str, Any] | None) -> None:
 
     def compute() -> bool:
         hidden = ctx.address(str(nat["hidden"]))
+        check_it = "iptables -w 5 -t raw -C %s %s %s -m comment --comment ladderlab-nat -j DROP"
+        insert = "iptables -w 5 -t raw -I %s 1 %s %s -m comment --comment ladderlab-nat -j DROP"
         for peer in nat["peers"]:
+            admin = ctx.observe(str(peer), admin=True)
             for chain, side in NAT_RULES:
-                check_it = "iptables -w 5 -t raw -C %s %s %s -m comment --comment ladderlab-nat -j DROP"
-                insert = "iptables -w 5 -t raw -I %s 1 %s %s -m comment --comment ladderlab-nat -j DROP"
-                result = ctx.observe(str(peer), admin=True).run(
-                    f"{check_it} 2>/dev/null || {insert}", chain, side, hidden, chain, side, hidden, timeout=20)
+                result = admin.run(f"{check_it} 2>/dev/null || {insert}", chain, side, hidden, chain, side, hidden,
+                                   timeout=20)
                 if result.failed:
                     raise CannotJudge(f"could not keep {nat['hidden']} behind its NAT on {peer}: "
                                       f"{result.stderr.strip()[:200]}")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -107,22 +108,21 @@ def choose_learners(choices: Mapping[str, Iterable[str]], draws: Callable[[str],
     pool = [f"{LEARNER_PREFIX}{i}" for i in range(1, max(candidates, k) + 1)]
     drawn = {lid: {(n, str(v)) for n, v in draws(lid).items() if n in choices} & wanted
              for lid in pool} if wanted else {}
-    chosen = _greedy(pool, drawn, wanted, k, [])
+    chosen = _greedy(pool, drawn, k, [])
     if wanted - set().union(*(drawn.get(lid, set()) for lid in chosen)):
         cover = _cover(pool, drawn, wanted, k)
         if cover is not None:
-            chosen = _greedy(pool, drawn, wanted, k, cover)
+            chosen = _greedy(pool, drawn, k, cover)
     return chosen
 
 
-def _greedy(pool: list[str], drawn: Mapping[str, set[tuple[str, str]]], wanted: set[tuple[str, str]],
-            k: int, chosen: list[str]) -> list[str]:
+def _greedy(pool: list[str], drawn: Mapping[str, set[tuple[str, str]]], k: int, chosen: list[str]) -> list[str]:
     """``chosen`` filled up to ``k`` learners, each time the one drawing most undrawn values (first of the best)."""
     chosen = list(chosen)
     covered: set[tuple[str, str]] = set().union(*(drawn.get(lid, set()) for lid in chosen))
     while len(chosen) < k:
         rest = [lid for lid in pool if lid not in chosen]
-        best = max(rest, key=lambda lid: len((drawn.get(lid, set()) & wanted) - covered))
+        best = max(rest, key=lambda lid: len(drawn.get(lid, set()) - covered))  # drawn is within wanted
         chosen.append(best)
         covered |= drawn.get(best, set())
     return chosen
@@ -147,9 +147,7 @@ def _cover(pool: list[str], drawn: Mapping[str, set[tuple[str, str]]], wanted: s
         missing = wanted - covered
         if not missing:
             return chosen
-        per_param: dict[str, int] = {}
-        for name, _v in missing:
-            per_param[name] = per_param.get(name, 0) + 1
+        per_param = Counter(name for name, _v in missing)
         if slots == 0 or max(per_param.values()) > slots or covered in failed or budget[0] <= 0:
             return None
         budget[0] -= 1
