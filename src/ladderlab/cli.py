@@ -109,6 +109,46 @@ def cmd_images_build(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _fleet() -> Any:
+    from ladderlab.environments import fleet
+
+    found = fleet.get()
+    if found is None:
+        raise UsageError(f"no cluster: set {fleet.CLUSTER_VARIABLE} to a cluster file (see docs/cluster.md)")
+    return found
+
+
+def cmd_fleet_nodes(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import asdict
+
+    nodes = _fleet().nodes()
+    if args.json:
+        print(json.dumps([{**asdict(n), "usable": n.usable} for n in nodes], indent=2))
+        return 0
+    table = Table("node", "role", "state", "availability", "CPUs reserved", "MiB reserved", "environments",
+                  "images")
+    for n in nodes:
+        table.add_row(n.name, n.role, Text(n.state, "green" if n.state == "ready" and n.answers else "red"),
+                      n.availability, f"{n.reserved_cpus:g}/{n.cpus:g}",
+                      f"{n.reserved_memory >> 20}/{n.memory >> 20}", str(len(n.environments)),
+                      ", ".join(sorted(n.images)) or "-")
+    out.print(table)
+    return 0 if all(n.usable or n.availability != "active" for n in nodes) else 1
+
+
+def cmd_fleet_push(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.environments.runtime import check_images, image_set, load_spec
+
+    fl = _fleet()
+    client = _client(settings)
+    for env in args.envs:
+        spec = load_spec(settings, env)
+        check_images(settings, client, spec)
+        for node, what in fl.push(client, env, image_set(settings, client, spec), nodes=args.node, say=say).items():
+            say(f"{env} on {node}: {what}")
+    return 0
+
+
 def cmd_lab(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
@@ -725,6 +765,16 @@ def parser() -> argparse.ArgumentParser:
     ib.add_argument("envs", nargs="*", metavar="ENV")
     ib.add_argument("--no-cache", action="store_true", help="rebuild even if an image with the same content exists")
     ib.set_defaults(func=cmd_images_build)
+
+    fl = sub.add_parser("fleet", help="cluster mode (LADDERLAB_CLUSTER): Swarm nodes and their images"
+                        ).add_subparsers(dest="sub", required=True, metavar="SUB")
+    fnd = fl.add_parser("nodes", help="every node: state, availability, capacity, reservations, images")
+    fnd.add_argument("--json", action="store_true")
+    fnd.set_defaults(func=cmd_fleet_nodes)
+    fp = fl.add_parser("push", help="load ENV's images and the grading tools into the nodes (no registry needed)")
+    fp.add_argument("envs", nargs="+", metavar="ENV")
+    fp.add_argument("--node", action="append", default=None, help="only this node (repeatable)")
+    fp.set_defaults(func=cmd_fleet_push)
 
     e = sub.add_parser("env", help="disposable lab environments").add_subparsers(dest="sub", required=True,
                                                                                   metavar="SUB")

@@ -70,6 +70,37 @@ def network_findings(tun: Path = TUN, bridge_nf: Path = BRIDGE_NF) -> list[Findi
     return found
 
 
+def cluster_findings() -> list[Finding]:
+    """Cluster mode (``LADDERLAB_CLUSTER``): the manager, then each Swarm node: state, availability,
+    capacity, what ladderlab reserved on it, and which environments' images it holds."""
+    from ladderlab.environments import fleet
+
+    try:
+        fl = fleet.get()
+    except LadderlabError as exc:
+        return [Finding("cluster", False, str(exc), "fix the cluster file named above")]
+    if fl is None:
+        return []
+    try:
+        nodes = fl.nodes()
+    except LadderlabError as exc:
+        return [Finding("cluster manager", False, str(exc), f"start the manager, or fix manager in {fl.config.path}")]
+    found = [Finding("cluster manager", True, f"{fl.config.manager} ({len(nodes)} nodes)")]
+    for n in nodes:
+        detail = (f"{n.state}, {n.availability}, {n.role}; {n.reserved_cpus:g}/{n.cpus:g} CPUs and "
+                  f"{n.reserved_memory >> 20}/{n.memory >> 20} MiB reserved by {len(n.environments)} environment(s); "
+                  f"images: {', '.join(sorted(n.images)) or 'none'}")
+        if not n.url:
+            found.append(Finding(f"node {n.name}", False, detail + "; no engine address",
+                                 f"add nodes.{n.name} to {fl.config.path}"))
+        elif not n.answers:
+            found.append(Finding(f"node {n.name}", False, detail + f"; {n.url} does not answer",
+                                 "start the node's engine, or drain it (docker node update --availability drain)"))
+        else:
+            found.append(Finding(f"node {n.name}", True, detail))
+    return found
+
+
 def diagnose(settings: Settings) -> list[Finding]:
     found = [Finding("python", sys.version_info >= (3, 11), sys.version.split()[0], "use Python 3.11 or newer")]
     client, engine = _engine()
@@ -80,6 +111,7 @@ def diagnose(settings: Settings) -> list[Finding]:
     found.append(Finding("CA bundle for builds", True,
                          str(settings.ca_bundle) if settings.ca_bundle else "none (LADDERLAB_CA_BUNDLE=none)"))
     found += network_findings()
+    found += cluster_findings()
     if client is None:
         return found
     info = client.info()

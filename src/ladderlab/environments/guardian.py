@@ -87,12 +87,12 @@ def _watch(state_dir: Path) -> int:
     import shutil
 
     from ladderlab.environments.engine import connect
-    from ladderlab.environments.runtime import teardown
+    from ladderlab.environments.runtime import teardown_everywhere
 
     client = connect()
     for env_id in sorted(bound):
         try:
-            removed = teardown(client, env_id)
+            removed = teardown_everywhere(client, env_id)
             shutil.rmtree(state_dir / "envs" / env_id, ignore_errors=True)
             print(f"ladderlab guardian: the grader {os.getppid()} is gone; removed {env_id} ({removed} resources)",
                   flush=True)

@@ -41,7 +41,9 @@ class PortOpen:
                     return True
             except OSError:
                 return False
-        result = probe.transport.run("exec 3<>/dev/tcp/127.0.0.1/%s", self.port, timeout=5)
+        # Not reachable from here (a remote engine, a cluster node): connect from inside the host (bash's /dev/tcp;
+        # the port is an int, so formatting it in is safe).
+        result = probe.transport.run(f"bash -c 'exec 3<>/dev/tcp/127.0.0.1/{int(self.port)}'", timeout=5)
         return result.succeeded
 
 

@@ -23,7 +23,7 @@ import docker
 
 from ladderlab.config import Settings
 from ladderlab.environments import labels as L
-from ladderlab.environments.runtime import env_dir, list_envs, teardown
+from ladderlab.environments.runtime import env_dir, list_envs, teardown_everywhere
 
 DEFAULT_GRACE = 15 * 60
 STALE_RECORD_AGE = 120
@@ -40,6 +40,8 @@ def _why(summary_status: str, owner: str, created: float, grace: float, now: flo
          bound: bool = False) -> str | None:
     if summary_status == "expired":
         return "expired"
+    if summary_status == "lost":
+        return "its node is lost"
     if bound and L.owner_alive(owner) is False:
         return "its grader is gone"
     if summary_status == "orphaned":
@@ -67,7 +69,7 @@ def reap(settings: Settings, client: docker.DockerClient, *, dry_run: bool = Fal
             continue
         report.removed[s.id] = why
         if not dry_run:
-            teardown(client, s.id)
+            teardown_everywhere(client, s.id)
             shutil.rmtree(env_dir(settings, s.id), ignore_errors=True)
     records = settings.state_dir / "envs"
     if records.is_dir() and not graders_gone_only:

@@ -15,6 +15,7 @@ without that record, whose owner process is gone, as an orphan.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -36,9 +37,9 @@ from docker.errors import APIError, NotFound
 
 from ladderlab.config import Settings
 from ladderlab.course.seeds import apply_overrides, check_learner, check_seed, course_secret, derive_seed, render_params
-from ladderlab.environments import addressing, files, guardian, hardening, hostguard
+from ladderlab.environments import addressing, files, fleet, guardian, hardening, hostguard
 from ladderlab.environments import labels as L
-from ladderlab.environments.images import exists, image_tags
+from ladderlab.environments.images import TOOL_IMAGES, exists, image_tags, tool_image
 from ladderlab.environments.readiness import CommandSucceeds, LogContains, PortOpen, Strategy, wait_ready
 from ladderlab.environments.spec import (
     CommandReady,
@@ -100,6 +101,8 @@ class EnvRecord:
     #: What the engine assigned, as parameters: ``net_<net>_subnet`` and ``addr_<host>_<net>``
     #: (see EnvSpec.derived_params). Kept apart from ``params`` (the seeded ones, which re-create a variant).
     addressing: dict[str, str] = field(default_factory=dict)
+    #: Cluster mode: the Swarm node the environment was placed on ("" on a single engine).
+    node: str = ""
 
     def stamp(self) -> L.Stamp:
         """The labels' stamp for another container of this environment (owned by the calling process)."""
@@ -231,7 +234,7 @@ def attach(settings: Settings, env_id: str, client: docker.DockerClient) -> Envi
     record = load_record(settings, env_id)
     if record is None:
         raise UsageError(f"no environment {env_id!r} is recorded here (see `ladderlab env ls`)")
-    return Environment(record, client, settings)
+    return Environment(record, client_for(settings, record, client), settings)
 
 
 # --- bring up ---------------------------------------------------------------------------------
@@ -297,17 +300,25 @@ def is_local_engine(client: docker.DockerClient) -> bool:
 class _Bringup:
     def __init__(self, settings: Settings, client: docker.DockerClient, spec: EnvSpec, record: EnvRecord,
                  stamp: L.Stamp, public_key: str | None, tags: dict[str, str], say: Say,
-                 lockout_roles: frozenset[str] = frozenset()) -> None:
+                 lockout_roles: frozenset[str] = frozenset(), manager: docker.DockerClient | None = None) -> None:
         self.settings, self.client, self.spec, self.record = settings, client, spec, record
+        self.manager = manager  # cluster mode: networks are Swarm overlays, made on the manager
         self.stamp, self.public_key, self.tags, self.say = stamp, public_key, tags, say
         self.lockout_roles = lockout_roles
         # Hosts in a locked-out role trust a key nobody keeps: sshd runs, no one logs in.
         self.lockout_key = generate_key()[1] if lockout_roles else None
-        self.direct = is_local_engine(client)
+        self.direct = is_local_engine(client) and manager is None
 
     def create_networks(self) -> None:
         for net in self.spec.networks:
             name = f"ll-{self.record.id}-{net.name}"
+            if self.manager is not None:
+                subnet = fleet.create_overlay(self.manager, name, self.stamp.labels(), net.prefix)
+                if net.prefix is not None:
+                    self.record.subnets[net.name] = str(subnet)
+                    self.record.addressing[subnet_param(net.name)] = str(subnet)
+                self.record.networks[net.name] = name
+                continue
             # Internal, on an llbr-* bridge the host firewall covers (hostguard: no route to the host's addresses).
             if net.prefix is None:
                 hostguard.create_lab_network(self.client, name, self.stamp.labels(), self.say)
@@ -367,8 +378,21 @@ class _Bringup:
         self.say(f"  {name} ready ({info.address})")
         return info
 
-    def run(self, on_networks: Callable[[EnvRecord], None] | None = None) -> None:
+    def place(self, fl: fleet.Fleet, image_set: list[str], placeholder: str) -> None:
+        """Cluster mode: Swarm picks the node; everything after this is made through that node's engine."""
+        hosts = self.spec.hosts.values()
+        placed = fl.place(env_id=self.record.id, env=self.spec.name, key=fleet.images_key(image_set),
+                          image=placeholder, cpus=sum(h.resources.cpus for h in hosts),
+                          memory=sum(h.resources.memory_bytes for h in hosts), labels=self.stamp.labels(),
+                          network=next(iter(self.record.networks.values()), None), say=self.say)
+        self.client = fl.client(placed.node)
+        self.record.node, self.record.docker_host = placed.node, placed.url
+
+    def run(self, on_networks: Callable[[EnvRecord], None] | None = None,
+            placement: tuple[fleet.Fleet, list[str], str] | None = None) -> None:
         self.create_networks()
+        if placement is not None:
+            self.place(*placement)
         if on_networks is not None:
             on_networks(self.record)
         waves = self.spec.start_waves()
@@ -378,13 +402,37 @@ class _Bringup:
                     self.record.hosts[info.name] = info
 
 
-def _check_images(settings: Settings, client: docker.DockerClient, spec: EnvSpec) -> dict[str, str]:
+def check_images(settings: Settings, client: docker.DockerClient, spec: EnvSpec) -> dict[str, str]:
     tags = image_tags(settings, client, spec.name, {h.image for h in spec.hosts.values()})
     missing = sorted(t for t in set(tags.values()) if not exists(client, t))
     if missing:
         raise ImageError(f"images of environment {spec.name!r} are not built: {', '.join(missing)}\n"
                          f"Fix: ladderlab images build {spec.name}")
     return tags
+
+
+def image_set(settings: Settings, client: docker.DockerClient, spec: EnvSpec) -> list[str]:
+    """Every image a node needs to run and grade ``spec``'s environments: the Debian base (tags are computed
+    from its id), the environment's images and the grading tools."""
+    tags = image_tags(settings, client, spec.name, {h.image for h in spec.hosts.values()})
+    return sorted({settings.base_image, *tags.values(), *(tool_image(settings, client, t) for t in TOOL_IMAGES)})
+
+
+def client_for(settings: Settings, record: EnvRecord, client: docker.DockerClient) -> docker.DockerClient:
+    """The engine ``record``'s environment lives on: its node's in cluster mode, else ``client``."""
+    fl = fleet.get()
+    if fl is None or not record.node:
+        return client
+    return fl.client(record.node)
+
+
+def teardown_everywhere(client: docker.DockerClient, env_id: str) -> int:
+    """:func:`teardown` on this engine, or in cluster mode on every node that answers, then the
+    environment's placement and overlay networks on the manager."""
+    fl = fleet.get()
+    if fl is None:
+        return teardown(client, env_id)
+    return fl.teardown(env_id, teardown)
 
 
 def load_spec(settings: Settings, env: str) -> EnvSpec:
@@ -417,11 +465,16 @@ def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: st
     seed = check_seed(seed) if seed else derive_seed(course_id, learner, lab or env, secret=key)
     params = apply_overrides(spec.params, render_params(spec.params, seed, secret=key), overrides or {})
     if reuse:
-        existing = find_reusable(settings, client, env=env, lab=lab, learner=learner, seed=seed, params=params)
+        existing = find_reusable(settings, client, env=env, lab=lab, learner=learner, seed=seed, params=params,
+                                 say=say)
         if existing is not None:
             say(f"reusing {existing.id}")
             return existing
-    tags = _check_images(settings, client, spec)
+    tags = check_images(settings, client, spec)
+    fl = fleet.get()
+    placement = None
+    if fl is not None:  # the images were built here and pushed to the nodes (`ladderlab fleet push`)
+        placement = (fl, image_set(settings, client, spec), tool_image(settings, client, "probe"))
     env_id = f"{env}-{secrets.token_hex(4)}"
     stamp = L.Stamp.new(env_id, env, lab, learner, ttl_minutes or settings.ttl_minutes, bound)
     record = EnvRecord(id=env_id, env=env, lab=lab, learner=learner, seed=seed, params=params,
@@ -429,25 +482,28 @@ def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: st
                        docker_host=str(client.api.base_url),
                        secret_params=[n for n, p in spec.params.items() if p.secret], bound=bound)
     public = None
+    bringup = _Bringup(settings, client, spec, record, stamp, public, tags, say, lockout_roles,
+                       manager=fl.manager() if fl is not None else None)
     if bound:
         guardian.get(settings.state_dir, settings.cache_dir / "guardian.log").bind(env_id)
     try:
         if any(h.ssh for h in spec.hosts.values()):
             private, public = generate_key()
             _write_private(key_path(settings, env_id), private)
+            bringup.public_key = public
         say(f"starting {env_id} ({len(spec.hosts)} hosts)")
-        _Bringup(settings, client, spec, record, stamp, public, tags, say, lockout_roles).run(on_networks)
+        bringup.run(on_networks, placement)
         _save_record(settings, record)
     except BaseException:
-        teardown(client, env_id)
+        teardown_everywhere(client, env_id)
         shutil.rmtree(env_dir(settings, env_id), ignore_errors=True)
         guardian.release(env_id)
         raise
-    return Environment(record, client, settings)
+    return Environment(record, bringup.client, settings)
 
 
 def find_reusable(settings: Settings, client: docker.DockerClient, *, env: str, lab: str, learner: str,
-                  seed: str, params: dict[str, str | int]) -> Environment | None:
+                  seed: str, params: dict[str, str | int], say: Say = _quiet) -> Environment | None:
     """A recorded, unexpired environment matching these inputs whose hosts all run."""
     records = settings.state_dir / "envs"
     if not records.is_dir():
@@ -457,11 +513,28 @@ def find_reusable(settings: Settings, client: docker.DockerClient, *, env: str, 
         if record is None or (record.env, record.lab, record.learner, record.seed, record.params) != \
                 (env, lab, learner, seed, params) or record.expires <= time.time():
             continue
-        running = client.api.containers(filters={"label": [f"{L.MANAGED}=1", f"{L.ENV_ID}={record.id}",
-                                                           f"{L.KIND}=host"]})
+        node = client_for(settings, record, client)
+        try:
+            running = node.api.containers(filters={"label": [f"{L.MANAGED}=1", f"{L.ENV_ID}={record.id}",
+                                                             f"{L.KIND}=host"]})
+        except (requests.exceptions.ConnectionError, APIError) as exc:
+            if not record.node:
+                raise
+            say(f"{record.id} was on node {record.node}, which does not answer ({type(exc).__name__}): "
+                "it is lost; starting a new one elsewhere")
+            _forget_lost(settings, record)
+            continue
         if len(running) == len(record.hosts):
-            return Environment(record, client, settings)
+            return Environment(record, node, settings)
     return None
+
+
+def _forget_lost(settings: Settings, record: EnvRecord) -> None:
+    fl = fleet.get()
+    if fl is not None:
+        with contextlib.suppress(EnvError, APIError, requests.exceptions.RequestException):
+            fl.release(record.id)
+    shutil.rmtree(env_dir(settings, record.id), ignore_errors=True)
 
 
 # --- tear down --------------------------------------------------------------------------------
@@ -525,7 +598,8 @@ def teardown(client: docker.DockerClient, env_id: str) -> int:
     _retry(lambda: found.append(labelled(client, env_id=env_id)))
     containers, networks = found[-1] if found else ([], [])
     n = remove_containers(client, [c["Id"] for c in containers])
-    n += remove_networks(client, [net["Id"] for net in networks])
+    # Swarm overlays (cluster mode) are the manager's to remove: fleet.release.
+    n += remove_networks(client, [net["Id"] for net in networks if net.get("Scope") != "swarm"])
     volumes = client.api.volumes(filters={"label": [f"{L.MANAGED}=1", f"{L.ENV_ID}={env_id}"]}).get("Volumes") or []
     for volume in volumes:
         _retry(partial(client.api.remove_volume, volume["Name"], force=True))
@@ -534,7 +608,7 @@ def teardown(client: docker.DockerClient, env_id: str) -> int:
 
 def down(settings: Settings, env_id: str, client: docker.DockerClient) -> int:
     """Tear down ``env_id`` and forget it; returns how many resources were removed."""
-    removed = teardown(client, env_id)
+    removed = teardown_everywhere(client, env_id)
     shutil.rmtree(env_dir(settings, env_id), ignore_errors=True)
     guardian.release(env_id)
     return removed
@@ -556,9 +630,13 @@ class EnvSummary:
     owner: str
     recorded: bool
     bound: bool = False
+    node: str = ""  # cluster mode: the Swarm node it was placed on
+    lost: bool = False  # cluster mode: that node is down or its engine does not answer
 
     @property
     def status(self) -> str:
+        if self.lost:
+            return "lost"
         if self.expires and self.expires < time.time():
             return "expired"
         if self.recorded:
@@ -567,9 +645,44 @@ class EnvSummary:
         return "starting" if alive else "orphaned"
 
 
+def _cluster_inventory(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                      list[dict[str, Any]], dict[str, str], set[str]]:
+    """Cluster mode: containers and volumes from every node that answers, networks and placement services
+    from the manager; the node of each container; the nodes that do not answer."""
+    fl = fleet.get()
+    assert fl is not None
+    containers: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    where: dict[str, str] = {}
+    silent = set()
+    flt = {"label": [f"{L.MANAGED}=1"]}
+    for node, _url in fl.config.nodes.items():
+        try:
+            c = fl.client(node)
+            found = c.api.containers(all=True, filters=flt)
+            volumes += c.api.volumes(filters=flt).get("Volumes") or []
+        except (requests.exceptions.RequestException, docker.errors.DockerException):
+            silent.add(node)
+            continue
+        containers += found
+        for x in found:
+            where[(x.get("Labels") or {}).get(L.ENV_ID, "?")] = node
+    manager = fl.manager()
+    networks = manager.api.networks(filters=flt) + [
+        {"Labels": svc.get("Spec", {}).get("Labels") or {}} for svc in manager.api.services(filters=flt)]
+    return containers, networks, volumes, where, silent
+
+
 def list_envs(settings: Settings, client: docker.DockerClient) -> list[EnvSummary]:
-    """Every labelled environment on the engine, from the labels (the source of truth)."""
-    containers, networks = labelled(client)
+    """Every labelled environment on the engine (in cluster mode: on every node), from the labels (the
+    source of truth); in cluster mode also those recorded here whose node is gone (``lost``)."""
+    where: dict[str, str] = {}
+    silent: set[str] = set()
+    if fleet.get() is None:
+        containers, networks = labelled(client)
+        volumes = client.api.volumes(filters={"label": [f"{L.MANAGED}=1"]}).get("Volumes") or []
+    else:
+        containers, networks, volumes, where, silent = _cluster_inventory(settings)
     found: dict[str, EnvSummary] = {}
 
     def summary(lbl: dict[str, str]) -> EnvSummary:
@@ -592,8 +705,20 @@ def list_envs(settings: Settings, client: docker.DockerClient) -> list[EnvSummar
             entry.hosts.append(lbl.get(L.HOST, "?"))
     for n in networks:
         summary(n.get("Labels") or {}).networks += 1
-    for v in client.api.volumes(filters={"label": [f"{L.MANAGED}=1"]}).get("Volumes") or []:
+    for v in volumes:
         summary(v.get("Labels") or {})  # a sandbox's /work left alone is still an environment to reap
+    for entry in found.values():
+        entry.node = where.get(entry.id, "")
+    if silent:  # recorded here, placed on a node that no longer answers
+        records = settings.state_dir / "envs"
+        for d in sorted(records.iterdir()) if records.is_dir() else []:
+            record = load_record(settings, d.name)
+            if record is not None and record.node in silent:
+                entry = found.get(record.id) or EnvSummary(
+                    id=record.id, env=record.env, lab=record.lab, learner=record.learner, hosts=[], networks=0,
+                    created=record.created, expires=record.expires, owner="", recorded=True, bound=record.bound)
+                entry.node, entry.lost = record.node, True
+                found[record.id] = entry
     return sorted(found.values(), key=lambda s: (s.created, s.id))
 
 

@@ -488,6 +488,7 @@ def grade(settings: Settings, client: docker.DockerClient, lab: LabDef, submitte
             env = runtime.up(settings, lab.environment, client=client, learner=student, lab=lab.id,
                              course_id=lab.course.id, reuse=False, lockout_roles=PROBE_ROLES,
                              on_networks=lambda record: sandbox.create(record, sandbox_nb), bound=True)
+        client = env.client  # cluster mode: the node Swarm placed the environment on
         started = env.record.created
         timings["env_up"] = time.monotonic() - t0
         images = image_digests(client, env)

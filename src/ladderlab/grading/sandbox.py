@@ -30,7 +30,7 @@ from ladderlab.course.labs import SandboxSpec
 from ladderlab.environments import files, hardening
 from ladderlab.environments.connection import Connection, HostEntry
 from ladderlab.environments.images import tool_image
-from ladderlab.environments.runtime import Environment, EnvRecord, key_path, remove_containers, tar_files
+from ladderlab.environments.runtime import Environment, EnvRecord, client_for, key_path, remove_containers, tar_files
 from ladderlab.errors import EnvError
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -103,6 +103,7 @@ class Sandbox:
         (the package and the notebook are whole by then), starts its kernel, and waits for ``go``.
         """
         limits = self.limits
+        self.client = client_for(self.settings, record, self.client)  # cluster mode: the environment's node
         image = tool_image(self.settings, self.client, "runner")
         self.name = f"ll-{record.id}-sandbox"
         stamp = record.stamp()

@@ -105,7 +105,7 @@ class WarmPool:
         if env.record.seed != seed or env.record.params != render_params(spec.params, seed, secret=key):
             return "the environment's parameters changed"
         client = self.client()
-        images = runtime._check_images(self.settings, client, spec)
+        images = runtime.check_images(self.settings, client, spec)
         for name, info in env.record.hosts.items():
             if name not in spec.hosts or images.get(spec.hosts[name].image) != info.image:
                 return f"host {name}'s image changed"
