@@ -45,6 +45,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ from docker.errors import APIError, DockerException, NotFound
 from docker.types import ContainerSpec, EndpointSpec, Placement, Resources, RestartPolicy, TaskTemplate
 
 from ladderlab.environments import labels as L
+from ladderlab.environments.hardening import LOG_CONFIG
 from ladderlab.errors import EnvError, ImageError, LadderlabError, UsageError
 
 Say = Callable[[str], None]
@@ -63,6 +65,7 @@ CLUSTER_VARIABLE = "LADDERLAB_CLUSTER"
 IMAGES_LABEL = "io.ladderlab.images."  # + env name: the key of the image set the node holds
 PLACE_SUFFIX = "-place"
 DEFAULT_CPU_RESERVATION = 0.25
+PLACEMENT_MEMORY = 32 * 1024 * 1024
 
 
 class ClusterFull(EnvError):
@@ -281,12 +284,14 @@ class Fleet:
         constraints = [*cfg.constraints, f"node.labels.{IMAGES_LABEL}{env}=={key}"]
         task_labels = {**labels, L.KIND: "placement"}
         template = TaskTemplate(
-            ContainerSpec(image, command=["sleep", "infinity"], labels=task_labels, read_only=True,
+            ContainerSpec(image, command=["sleep", "infinity"], labels=task_labels, read_only=True, init=True,
                           cap_drop=["ALL"], user="65534:65534", stop_signal="SIGKILL"),
             resources=Resources(cpu_reservation=int(cpus * cfg.cpu_reservation * 1e9), mem_reservation=memory,
-                                cpu_limit=int(0.05e9), mem_limit=32 * 1024 * 1024),
+                                cpu_limit=int(0.05e9), mem_limit=PLACEMENT_MEMORY),
             restart_policy=RestartPolicy(condition="none"), placement=Placement(constraints=constraints),
-            networks=[network] if network else None)
+            networks=[network] if network else None,
+            log_driver={"Name": "json-file", "Options": dict(LOG_CONFIG)})
+        template["Resources"]["Limits"]["Pids"] = 16  # the SDK has no field for it; the API 1.41 has
         name = f"ll-{env_id}{PLACE_SUFFIX}"
         manager = self.manager()
         try:
@@ -354,17 +359,16 @@ class Fleet:
             self._remove_service(svc["ID"])
             n += 1
         for net in manager.api.networks(filters=flt):
-            for attempt in range(20):  # a network is busy until the node has let go of the last endpoint
+            for _attempt in range(20):  # a network is busy until the node has let go of the last endpoint
                 try:
                     manager.api.remove_network(net["Id"])
                     n += 1
                     break
                 except NotFound:
                     break
-                except APIError as exc:
-                    if attempt == 19:
-                        raise EnvError(f"cannot remove network {net.get('Name')}: {exc.explanation or exc}"
-                                       ) from None
+                except APIError:
+                    # Still in use after 5 s: Swarm keeps the endpoints of a node that went down. Left for a
+                    # later reap (the placement service, above, is gone already).
                     time.sleep(0.25)
         return n
 
@@ -388,21 +392,27 @@ class Fleet:
         then label the node as holding env's image set. Returns node -> "loaded" | "had them"."""
         key = images_key(tags)
         manager = self.manager()
-        result: dict[str, str] = {}
-        targets = nodes or list(self.config.nodes)
-        for name in targets:
+
+        def load(name: str) -> str:
             client = self.client(name)
             missing = [t for t in tags if not _has(client, t)]
-            if missing:
-                say(f"{name}: loading {len(missing)} image(s) for {env}")
-                _copy_images(source, client, missing, self.config.nodes[name])
-                still = [t for t in missing if not _has(client, t)]
-                if still:
-                    raise ImageError(f"{name}: images still missing after loading: {', '.join(still)}")
-                result[name] = "loaded"
-            else:
-                result[name] = "had them"
-            node = next(n for n in manager.api.nodes() if (n.get("Description") or {}).get("Hostname") == name)
+            if not missing:
+                return "had them"
+            say(f"{name}: loading {len(missing)} image(s) for {env}")
+            _copy_images(source, client, missing, self.config.nodes[name])
+            still = [t for t in missing if not _has(client, t)]
+            if still:
+                raise ImageError(f"{name}: images still missing after loading: {', '.join(still)}")
+            return "loaded"
+
+        targets = nodes or list(self.config.nodes)
+        with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:  # one stream per node
+            result = dict(zip(targets, pool.map(load, targets), strict=True))
+        for name in targets:
+            node = next((n for n in manager.api.nodes() if (n.get("Description") or {}).get("Hostname") == name),
+                        None)
+            if node is None:
+                raise UsageError(f"{self.config.path}: nodes.{name}: no Swarm node has this hostname")
             spec = dict(node["Spec"])
             spec["Labels"] = {**(spec.get("Labels") or {}), f"{IMAGES_LABEL}{env}": key}
             manager.api.update_node(node["ID"], node["Version"]["Index"], spec)

@@ -45,7 +45,7 @@ from ladderlab.environments.spec import CAPABILITY_ALLOWLIST, DEVICE_ALLOWLIST, 
 from ladderlab.errors import EnvError
 
 LOG_CONFIG = {"max-size": "1m", "max-file": "2"}
-KINDS = ("host", "observer", "tools", "scratch", "sandbox")
+KINDS = ("host", "observer", "tools", "scratch", "sandbox", "placement")
 
 #: What each kind of container may add back after dropping every capability.
 KIND_CAPABILITIES: dict[str, frozenset[str]] = {
@@ -57,6 +57,8 @@ KIND_CAPABILITIES: dict[str, frozenset[str]] = {
     "tools": frozenset(),
     "scratch": frozenset({"NET_ADMIN"}),
     "sandbox": frozenset(),
+    # Cluster mode's Swarm task that holds an environment's place (environments.fleet): a sleep.
+    "placement": frozenset(),
 }
 MiB = 1 << 20
 
@@ -216,15 +218,21 @@ def violations(inspect: Mapping[str, Any]) -> list[str]:
         out.append(f"CapAdd {sorted(added - KIND_CAPABILITIES[kind])} not allowed for a {kind}")
     if hc.get("Privileged"):
         out.append("privileged")
-    if "no-new-privileges:true" not in (hc.get("SecurityOpt") or []):
+    # A Swarm task (placement) cannot ask for it on API 1.41: the node's daemon runs with --no-new-privileges,
+    # which inspect does not show (tests/integration/test_fleet.py reads NoNewPrivs in every container).
+    if "no-new-privileges:true" not in (hc.get("SecurityOpt") or []) and kind != "placement":
         out.append("no no-new-privileges")
+    if kind == "placement" and (hc.get("CapAdd") or not hc.get("ReadonlyRootfs")):
+        out.append("a placement task must add no capability and have a read-only root")
     if any("seccomp=unconfined" in s or "apparmor=unconfined" in s for s in hc.get("SecurityOpt") or []):
         out.append("seccomp or apparmor unconfined")
     if not hc.get("Init"):
         out.append("no init")
     if not hc.get("PidsLimit") or hc["PidsLimit"] <= 0:
         out.append("no pids limit")
-    if not hc.get("Memory") or hc.get("MemorySwap") != hc.get("Memory"):
+    swap_ok = hc.get("MemorySwap") == hc.get("Memory") or (  # Swarm sets swap to twice the limit (a 32 MiB sleep)
+        kind == "placement" and hc.get("MemorySwap") == 2 * (hc.get("Memory") or 0))
+    if not hc.get("Memory") or not swap_ok:
         out.append(f"memory {hc.get('Memory')} / swap {hc.get('MemorySwap')}")
     log = hc.get("LogConfig") or {}
     if log.get("Type") != "json-file" or (log.get("Config") or {}) != LOG_CONFIG:
@@ -238,6 +246,9 @@ def violations(inspect: Mapping[str, Any]) -> list[str]:
     if kind == "sandbox" and not hc.get("ReadonlyRootfs"):
         out.append("the sandbox's root is writable")
     network = str(hc.get("NetworkMode", ""))
+    attached = list((inspect.get("NetworkSettings") or {}).get("Networks") or {})
+    if kind == "placement" and network == "default" and attached and all(n.startswith("ll-") for n in attached):
+        network = attached[0]  # a Swarm task names its networks in its endpoints only
     if not (network == "none" or network.startswith(("ll-", "container:"))):
         out.append(f"network mode {network!r}")
     if hc.get("PidMode") and not str(hc["PidMode"]).startswith("container:"):

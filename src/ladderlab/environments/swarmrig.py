@@ -51,7 +51,7 @@ hostname $node
 export DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1
 exec dockerd --data-root /var/lib/$node --exec-root /run/$node/exec --pidfile /run/$node/docker.pid \\
   -H unix:///run/$node/docker.sock --iptables=true --cgroup-parent /$node --label io.ladderlab.node=$node \\
-  --no-new-privileges --log-driver json-file
+  --no-new-privileges --default-cgroupns-mode private --default-ipc-mode private --log-driver json-file
 """
 
 

@@ -32,13 +32,15 @@ def host_rows(env: Environment) -> list[list[str]]:
 def envs_json(envs: Iterable[EnvSummary]) -> list[dict[str, Any]]:
     """``ladderlab env ls --json``."""
     return [{"id": e.id, "env": e.env, "lab": e.lab, "learner": e.learner, "status": e.status,
-             "hosts": sorted(e.hosts), "expires": int(e.expires)} for e in envs]
+             "hosts": sorted(e.hosts), "expires": int(e.expires), **({"node": e.node} if e.node else {})}
+            for e in envs]
 
 
 def env_rows(envs: Iterable[EnvSummary], now: float | None = None) -> list[list[str]]:
     """(id, env, lab, learner, status, hosts, minutes until expiry) for the ``env ls`` table."""
     moment = time.time() if now is None else now
-    return [[e.id, e.env, e.lab or "-", e.learner, e.status, ",".join(sorted(e.hosts)),
+    return [[e.id, e.env, e.lab or "-", e.learner, e.status + (f" ({e.node})" if e.node else ""),
+             ",".join(sorted(e.hosts)),
              f"{max(0.0, e.expires - moment) / 60:.0f} min"] for e in envs]
 
 
