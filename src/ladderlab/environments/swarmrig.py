@@ -78,6 +78,7 @@ class SwarmRig:
     nodes: int = 3
     net: int = 79
     constraints: list[str] = field(default_factory=lambda: ["node.role==worker"])
+    cpu_reservation: float | None = None  # the cluster file's (None: fleet's default)
     started: bool = False
 
     @property
@@ -154,7 +155,8 @@ class SwarmRig:
     def write_cluster_file(self) -> Path:
         self.cluster_file.write_text(yaml.safe_dump({
             "manager": self.url(self.names[0]), "nodes": {n: self.url(n) for n in self.names},
-            "constraints": self.constraints, "place_timeout": 20}))
+            "constraints": self.constraints, "place_timeout": 20,
+            **({"cpu_reservation": self.cpu_reservation} if self.cpu_reservation is not None else {})}))
         return self.cluster_file
 
     def load_images(self, tags: list[str], nodes: list[str] | None = None) -> None:
