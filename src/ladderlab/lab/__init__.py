@@ -696,7 +696,8 @@ def _start_live(lab_id: str, learner: str | None, fresh: bool, transport: str) -
                            "or set LADDERLAB_CONNECT to a connection file from `ladderlab env connect`") from None
         print(f"starting {lab_id} for {who} ...", file=sys.stderr)
         env = runtime.up(settings, entry.environment, client=client, learner=who, lab=lab_id,
-                         course_id=course.id, reuse=not fresh)
+                         course_id=course.id, reuse=not fresh,
+                         say=lambda line: print(line, file=sys.stderr) if "lost" in line else None)
     except LadderlabError as exc:
         raise LabError(str(exc)) from None
     conn = live_connection(settings, env, lab_id)
