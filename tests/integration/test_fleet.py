@@ -65,7 +65,7 @@ def rig(images, client, settings, tmp_path_factory):
     assert {c["Id"] for c in client.api.containers(all=True)} == before["containers"], "the host's engine changed"
 
 
-def _on_node(node: str, cmd: list[str], container: str, client) -> str:
+def _exec(cmd: list[str], container: str, client) -> str:
     ex = client.api.exec_create(container, cmd)
     return client.api.exec_start(ex["Id"]).decode(errors="replace")
 
@@ -88,7 +88,7 @@ def test_environments_spread_over_the_workers_hardened_and_without_egress(rig, c
                 inspect = nc.api.inspect_container(c["Id"])
                 assert hardening.violations(inspect) == [], inspect["Name"]
                 # no-new-privileges for real, whoever set it (the container or the node's daemon)
-                assert "NoNewPrivs:\t1" in _on_node(node, ["cat", "/proc/1/status"], c["Id"], nc), inspect["Name"]
+                assert "NoNewPrivs:\t1" in _exec(["cat", "/proc/1/status"], c["Id"], nc), inspect["Name"]
         host = envs[0].host("target")
         manager = rig.address(rig.names[0])
         probe = ("for dest in %s 1.1.1.1; do timeout 3 bash -c \"exec 3<>/dev/tcp/$dest/2377\" && echo REACHED $dest;"

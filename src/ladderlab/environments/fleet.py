@@ -58,6 +58,7 @@ from docker.types import ContainerSpec, EndpointSpec, Placement, Resources, Rest
 
 from ladderlab.environments import labels as L
 from ladderlab.environments.hardening import LOG_CONFIG
+from ladderlab.environments.images import exists
 from ladderlab.errors import EnvError, ImageError, LadderlabError, UsageError
 
 Say = Callable[[str], None]
@@ -395,12 +396,12 @@ class Fleet:
 
         def load(name: str) -> str:
             client = self.client(name)
-            missing = [t for t in tags if not _has(client, t)]
+            missing = [t for t in tags if not exists(client, t)]
             if not missing:
                 return "had them"
             say(f"{name}: loading {len(missing)} image(s) for {env}")
-            _copy_images(source, client, missing, self.config.nodes[name])
-            still = [t for t in missing if not _has(client, t)]
+            copy_images(engine_url(source), self.config.nodes[name], missing)
+            still = [t for t in missing if not exists(client, t)]
             if still:
                 raise ImageError(f"{name}: images still missing after loading: {', '.join(still)}")
             return "loaded"
@@ -419,28 +420,23 @@ class Fleet:
         return result
 
 
-def _has(client: docker.DockerClient, tag: str) -> bool:
-    try:
-        client.images.get(tag)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
+def engine_url(client: docker.DockerClient) -> str:
+    """The address the docker CLI needs for ``client``'s engine."""
+    base = str(client.api.base_url)
+    return "unix:///var/run/docker.sock" if base.startswith("http+docker://") else base
 
 
-def _copy_images(source: docker.DockerClient, target: docker.DockerClient, tags: list[str], url: str) -> None:
-    """``docker save`` from the source engine piped into ``docker load`` on the target (streamed)."""
-    src_host = str(source.api.base_url)
-    src = "unix:///var/run/docker.sock" if src_host.startswith("http+docker://") else src_host
-    env_src = {"DOCKER_HOST": src}
-    saver = subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env={**os.environ, **env_src})
-    loader = subprocess.run(["docker", "load", "-q"], stdin=saver.stdout, capture_output=True,
-                            env={**os.environ, "DOCKER_HOST": url}, check=False)
+def copy_images(source: str, target: str, tags: list[str]) -> None:
+    """``docker save`` on engine ``source`` streamed into ``docker load`` on engine ``target``."""
+    saver = subprocess.Popen(["docker", "-H", source, "save", *tags], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+    loader = subprocess.run(["docker", "-H", target, "load", "-q"], stdin=saver.stdout, capture_output=True,
+                            check=False)
     assert saver.stdout is not None
     saver.stdout.close()
-    err = saver.stderr.read().decode(errors="replace") if saver.stderr else ""
     if saver.wait() != 0 or loader.returncode != 0:
-        raise ImageError(f"copying images to {url} failed: {err.strip() or loader.stderr.decode(errors='replace')}")
+        raise ImageError(f"copying {len(tags)} image(s) from {source} to {target} failed (save exit "
+                         f"{saver.returncode}): {loader.stderr.decode(errors='replace').strip()[-500:]}")
 
 
 _fleets: dict[Path, Fleet] = {}

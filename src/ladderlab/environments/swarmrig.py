@@ -160,18 +160,14 @@ class SwarmRig:
         return self.cluster_file
 
     def load_images(self, tags: list[str], nodes: list[str] | None = None) -> None:
-        """``docker save`` from the host's engine into each node (in parallel)."""
-        procs = []
-        for node in nodes or self.names:
-            save = subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE)
-            load = subprocess.Popen(["docker", "-H", self.url(node), "load", "-q"], stdin=save.stdout,
-                                    stdout=subprocess.DEVNULL)
-            assert save.stdout is not None
-            save.stdout.close()
-            procs.append((node, save, load))
-        for node, save, load in procs:
-            if save.wait() != 0 or load.wait() != 0:
-                raise RuntimeError(f"swarm rig: loading images into {node} failed")
+        """Copy ``tags`` from the host's engine into each node (in parallel)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ladderlab.environments.fleet import copy_images
+
+        targets = nodes or self.names
+        with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+            list(pool.map(lambda node: copy_images("unix:///var/run/docker.sock", self.url(node), tags), targets))
 
     def _pids(self, node: str) -> set[int]:
         pids: set[int] = set()
