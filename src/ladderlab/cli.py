@@ -316,7 +316,8 @@ def cmd_cohort_record_rubric(args: argparse.Namespace, settings: Settings) -> in
 
 def cmd_cohort_status(args: argparse.Namespace, settings: Settings) -> int:
     from ladderlab.course import load_course
-    from ladderlab.course.labs import chosen_labs
+    from ladderlab.course.labs import chosen_labs, lab_rubrics
+    from ladderlab.ladder.store import Store
     from ladderlab.service import cohorts
 
     paths = _cohort_paths(settings)
@@ -324,15 +325,23 @@ def cmd_cohort_status(args: argparse.Namespace, settings: Settings) -> int:
     labs = chosen_labs(course, [args.lab] if args.lab else None)
     learners = [m.id for m in cohorts.members(paths, args.name)]
 
+    manual = set(lab_rubrics(settings, course)) & set(labs)
+
     def snapshot() -> tuple[list[Any], dict[str, Any]]:
         rows = cohorts.states(paths, course.id, learners, labs)
+        if manual:  # graded hand-ins of a lab with a manual part: awaiting the trainer's grade, or both parts
+            entries = Store.open(settings).entries(learners=learners)
+            rows = cohorts.with_manual_grades(rows, entries, manual,
+                                              f"ladderlab cohort record-rubric {args.name}")
         return rows, cohorts.pass_rates(rows)
 
     def table(rows: list[Any], rates: dict[str, Any]) -> Table:
         t = _table(["learner", "lab", "state", "score", "passed", "note"],
                    [[r.learner, r.lab, r.state, "" if r.score is None else f"{r.score:g}/{r.max_score:g}",
                      "" if r.passed is None else ("yes" if r.passed else "no"), r.note] for r in rows])
-        t.caption = "; ".join(f"{lab}: {v['passed']}/{v['learners']} passed" for lab, v in rates.items())
+        t.caption = "; ".join(f"{lab}: {v['passed']}/{v['learners']} passed"
+                              + (f", {v['awaiting_rubric']} awaiting the manual rubric" if v["awaiting_rubric"] else "")
+                              for lab, v in rates.items())
         return t
 
     if args.json:

@@ -229,3 +229,50 @@ def test_criteria_lines_in_a_comment():
     assert "above their maximum: blameless 4 > 3" in criteria_from_comment(
         "blameless: 4\ncausal-clarity: 2\nprevention: 2\naudience: 1", spec)[1]
     assert "twice" in criteria_from_comment("blameless: 1\nblameless: 2", spec)[1]
+
+
+def graded_in_ledger(paths, learner, passed=True):
+    """The grading service's ledger says ``learner``'s hand-in was graded (as ``cohort grade`` leaves it)."""
+    from ladderlab.service.ledger import GRADED, Ledger
+
+    key = f"{learner}+{LAB_ID}+2026-11-01 10:00:00.000000 UTC"
+    ledger = Ledger(paths.ledger_db)
+    ledger.add(key)
+    ledger.claim(key)
+    ledger.finish(key, GRADED, score=10 if passed else 4, max_score=10, passed=passed)
+
+
+def test_cohort_status_shows_hand_ins_awaiting_their_manual_grade(cohort, capsys):
+    """A lab with a manual part is not passed on its automatic checks alone: ``cohort status`` says so."""
+    settings, paths, lab, n = cohort
+    ada, bo, chen = f"{n}-ada", f"{n}-bo", f"{n}-chen"
+    for x in (ada, bo):
+        autograde(paths, lab, x, f"{x}'s review")
+        graded_in_ledger(paths, x)
+
+    def status():
+        assert main(["cohort", "status", n, "--lab", LAB_ID, "--json"]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        return {r["learner"].split("-", 1)[1]: r for r in printed["states"]}, printed["pass_rates"][LAB_ID]
+
+    rows, rate = status()
+    assert {x: (r["state"], r["passed"]) for x, r in rows.items()} == {
+        "ada": ("awaiting rubric", None), "bo": ("awaiting rubric", None), "chen": ("not submitted", None)}
+    assert f"ladderlab cohort record-rubric {n} {LAB_ID}" in rows["ada"]["note"]
+    assert rate == {"learners": 3, "graded": 0, "awaiting_rubric": 2, "passed": 0, "pass_rate": 0.0}
+    # the trainer grades both (bo below the pass mark) and records: graded, and passed only with both parts
+    formgrade(paths, ada, 8, CRITERIA)
+    formgrade(paths, bo, 4)
+    record(settings, paths, n)
+    rows, rate = status()
+    assert {x: (r["state"], r["passed"]) for x, r in rows.items()} == {
+        "ada": ("graded", True), "bo": ("graded", False), "chen": ("not submitted", None)}
+    assert "manual rubric (grader trainer-1" in rows["ada"]["note"] and "below its pass mark" in rows["bo"]["note"]
+    assert rate == {"learners": 3, "graded": 2, "awaiting_rubric": 0, "passed": 1, "pass_rate": 0.333}
+    # a hand-in whose automatic part failed is graded and failed, with no manual grade to wait for
+    graded_in_ledger(paths, chen, passed=False)
+    rows, _ = status()
+    assert (rows["chen"]["state"], rows["chen"]["passed"]) == ("graded", False)
+    # and the table says the same in words
+    assert main(["cohort", "status", n, "--lab", LAB_ID]) == 0
+    assert "1/3 passed" in capsys.readouterr().out

@@ -6,7 +6,8 @@ nothing: every bad row is reported with its line number and nothing is imported 
 learners are added to nbgrader's gradebook (id, names, email) as they are to the cohort.
 
 The states ``ladderlab cohort status`` shows per learner and lab come from the exchange (handed in)
-and the ledger (collected, grading, graded, error): :func:`states`.
+and the ledger (collected, grading, graded, error): :func:`states`; for a lab with a manually graded part,
+the evidence record says whether a graded hand-in still awaits its manual grade (:func:`with_manual_grades`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ COLUMNS = ("id", "name", "email", "team")
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 NOT_SUBMITTED, SUBMITTED = "not submitted", "submitted"
+#: A lab with a manually graded part whose automatic part passed: the trainer's grade in the formgrader is
+#: still to be recorded (``ladderlab cohort record-rubric``); the ladder counts the lab only after it.
+AWAITING_RUBRIC = "awaiting rubric"
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,7 @@ def collect(paths: ServicePaths, course_id: str, learners: Sequence[str], lab: s
 class State:
     learner: str
     lab: str
-    state: str  # not submitted | submitted | queued | grading | graded | error
+    state: str  # not submitted | submitted | queued | grading | graded | awaiting rubric | error
     score: float | None = None
     max_score: float | None = None
     passed: bool | None = None
@@ -237,15 +241,50 @@ def states(paths: ServicePaths, course_id: str, learners: Sequence[str], labs: S
     return out
 
 
+def with_manual_grades(rows: Sequence[State], entries: Sequence[Any], manual: Sequence[str] | set[str],
+                       command: str = "ladderlab cohort record-rubric") -> list[State]:
+    """The rows of labs with a manually graded part, read against the evidence record (``entries``, the
+    cohort's): a graded hand-in whose automatic part passed is ``awaiting rubric`` (``passed`` unknown) until
+    the trainer's grade is recorded; after that ``passed`` is the ladder's verdict on both parts
+    (:func:`ladderlab.ladder.rules.lab_statuses`, the one rules module) and the note names the grade.
+    Other rows are returned as they are."""
+    from dataclasses import replace
+
+    from ladderlab.ladder.rules import lab_statuses
+
+    if not manual:
+        return list(rows)
+    by_learner: dict[str, list[Any]] = {}
+    for e in entries:
+        by_learner.setdefault(e.evidence.learner, []).append(e)
+    statuses = {learner: lab_statuses(mine, manual=manual) for learner, mine in by_learner.items()}
+    out = []
+    for row in rows:
+        status = statuses.get(row.learner, {}).get(row.lab)
+        if row.lab not in manual or row.state != GRADED or not row.passed or status is None:
+            out.append(row)
+        elif status.awaiting_rubric:
+            out.append(replace(row, state=AWAITING_RUBRIC, passed=None,
+                               note=f"automatic part passed; grade the write-up in the formgrader, then "
+                                    f"{command} {row.lab}"))
+        else:
+            out.append(replace(row, passed=status.passed, note=status.basis))
+    return out
+
+
 def pass_rates(rows: Sequence[State]) -> dict[str, dict[str, Any]]:
-    """Per lab: learners, graded, passed, and the pass rate over the cohort (None when nobody is graded)."""
+    """Per lab: learners, graded, awaiting their manual grade, passed, and the pass rate over the cohort (None
+    when nobody is graded)."""
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
-        lab = out.setdefault(row.lab, {"learners": 0, "graded": 0, "passed": 0, "pass_rate": None})
+        lab = out.setdefault(row.lab, {"learners": 0, "graded": 0, "awaiting_rubric": 0, "passed": 0,
+                                       "pass_rate": None})
         lab["learners"] += 1
         if row.state == GRADED:
             lab["graded"] += 1
             lab["passed"] += int(bool(row.passed))
+        elif row.state == AWAITING_RUBRIC:
+            lab["awaiting_rubric"] += 1
     for lab in out.values():
         lab["pass_rate"] = round(lab["passed"] / lab["learners"], 3) if lab["learners"] else None
     return out
