@@ -115,3 +115,30 @@ def test_pages_say_which_clauses_stand_evidenced_and_mark_cells_shown_in_part(se
     assert ada_json["clauses"]["security:2"]["evidenced"] == [
         "basic-cryptography", "tls-configuration", "key-sizes-algorithms-versions"]
     assert "ssh-configuration" in ada_json["clauses"]["security:2"]["not_evidenced"]
+
+
+def test_engineer_pages_rendered_by_forked_workers_are_the_same_pages(settings, tmp_path, monkeypatch):
+    """Many learners: the engineer pages are written by forked workers; every file is byte for byte what one
+    process writes, and every page is listed."""
+    from ladderlab.reports import site
+
+    course = load_course(settings.course_file)
+    labs = ["sec-1-iptables-hardening", "sec-2-tls-server", "net-2-dns-authoritative-zone"]
+    record = entries(*[ev(f"l{i:02d}", lab, passed=(i + k) % 3 != 0, submission=f"s{i}-{k}")
+                       for i in range(24) for k, lab in enumerate(labs)], ev("../odd name", labs[0]))
+    data = build(course, record, None, "now", manual=())
+    monkeypatch.setattr(site, "PARALLEL_FROM", 10**9)
+    serial = write_site(data, tmp_path / "serial")
+    pools: list[object] = []
+    real = site._forked_pool
+    monkeypatch.setattr(site, "_forked_pool", lambda n: pools.append(real(max(n, 2))) or pools[-1])
+    monkeypatch.setattr(site, "PARALLEL_FROM", 2)
+    forked = write_site(data, tmp_path / "forked")
+    assert pools and pools[0] is not None, "the forked writers were not used"
+    assert sorted(p.relative_to(tmp_path / "forked") for p in forked) == \
+        sorted(p.relative_to(tmp_path / "serial") for p in serial)
+    assert len(serial) == 1 + 25
+    files = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "forked") for p in (tmp_path / "forked").rglob("*") if p.is_file())
+    for name in files:
+        assert (tmp_path / "forked" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes(), name

@@ -53,7 +53,7 @@ def _ids(ids: list[str]) -> str:
 
 def _clause_texts(data: ReportData, cell: tuple[str, int]) -> dict[str, str]:
     """A cell's clauses, id -> text (once per cell per report: building a Cell validates it)."""
-    cache = data.extra.setdefault("clause_texts", {})
+    cache: dict[tuple[str, int], dict[str, str]] = data.extra.setdefault("clause_texts", {})
     if cell not in cache:
         cache[cell] = {c.id: c.text for c in data.course.cell(*cell).clauses}
     return cache[cell]
@@ -215,17 +215,66 @@ def exports(data: ReportData) -> dict[str, str]:
             "report.json": json.dumps(report, sort_keys=True)}
 
 
+#: Engineer pages rendered in worker processes from this many learners on (rendering is pure Python, one core).
+PARALLEL_FROM = 200
+
+
+#: What forked page writers render (set before the pool forks; they inherit it, nothing is pickled).
+_FORKED: tuple[ReportData, Path, str] | None = None
+
+
+def _write_engineer_pages(data: ReportData, learners: list[str], out: Path, title: str) -> list[str]:
+    names = []
+    for learner in learners:
+        name = os.path.join("engineer", page_name(learner))
+        (out / name).write_text(engineer_page(data, data.ladder[learner], title), encoding="utf-8")
+        names.append(name)
+    return names
+
+
+def _write_forked(learners: list[str]) -> list[str]:
+    assert _FORKED is not None
+    return _write_engineer_pages(_FORKED[0], learners, _FORKED[1], _FORKED[2])
+
+
+def _forked_pool(workers: int) -> Any:
+    """A process pool whose workers are forks of this process (they inherit the report's data: nothing is
+    pickled but the learner ids), or None where forking is not safe: one core, no ``fork``, or other threads
+    running (a fork copies locks that a thread holds)."""
+    import multiprocessing
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
+
+    if workers < 2 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+
+
 def write_site(data: ReportData, out: Path) -> list[Path]:
-    """Write the whole site under ``out`` (created); return the pages written."""
+    """Write the whole site under ``out`` (created); return the pages written. With many learners the
+    engineer pages are rendered by forked workers, one per core."""
     title = f"{data.course.title} - ladder"
     (out / "engineer").mkdir(parents=True, exist_ok=True)
     files = {"style.css": resource("reports/style.css"), "index.html": cohort_page(data, title), **exports(data)}
-    for learner, p in data.ladder.items():
-        files[os.path.join("engineer", page_name(learner))] = engineer_page(data, p, title)
+    learners = list(data.ladder)
+    workers = min(os.cpu_count() or 1, 8)
+    pool = _forked_pool(workers) if len(learners) >= PARALLEL_FROM else None
+    if pool is None:
+        engineer = _write_engineer_pages(data, learners, out, title)
+    else:
+        global _FORKED
+        _FORKED = (data, out, title)
+        try:
+            with pool:
+                size = -(-len(learners) // (4 * workers))  # a few chunks per worker
+                chunks = [learners[i:i + size] for i in range(0, len(learners), size)]
+                engineer = [name for names in pool.map(_write_forked, chunks) for name in names]
+        finally:
+            _FORKED = None
     pages = []
     for name, text in files.items():
         path = out / name
         path.write_text(text, encoding="utf-8")
         if name.endswith(".html"):
             pages.append(path)
-    return pages
+    return pages + [out / name for name in engineer]
