@@ -149,6 +149,19 @@ def cmd_fleet_push(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_fleet_forget(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.environments.reaper import reap
+
+    fl = _fleet()
+    released = fl.forget(args.node)
+    say(f"node {args.node} removed from the swarm; released {len(released)} environment(s) placed there"
+        + (f": {', '.join(released)}" if released else ""))
+    reap(settings, _client(settings))  # their records, now that nothing of them answers
+    for name, why in fl.stuck.items():
+        say(f"network {name} not removed: {why}")
+    return 1 if fl.stuck else 0
+
+
 def cmd_lab(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
@@ -474,6 +487,11 @@ def cmd_env_reap(args: argparse.Namespace, settings: Settings) -> int:
     verb = "would remove" if args.dry_run else "removed"
     for env_id, why in report.removed.items():
         say(f"{verb} {env_id} ({why})")
+    from ladderlab.environments import fleet
+
+    fl = fleet.get()
+    for name, why in (fl.stuck if fl is not None else {}).items():
+        say(f"network {name} not removed: {why}")
     say(f"{len(report.removed)} {verb}, {len(report.kept)} kept, {len(report.stale_records)} stale records")
     return 0
 
@@ -572,7 +590,7 @@ def cmd_selftest(args: argparse.Namespace, settings: Settings) -> int:
     seeds, seeds_for = _seed_counts(args.seeds or ["1"], {lab.id for lab in labs})
     t0 = time.monotonic()
     results = selftest(settings, _client(settings), labs, jobs=args.jobs, seeds=seeds, seeds_for=seeds_for,
-                       only=args.only or (), say=say)
+                       only=args.only or (), decoys_once=args.decoys_once, say=say)
     wall = time.monotonic() - t0
     if args.json:
         print(json.dumps({"labs": [r.to_json() for r in results], "wall_seconds": round(wall, 1)}, indent=2))
@@ -784,6 +802,10 @@ def parser() -> argparse.ArgumentParser:
     fp.add_argument("envs", nargs="+", metavar="ENV")
     fp.add_argument("--node", action="append", default=None, help="only this node (repeatable)")
     fp.set_defaults(func=cmd_fleet_push)
+    ff = fl.add_parser("forget", help="remove a node that is down for good from the swarm, and what "
+                       "ladderlab had there (placements, overlay networks Swarm still holds for it)")
+    ff.add_argument("node", metavar="NODE")
+    ff.set_defaults(func=cmd_fleet_forget)
 
     e = sub.add_parser("env", help="disposable lab environments").add_subparsers(dest="sub", required=True,
                                                                                   metavar="SUB")
@@ -894,6 +916,9 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--seeds", action="append", metavar="[LAB=]K",
                     help="grade solutions and decoys for K learners, covering the seeded choices (default 1); "
                          "LAB=K for one lab (repeatable)")
+    st.add_argument("--decoys-once", action="store_true",
+                    help="with several seeds: grade each decoy for one learner only (the first whose seed allows "
+                         "it); every learner's solutions are still graded")
     st.add_argument("--only", action="append", metavar="NAME",
                     help="grade only this run: notebook, untouched, or a solution's or decoy's name (repeatable)")
     st.set_defaults(func=cmd_selftest)

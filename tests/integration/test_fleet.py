@@ -18,7 +18,7 @@ from ladderlab.course import load_course
 from ladderlab.course.labs import load_lab
 from ladderlab.environments import fleet, hardening, runtime, swarmrig
 from ladderlab.environments import labels as L
-from ladderlab.errors import EnvError, ImageError
+from ladderlab.errors import EnvError, ImageError, UsageError
 from ladderlab.grading.checks import load_graders
 from ladderlab.grading.pipeline import grade
 from ladderlab.grading.selftest import released, with_decoy
@@ -178,12 +178,20 @@ def test_drain_then_a_killed_node(rig, client, settings):
     first.down()
     from ladderlab.environments.reaper import reap
 
-    # Not solved: Swarm keeps the overlay networks of the environments that were on the dead node "in use"
-    # (even after `docker node rm --force`), so the reaper removes their placement services and records but
-    # not those networks; the rig's own teardown (the module fixture) proves nothing is left on the machine.
+    # Swarm keeps the overlay networks of the environments on the dead node "in use" (their attachments)
+    # while the node is only down: the reaper removes the placements and records, and names the node
     with contextlib.suppress(EnvError):
         reap(settings, client, grace=0)
     assert kept.id not in {s.id for s in runtime.list_envs(settings, client) if s.status == "lost"}
+    held = {n["Name"] for n in manager.api.networks(filters={"label": f"{L.MANAGED}=1"})}
+    assert all(f"held by {other} (down)" in fl.stuck.get(name, "") for name in held), (held, fl.stuck)
+    # a node that is up is never forgotten; the dead one is, and with it what Swarm held for it
+    with pytest.raises(UsageError, match="not down"):
+        fl.forget(first.record.node)
+    released = fl.forget(other)
+    assert (kept.id in released) if held else True, (released, held)
+    assert manager.api.networks(filters={"label": f"{L.MANAGED}=1"}) == [], fl.stuck
+    assert other not in {n.name for n in fl.nodes()}
     for node in rig.names:
         if node != other:
             c = fl.client(node)

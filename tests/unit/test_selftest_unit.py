@@ -89,6 +89,11 @@ def test_plan_grades_every_learner_and_the_release_once(settings):
     assert [r.learner for r in runs if r.kind == "untouched"] == ["selftest-1"]
     only = [(r.kind, r.name) for r, _nb in plan(lab, learners, only=["untouched", lab.decoys[0].name])]
     assert only == [("untouched", "untouched"), ("decoy", lab.decoys[0].name), ("decoy", lab.decoys[0].name)]
+    # decoys once: every learner's solutions, each decoy for the first learner only
+    once = [(r.kind, r.name, r.learner) for r, _nb in plan(lab, learners, decoys_once=True)]
+    assert len(once) == 2 * (1 + len(lab.solutions)) + 1 + len(lab.decoys)
+    assert {(n, lr) for k, n, lr in once if k == "decoy"} == {(d.name, "selftest-1") for d in lab.decoys}
+    assert {lr for k, _n, lr in once if k == "solution"} == {"selftest-1", "selftest-2"}
 
 
 @pytest.fixture

@@ -205,6 +205,8 @@ class Fleet:
         self.timeout = timeout
         self._clients: dict[str, docker.DockerClient] = {}
         self._lock = threading.Lock()
+        #: overlay networks a release could not remove, and why (which node holds them): name -> reason
+        self.stuck: dict[str, str] = {}
 
     # -- clients ------------------------------------------------------------------------------
 
@@ -360,18 +362,84 @@ class Fleet:
             self._remove_service(svc["ID"])
             n += 1
         for net in manager.api.networks(filters=flt):
-            for _attempt in range(20):  # a network is busy until the node has let go of the last endpoint
-                try:
-                    manager.api.remove_network(net["Id"])
-                    n += 1
-                    break
-                except NotFound:
-                    break
-                except APIError:
-                    # Still in use after 5 s: Swarm keeps the endpoints of a node that went down. Left for a
-                    # later reap (the placement service, above, is gone already).
-                    time.sleep(0.25)
+            if self._remove_network(net["Id"], net.get("Name", net["Id"])):
+                n += 1
         return n
+
+    def _remove_network(self, net_id: str, name: str, tries: int = 20) -> bool:
+        """Remove an overlay network on the manager, retrying while a node lets go of its last endpoint.
+        Still busy after ``tries`` (5 s): recorded in :attr:`stuck` with the nodes that hold it (Swarm
+        keeps the attachments of a node that went down until the node is removed: ``fleet forget``)."""
+        for _attempt in range(tries):
+            try:
+                self.manager().api.remove_network(net_id)
+                self.stuck.pop(name, None)
+                return True
+            except NotFound:
+                return True
+            except APIError as exc:
+                last = str(exc.explanation or exc)
+                time.sleep(0.25)
+        holders = self.holders(net_id)
+        down = [f"{node} ({state})" for node, state in holders.items() if state != "ready"]
+        self.stuck[name] = (f"held by {', '.join(down)}: once it is down for good, `ladderlab fleet forget "
+                            f"{next(iter(holders))}` frees it" if down else f"busy: {last}")
+        return False
+
+    def holders(self, net_id: str) -> dict[str, str]:
+        """The nodes whose containers Swarm still counts on network ``net_id`` (its attachment tasks): node
+        name -> state (``ready``, ``down``, ...). Empty when the manager does not say."""
+        try:
+            manager = self.manager()
+            tasks = manager.api.tasks(filters={"runtime": "attachment"})
+            names = {n["ID"]: (str((n.get("Description") or {}).get("Hostname", n["ID"])),
+                               str((n.get("Status") or {}).get("State", "unknown"))) for n in manager.api.nodes()}
+        except (DockerException, requests.exceptions.RequestException):
+            return {}
+        out: dict[str, str] = {}
+        for t in tasks:
+            nets = [a.get("Target") for a in (t.get("Spec") or {}).get("Networks") or []]
+            if net_id in nets and (t.get("Status") or {}).get("State") in ("new", "pending", "assigned", "accepted",
+                                                                          "preparing", "starting", "running"):
+                name, state = names.get(t.get("NodeID", ""), (t.get("NodeID", "?"), "removed"))
+                out[name] = state
+        return out
+
+    def forget(self, node: str) -> list[str]:
+        """Remove ``node``, down for good, from the swarm (``docker node rm --force``), then what ladderlab
+        had there: the placement services and overlay networks of the environments placed on it (Swarm
+        lets go of a removed node's network attachments). Refused for a node that is not down. Returns the
+        ids of the environments released."""
+        manager = self.manager()
+        try:
+            info = manager.api.inspect_node(node)
+        except NotFound:
+            raise UsageError(f"no Swarm node {node!r} (see: ladderlab fleet nodes)") from None
+        except (DockerException, requests.exceptions.RequestException) as exc:
+            raise EnvError(f"the Swarm manager {self.config.manager} does not answer: {exc}") from None
+        state = str((info.get("Status") or {}).get("State", "unknown"))
+        if state != "down":
+            raise UsageError(f"node {node} is {state}, not down: only a node that is gone is forgotten (to stop "
+                             f"placing environments there, drain it: docker node update --availability drain "
+                             f"{node})")
+        node_id = info["ID"]
+        envs: set[str] = set()
+        nets: set[str] = set()
+        for t in manager.api.tasks(filters={"node": node_id}):
+            envs.add(((t.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels", {}).get(L.ENV_ID, ""))
+        for t in manager.api.tasks(filters={"node": node_id, "runtime": "attachment"}):
+            nets.update(a.get("Target", "") for a in (t.get("Spec") or {}).get("Networks") or [])
+        for svc in manager.api.services(filters={"label": f"{L.MANAGED}=1"}):
+            if any(t.get("NodeID") == node_id for t in manager.api.tasks(filters={"service": svc["ID"]})):
+                envs.add((svc.get("Spec") or {}).get("Labels", {}).get(L.ENV_ID, ""))
+        for net in manager.api.networks(filters={"label": f"{L.MANAGED}=1"}):
+            if net["Id"] in nets:
+                envs.add((net.get("Labels") or {}).get(L.ENV_ID, ""))
+        manager.api.remove_node(node_id, force=True)
+        released = sorted(e for e in envs if e)
+        for env_id in released:
+            self.release(env_id)
+        return released
 
     def teardown(self, env_id: str, teardown_node: Callable[[docker.DockerClient, str], int]) -> int:
         """Remove ``env_id`` from every node that answers, then its placement and networks."""

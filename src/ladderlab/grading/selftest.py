@@ -12,7 +12,8 @@ For every lab, each grading on a fresh environment:
 
 A verdict our side could not reach (a check in error, an incomplete grading) never counts as a rejection.
 
-With ``seeds=K`` the solutions and decoys are graded for K self-test learners (K seeds). The learners are
+With ``seeds=K`` the solutions and decoys are graded for K self-test learners (K seeds; with
+``decoys_once`` each decoy only for the first learner whose seed allows it). The learners are
 chosen so that, between them, every value of every ``choice`` parameter of the lab's environment is drawn
 at least once where K allows it (which fault is injected, which threshold applies): the seeded choices that
 change what a check looks for. The untouched release is graded for the first learner only.
@@ -281,11 +282,15 @@ class LabResult:
         }
 
 
-def plan(lab: LabDef, learners: list[Learner], only: Iterable[str] = ()) -> list[tuple[Run, NotebookNode]]:
+def plan(lab: LabDef, learners: list[Learner], only: Iterable[str] = (),
+         decoys_once: bool = False) -> list[tuple[Run, NotebookNode]]:
     """The gradings of one lab's self-test: every learner's solutions and decoys, the first's untouched release.
 
-    ``only`` keeps the runs with those names (``notebook``, ``untouched``, a solution's or a decoy's name)."""
+    ``only`` keeps the runs with those names (``notebook``, ``untouched``, a solution's or a decoy's name).
+    ``decoys_once``: each decoy for the first learner whose seed allows it, not for every learner (the
+    solutions are still graded for every learner: every seeded choice is judged on a right answer)."""
     keep = set(only)
+    graded: set[str] = set()
     work: list[tuple[Run, NotebookNode]] = []
     for i, learner in enumerate(learners):
         lid = learner.id
@@ -297,6 +302,9 @@ def plan(lab: LabDef, learners: list[Learner], only: Iterable[str] = ()) -> list
         for d in lab.decoys:
             if not d.spec.applies(learner.params):  # a wrong answer only some seeded variants allow
                 continue
+            if decoys_once and d.name in graded:
+                continue
+            graded.add(d.name)
             work.append((Run("decoy", d.name, lid, must_fail=list(d.spec.must_fail), violates=d.spec.violates),
                          with_decoy(lab, d)))
     return [(run, nb) for run, nb in work if not keep or run.name in keep]
@@ -304,18 +312,19 @@ def plan(lab: LabDef, learners: list[Learner], only: Iterable[str] = ()) -> list
 
 def selftest(settings: Settings, client: docker.DockerClient, labs: list[LabDef], *, jobs: int = 3,
              seeds: int = 1, seeds_for: Mapping[str, int] | None = None, only: Iterable[str] = (),
-             say: Say = print) -> list[LabResult]:
+             decoys_once: bool = False, say: Say = print) -> list[LabResult]:
     """Grade every lab's solutions, untouched release and decoys for ``seeds`` learners (``jobs`` at a time).
 
     ``seeds_for``: a lab's own number of learners instead of ``seeds``. All the labs' gradings share one pool
     of ``jobs`` (one lab's waits overlap another's work), in the order of ``labs``.
-    ``only``: grade just the runs with these names (see :func:`plan`)."""
+    ``only``: grade just the runs with these names; ``decoys_once``: each decoy for one learner (see
+    :func:`plan`)."""
     only = list(only)
     results: list[LabResult] = []
     work: list[tuple[LabDef, Run, NotebookNode]] = []
     for lab in labs:
         learners = learners_for(settings, lab, (seeds_for or {}).get(lab.id, seeds))
-        runs = plan(lab, learners, only)
+        runs = plan(lab, learners, only, decoys_once)
         ungraded = [d.name for d in lab.decoys if (not only or d.name in only)
                     and not any(d.spec.applies(lr.params) for lr in learners)]
         results.append(LabResult(lab, [run for run, _ in runs], learners,
