@@ -97,7 +97,8 @@ def test_lab_passes_its_selftest_for_several_seeds(selftest_all, lab_id):
     assert len({d["name"] for d in decoys}) >= 3, lab_id
     for decoy in decoys:
         assert decoy["rejected"], _why(decoy)
-        assert decoy["failed_checks"] == decoy["must_fail"], decoy
+        failed = set(decoy["failed_checks"])
+        assert set(decoy["must_fail"]) <= failed <= set(decoy["must_fail"]) | set(decoy["may_fail"]), decoy
         assert decoy["errored_checks"] == [], decoy
     assert lab["passed"]
 

@@ -158,3 +158,25 @@ def test_bad_seed_counts_are_refused_with_what_was_given(given, said):
     with pytest.raises(UsageError) as err:
         _seed_counts([given], {LAB, "sre-5-strace-debugging"})
     assert f"--seeds {given}" in str(err.value) and said in str(err.value)
+
+
+def test_a_decoy_must_fail_its_checks_and_may_fail_only_those_it_names(settings):
+    """``must_fail`` must all fail; beyond them only ``may_fail`` may (a timing-dependent consequence)."""
+    from ladderlab.grading.pipeline import CheckOutcome, GradeReport
+    from ladderlab.grading.selftest import Run
+
+    lab = load_lab(settings, load_course(settings.course_file), LAB, registry=load_graders(settings.root))
+    ids = [c.id for c in lab.checks]
+
+    def run(failed, may=()):
+        checks = [CheckOutcome(c.id, 0 if c.id in failed else c.spec.points, c.spec.points, c.id not in failed, "")
+                  for c in lab.checks]
+        r = Run("decoy", "d", must_fail=[ids[0]], may_fail=list(may))
+        r.report = GradeReport(LAB, "x", 0.0, lab.max_score, False, checks)  # below the pass mark
+        return r.verdict(lab)
+
+    assert run({ids[0]})
+    assert not run({ids[0], ids[1]})               # an extra failure nobody declared
+    assert run({ids[0], ids[1]}, may=[ids[1]])     # declared as a possible consequence: failing
+    assert run({ids[0]}, may=[ids[1]])             # or passing
+    assert not run({ids[1]}, may=[ids[1]])          # the violation's own check must fail

@@ -142,6 +142,9 @@ class LabSpec(_Model):
 class DecoySpec(_Model):
     description: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
     must_fail: list[CheckId] = Field(min_length=1)
+    #: Checks the violation can also bring down, depending on timing (a broken path that a later check happens
+    #: to use); the description says why. The self-test accepts them failing or passing; ``must_fail`` must fail.
+    may_fail: list[CheckId] = Field(default_factory=list)
     cells: dict[str, str] = Field(min_length=1, description="solution cell grade_id -> the decoy's code")
     #: The one requirement this decoy gets wrong (the nearest wrong answer to it), from lab.yaml requirements.
     violates: RequirementId | None = None
@@ -562,8 +565,11 @@ def load_decoys(lab: LabDef) -> list[Decoy]:
     for path in sorted(decoy_dir.glob("*.yaml")) if decoy_dir.is_dir() else []:
         display = f"labs/{lab.id}/decoys/{path.name}"
         spec = load_model(path, DecoySpec, display)
-        problems = [(f"must_fail[{i}]", f"no check {c!r} in lab.yaml") for i, c in enumerate(spec.must_fail)
-                    if c not in lab.spec.checks]
+        problems = [(f"{field}[{i}]", f"no check {c!r} in lab.yaml")
+                    for field, ids in (("must_fail", spec.must_fail), ("may_fail", spec.may_fail))
+                    for i, c in enumerate(ids) if c not in lab.spec.checks]
+        problems += [(f"may_fail[{i}]", f"{c!r} is in must_fail too") for i, c in enumerate(spec.may_fail)
+                     if c in spec.must_fail]
         problems += [(f"cells.{gid}", f"no solution cell {gid!r} in the notebook (solution cells: "
                                       f"{', '.join(sorted(solutions))})") for gid in spec.cells if gid not in solutions]
         if spec.violates is not None and spec.violates not in {r.id for r in lab.spec.requirements}:

@@ -8,7 +8,8 @@ For every lab, each grading on a fresh environment:
 * the released notebook, untouched, scores 0 on every check;
 * every decoy (``labs/<id>/decoys/*.yaml``: the source notebook with some
   solution cells replaced) scores below the pass threshold and fails
-  exactly the checks it declares in ``must_fail``.
+  exactly the checks it declares in ``must_fail`` (plus, at most, those in ``may_fail``: checks its
+  violation can also bring down depending on timing, each explained in its description).
 
 A verdict our side could not reach (a check in error, an incomplete grading) never counts as a rejection.
 
@@ -28,7 +29,7 @@ change what a check looks for. The untouched release is graded for the first lea
      "runs": [RUN...]}                              # all of the above, flat
     RUN = {"kind", "name", "learner", "ok", "score", "max_score", "failed_checks", "errored_checks",
            "feedback": {check: line}, "seconds", "timings": {phase: seconds} (env_up, sandbox, checks, ...),
-           ["must_fail", "violates", "rejected"] (decoys), ["error"]}
+           ["must_fail", "may_fail", "violates", "rejected"] (decoys), ["error"]}
 """
 
 from __future__ import annotations
@@ -206,6 +207,7 @@ class Run:
     report: GradeReport | None = None
     error: str = ""
     must_fail: list[str] = field(default_factory=list)
+    may_fail: list[str] = field(default_factory=list)
     violates: str | None = None
     seconds: float = 0.0
 
@@ -226,7 +228,7 @@ class Run:
         if self.kind == "untouched":
             return r.score == 0 and all(c.points == 0 for c in r.checks)
         below = r.score < lab.threshold * r.max_score
-        return below and set(r.failed()) == set(self.must_fail)
+        return below and set(self.must_fail) <= set(r.failed()) <= set(self.must_fail) | set(self.may_fail)
 
     def to_json(self, lab: LabDef) -> dict[str, Any]:
         r = self.report
@@ -237,7 +239,8 @@ class Run:
             "timings": {k: round(v, 1) for k, v in r.timings.items()} if r else {},
             "feedback": {c.id: c.feedback for c in r.checks if not c.passed} if r else {}}
         if self.kind == "decoy":
-            out.update(must_fail=sorted(self.must_fail), violates=self.violates, rejected=self.verdict(lab))
+            out.update(must_fail=sorted(self.must_fail), may_fail=sorted(self.may_fail), violates=self.violates,
+                       rejected=self.verdict(lab))
         if self.error or (r and r.error):
             out["error"] = self.error or (r.error if r else "")
         return out
@@ -305,7 +308,8 @@ def plan(lab: LabDef, learners: list[Learner], only: Iterable[str] = (),
             if decoys_once and d.name in graded:
                 continue
             graded.add(d.name)
-            work.append((Run("decoy", d.name, lid, must_fail=list(d.spec.must_fail), violates=d.spec.violates),
+            work.append((Run("decoy", d.name, lid, must_fail=list(d.spec.must_fail), may_fail=list(d.spec.may_fail),
+                             violates=d.spec.violates),
                          with_decoy(lab, d)))
     return [(run, nb) for run, nb in work if not keep or run.name in keep]
 
