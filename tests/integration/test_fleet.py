@@ -184,12 +184,14 @@ def test_drain_then_a_killed_node(rig, client, settings):
         reap(settings, client, grace=0)
     assert kept.id not in {s.id for s in runtime.list_envs(settings, client) if s.status == "lost"}
     held = {n["Name"] for n in manager.api.networks(filters={"label": f"{L.MANAGED}=1"})}
-    assert all(f"held by {other} (down)" in fl.stuck.get(name, "") for name in held), (held, fl.stuck)
+    # (a network released while its node was not yet marked down is named with the node as it was then)
+    assert held and all(f"held by {other} (" in fl.stuck.get(name, "") for name in held), (held, fl.stuck)
+    assert any(f"`ladderlab fleet forget {other}` frees it" in fl.stuck[name] for name in held), fl.stuck
     # a node that is up is never forgotten; the dead one is, and with it what Swarm held for it
     with pytest.raises(UsageError, match="not down"):
         fl.forget(first.record.node)
     released = fl.forget(other)
-    assert (kept.id in released) if held else True, (released, held)
+    assert kept.id in released, (released, held)
     assert manager.api.networks(filters={"label": f"{L.MANAGED}=1"}) == [], fl.stuck
     assert other not in {n.name for n in fl.nodes()}
     for node in rig.names:

@@ -381,9 +381,14 @@ class Fleet:
                 last = str(exc.explanation or exc)
                 time.sleep(0.25)
         holders = self.holders(net_id)
-        down = [f"{node} ({state})" for node, state in holders.items() if state != "ready"]
-        self.stuck[name] = (f"held by {', '.join(down)}: once it is down for good, `ladderlab fleet forget "
-                            f"{next(iter(holders))}` frees it" if down else f"busy: {last}")
+        down = [node for node, state in holders.items() if state != "ready"]
+        held = ", ".join(f"{node} ({state})" for node, state in holders.items())
+        if down:
+            self.stuck[name] = (f"held by {held}: once {down[0]} is down for good, `ladderlab fleet forget "
+                                f"{down[0]}` frees it")
+        else:
+            self.stuck[name] = f"held by {held} (a container there is still attached): {last}" if holders \
+                else f"busy: {last}"
         return False
 
     def holders(self, net_id: str) -> dict[str, str]:
