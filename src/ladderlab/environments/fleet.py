@@ -33,7 +33,8 @@ How an environment is placed (the decision, written down):
 - **Failure**: a node that Swarm marks ``down`` has lost its environments (``lost``); draining a
   node lets its environments run on (they are plain containers) and Swarm places new ones
   elsewhere; a full cluster leaves the placement task pending, and ``place`` refuses with the
-  reason Swarm gave.
+  reason Swarm gave. Swarm keeps a down node's attachments to the overlays (their networks stay in
+  use) until the node is removed: :meth:`Fleet.forget` (``ladderlab fleet forget NODE``).
 """
 
 from __future__ import annotations
