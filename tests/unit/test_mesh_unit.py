@@ -315,12 +315,12 @@ def samples(gone: dict[str, float] | None = None, *, start: tuple[str, ...] = ("
 def nat_context(table: dict[str, object], *, after: dict[str, int | None] | None = None,
                 before: dict[str, int | None] | None = None) -> tuple[FakeContext, FakeRunner]:
     """ra and rb keep rc behind the NAT (their admin observers take the iptables rules); ``before`` and
-    ``after``: what ra's and rb's probes to rc's pod get (6 s before the quiet, 3 s after it)."""
+    ``after``: what ra's and rb's probes to rc's pod get (6 s before the quiet, 8 s after it)."""
     obs = {}
     for h in ("ra", "rb"):
         extra: list[tuple[str, str, int]] = [IPT]
         if after is not None:
-            extra.append((r'sendto\(b"reach".* 3\.0 ', json.dumps({"ttl": {POD_IP["rc"]: after.get(h)}}), 0))
+            extra.append((r'sendto\(b"reach".* 8\.0 ', json.dumps({"ttl": {POD_IP["rc"]: after.get(h)}}), 0))
         if before is not None:
             extra.append((r'sendto\(b"reach".* 6\.0 ', json.dumps({"ttl": {POD_IP["rc"]: before.get(h)}}), 0))
         obs[h] = observer(h, extra=tuple(extra))
