@@ -339,11 +339,12 @@ def cmd_cohort_status(args: argparse.Namespace, settings: Settings) -> int:
     learners = [m.id for m in cohorts.members(paths, args.name)]
 
     manual = set(lab_rubrics(settings, course)) & set(labs)
+    store = Store.open(settings) if manual else None  # once: --watch reads it every 2 s
 
     def snapshot() -> tuple[list[Any], dict[str, Any]]:
         rows = cohorts.states(paths, course.id, learners, labs)
-        if manual:  # graded hand-ins of a lab with a manual part: awaiting the trainer's grade, or both parts
-            entries = Store.open(settings).entries(learners=learners)
+        if store is not None:  # graded hand-ins of a lab with a manual part: awaiting the trainer's grade, or both
+            entries = store.entries(learners=learners)
             rows = cohorts.with_manual_grades(rows, entries, manual,
                                               f"ladderlab cohort record-rubric {args.name}")
         return rows, cohorts.pass_rates(rows)

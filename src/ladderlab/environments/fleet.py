@@ -431,13 +431,10 @@ class Fleet:
         node_id = info["ID"]
         envs: set[str] = set()
         nets: set[str] = set()
-        for t in manager.api.tasks(filters={"node": node_id}):
+        for t in manager.api.tasks(filters={"node": node_id}):  # placement tasks carry their env's labels
             envs.add(((t.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels", {}).get(L.ENV_ID, ""))
         for t in manager.api.tasks(filters={"node": node_id, "runtime": "attachment"}):
             nets.update(a.get("Target", "") for a in (t.get("Spec") or {}).get("Networks") or [])
-        for svc in manager.api.services(filters={"label": f"{L.MANAGED}=1"}):
-            if any(t.get("NodeID") == node_id for t in manager.api.tasks(filters={"service": svc["ID"]})):
-                envs.add((svc.get("Spec") or {}).get("Labels", {}).get(L.ENV_ID, ""))
         for net in manager.api.networks(filters={"label": f"{L.MANAGED}=1"}):
             if net["Id"] in nets:
                 envs.add((net.get("Labels") or {}).get(L.ENV_ID, ""))

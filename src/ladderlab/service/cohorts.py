@@ -17,7 +17,7 @@ import io
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -241,7 +241,7 @@ def states(paths: ServicePaths, course_id: str, learners: Sequence[str], labs: S
     return out
 
 
-def with_manual_grades(rows: Sequence[State], entries: Sequence[Any], manual: Sequence[str] | set[str],
+def with_manual_grades(rows: Sequence[State], entries: Sequence[Any], manual: Collection[str],
                        command: str = "ladderlab cohort record-rubric") -> list[State]:
     """The rows of labs with a manually graded part, read against the evidence record (``entries``, the
     cohort's): a graded hand-in whose automatic part passed is ``awaiting rubric`` (``passed`` unknown) until
