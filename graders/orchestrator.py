@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ SETTLE = 12.0
 POLL = 0.2
 #: How long exactly N replicas must hold after a frozen node returns.
 HOLD = 1.5
+#: A load that sent a request this much after its time was kept from running (the machine is overloaded): the
+#: load balancer and the replicas, on the same machine, were too, and the requests that failed cannot judge them.
+MAX_LATE_MS = 400
 
 #: Runs in an observer in a node's network namespace: the listening TCP sockets whose port is in [lo, hi]
 #: (from the kernel's /proc/net/tcp{,6}: hex fields only), each asked ``GET /`` (its answer, or null within
@@ -122,9 +126,10 @@ except Exception as exc:
 
 #: Runs in the probe's observer: ``rate`` GETs a second to ``url`` for ``duration`` seconds from ``t0`` (epoch),
 #: each with a ``timeout``; an optional PUT (method, url, body) at ``put_at`` (epoch). Prints
-#: {"requests": [[sent, ok, version, id]], "put": {"t", "status"} or null}; ok: 200 with the app's JSON.
+#: {"requests": [[sent, ok, version, id, why not ok]], "put": {"t", "status"} or null, "late_ms": the most a
+#: request went out after its time}; ok: 200 with the app's JSON.
 LOAD_SCRIPT = r"""
-import json, sys, time, urllib.request, concurrent.futures as cf
+import json, socket, sys, time, urllib.error, urllib.request, concurrent.futures as cf
 cfg = json.loads(sys.argv[1])
 def get(i):
     sent = time.time()
@@ -133,10 +138,17 @@ def get(i):
             got = json.loads(r.read(8192).decode("utf-8", "replace"))
             good = r.status == 200 and isinstance(got, dict) and got.get("app") == cfg["app"]
             if not good:
-                return [sent, False, "", ""]
-            return [sent, True, str(got.get("version", ""))[:80], str(got.get("id", ""))[:80]]
+                return [sent, False, "", "", "not the app"]
+            return [sent, True, str(got.get("version", ""))[:80], str(got.get("id", ""))[:80], ""]
+    except urllib.error.HTTPError as exc:
+        return [sent, False, "", "", "HTTP %d" % exc.code]
+    except (TimeoutError, socket.timeout):
+        return [sent, False, "", "", "no answer in time"]
+    except urllib.error.URLError as exc:
+        timed_out = isinstance(exc.reason, (TimeoutError, socket.timeout))
+        return [sent, False, "", "", "no answer in time" if timed_out else "no connection"]
     except Exception:
-        return [sent, False, "", ""]
+        return [sent, False, "", "", "no HTTP answer"]
 def put():
     if not cfg.get("put_url"):
         return None
@@ -152,6 +164,7 @@ def put():
         return {"t": t, "status": exc.code}
     except Exception:
         return {"t": t, "status": 0}
+late = 0.0  # the most a request went out after its time: this process was kept from running that long
 with cf.ThreadPoolExecutor(max_workers=48) as pool:
     putting = pool.submit(put)
     futures, n = [], int(cfg["duration"] * cfg["rate"])
@@ -159,8 +172,10 @@ with cf.ThreadPoolExecutor(max_workers=48) as pool:
         at = cfg["t0"] + i / cfg["rate"]
         while time.time() < at:
             time.sleep(max(0.0, min(0.005, at - time.time())))
+        late = max(late, time.time() - at)
         futures.append(pool.submit(get, i))
-    print(json.dumps({"requests": [f.result() for f in futures], "put": putting.result()}))
+    print(json.dumps({"requests": [f.result() for f in futures], "put": putting.result(),
+                      "late_ms": round(late * 1000)}))
 """
 
 
@@ -638,7 +653,9 @@ def rolling_update(ctx: Context, *, app: str, version: str, new_version: str, re
         put = result["put"]
         put_at, status = float(put["t"]), int(put["status"])
         requests = [(float(r[0]), bool(r[1])) for r in result["requests"]]
-    except (KeyError, TypeError, ValueError) as exc:
+        why = [str(r[4]) for r in result["requests"] if float(r[0]) >= put_at and not r[1]]
+        late_ms = float(result["late_ms"])
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ObservationError(f"unexpected load answer: {exc}") from None
     if not 200 <= status < 300:
         return fail(f"the API did not accept the new version (PUT answered {status or 'nothing'})")
@@ -649,6 +666,9 @@ def rolling_update(ctx: Context, *, app: str, version: str, new_version: str, re
     most = max((n for _, n, _, _ in counts), default=0)
     window = [g for s, g in requests if s >= put_at]
     share = sum(window) / len(window) if window else 0.0
+    if share < availability and late_ms > MAX_LATE_MS:
+        raise CannotJudge(f"the load on the probe sent a request {late_ms / 1000:.1f} s after its time (the machine "
+                          f"is overloaded): its failed requests say nothing about the update")
     problems = []
     if done is None:
         last = counts[-1] if counts else (0.0, 0, 0, 0)
@@ -657,8 +677,10 @@ def rolling_update(ctx: Context, *, app: str, version: str, new_version: str, re
     if most > new.replicas + 1:
         problems.append(f"{most} replicas listened at once during the update (at most {new.replicas + 1})")
     if share < availability:
+        kinds = Counter(why)
         problems.append(f"only {share:.1%} of the requests through the load balancer succeeded during the update "
-                        f"(at least {availability:.0%})")
+                        f"(at least {availability:.0%}; the failures: "
+                        f"{', '.join(f'{n} {k}' for k, n in kinds.most_common())})")
     if problems:
         return fail("; ".join(problems))
     assert done is not None

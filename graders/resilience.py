@@ -30,8 +30,10 @@ from ladderlab.errors import CommandTimeout
 from ladderlab.grading.checks import CannotJudge, Context, Verdict, check, fail, ok
 
 #: Runs in the probe's observer: one request every 1/rate seconds from t0 (epoch), each giving up at its
-#: deadline + slack; prints [[status, milliseconds, sent (epoch ms)], ...] by request index (status 0: no
-#: answer in time, -1: no connection or no HTTP answer, -2: not sent, the probe fell more than late_s behind).
+#: deadline + slack; prints {"answers": [[status, milliseconds, sent (epoch ms)], ...] by request index (status
+#: 0: no answer in time, -1: no connection or no HTTP answer, -2: not sent, the probe fell more than late_s
+#: behind), "late_start_ms": how long after t0 it started (negative: before), "stall_ms": the longest the
+#: probe was kept from running while the load ran (a heartbeat every 20 ms)}.
 LOAD_SCRIPT = r"""
 import asyncio, json, sys, time
 cfg = json.loads(sys.argv[1])
@@ -55,7 +57,17 @@ async def one(i):
         if writer is not None:
             writer.close()
     out[i] = [status, round((time.time() - start) * 1000), round(start * 1000)]
+end = cfg["t0"] + cfg["n"] / cfg["rate"] + (cfg["deadline_ms"] + cfg["slack_ms"]) / 1000
+stall = [0.0]
+async def heartbeat():  # how long this process was kept from running, at worst, while the load ran
+    while time.time() < end:
+        before = time.time()
+        await asyncio.sleep(0.02)
+        if time.time() > cfg["t0"]:
+            stall[0] = max(stall[0], time.time() - before - 0.02)
 async def main():
+    started = time.time()
+    beat = asyncio.create_task(heartbeat())
     tasks = []
     for i in range(cfg["n"]):
         due = cfg["t0"] + i / cfg["rate"]
@@ -64,9 +76,11 @@ async def main():
             out[i] = [-2, 0, 0]
             continue
         tasks.append(asyncio.create_task(one(i)))
-    await asyncio.gather(*tasks)
-asyncio.run(main())
-print(json.dumps(out))
+    await asyncio.gather(*tasks, beat)
+    return started
+started = asyncio.run(main())
+print(json.dumps({"answers": out, "late_start_ms": round((started - cfg["t0"]) * 1000),
+                  "stall_ms": round(stall[0] * 1000)}))
 """
 
 #: Runs in inventory's observer (its network namespace): one call to its controls on 127.0.0.1.
@@ -86,6 +100,8 @@ RECOVERY_MIN = 0.9  # share of good requests once the slowdown is over
 LATE_S = 0.25  # a request the probe could not send this close to its time is not sent at all
 MAX_UNSENT = 0.1  # more unsent requests than this share of a phase: the experiment cannot judge
 MAX_LAG_MS = 100.0  # inventory's event loop waking up later than this (90th percentile): the machine is overloaded
+MAX_STALL_MS = 400  # the probe kept from running this long at once: the machine stalled (the fastest deadline: 700)
+LEAD_S = 6.0  # from the schedule to the load's first request: time for the load's observer command to start
 
 
 @dataclass(frozen=True)
@@ -199,7 +215,7 @@ def run_experiment(ctx: Context, *, deadline_ms: int, slow_ms: int, slow_seconds
     run = f"g{secrets.token_hex(4)}"
     offset = secrets.randbelow(10)
     transient = frozenset(i for i in tl.indices(tl.transient) if i % 10 == offset)
-    t0 = time.time() + 4.0  # time for the load's observer command to start
+    t0 = time.time() + LEAD_S
     schedule = {"run": run, "slow": [t0 + tl.incident[0], t0 + tl.incident[1]], "slow_ms": int(slow_ms),
                 "transient": [f"{run}-{i}" for i in sorted(transient)]}
     if _control(ctx, "POST", "/experiment", json.dumps(schedule), host=dependency, port=control_port).get(
@@ -210,11 +226,19 @@ def run_experiment(ctx: Context, *, deadline_ms: int, slow_ms: int, slow_seconds
     out = _observe(ctx, source, "python3 -c %s %s", LOAD_SCRIPT, json.dumps(load),
                    timeout=tl.recovery[1] + 60)
     try:
-        answers = json.loads(out)
+        printed = json.loads(out)
+        answers, late_start, stall = printed["answers"], float(printed["late_start_ms"]), float(printed["stall_ms"])
         if len(answers) != tl.requests or not all(isinstance(a, list) and len(a) == 3 for a in answers):
             raise ValueError("not one answer per request")
-    except ValueError as exc:
+    except (ValueError, TypeError, KeyError) as exc:
         raise CannotJudge(f"the load on {source} printed {out[:80]!r}: {exc}") from exc
+    # A machine too busy to run the experiment on time: its timings say nothing about the learner's service.
+    if late_start > 0:
+        raise CannotJudge(f"the load on {source} started {late_start / 1000:.1f} s after its first request was due "
+                          f"(its command took more than {LEAD_S:g} s to start: the machine is overloaded)")
+    if stall > MAX_STALL_MS:
+        raise CannotJudge(f"the load on {source} was kept from running for {stall:.0f} ms at once during the "
+                          f"experiment (more than {MAX_STALL_MS} ms: the machine is overloaded)")
     for name, phase in (("baseline", tl.baseline), ("transient", tl.transient), ("incident", tl.incident),
                         ("recovery", tl.recovery)):
         ids = tl.indices(phase)
@@ -250,8 +274,9 @@ def not_serving(outcome: Outcome) -> Verdict | None:
     good, n = outcome.good_share(outcome.timeline.baseline)
     if _share(good, n) >= BASELINE_MIN:
         return None
-    return fail(f"before any incident only {good} of {n} orders succeeded through the edge within the deadline - "
-                f"the service must work normally first (are orders and the edge running with your settings?)")
+    return fail(f"before any incident only {good} of {n} orders succeeded through the edge within the deadline "
+                f"(the edge answered: {breakdown(outcome, outcome.timeline.baseline)}) - the service must work "
+                f"normally first (are orders and the edge running with your settings?)")
 
 
 def served(ctx: Context, *, deadline_ms: int | str, slow_ms: int | str, slow_seconds: int | str, edge: str,

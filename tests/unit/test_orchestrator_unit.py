@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -75,8 +80,9 @@ class Cluster:
             if self.load is not None:
                 return CommandResult(full, 0, json.dumps(self.load), "")
             ids = self.ids()
-            reqs = [[1.0 + i, True, V1, ids[i % len(ids)]] for i in range(24)] if ids else [[1.0, False, "", ""]] * 24
-            return CommandResult(full, 0, json.dumps({"requests": reqs, "put": None}), "")
+            reqs = ([[1.0 + i, True, V1, ids[i % len(ids)], ""] for i in range(24)] if ids
+                    else [[1.0, False, "", "", "HTTP 503"]] * 24)
+            return CommandResult(full, 0, json.dumps({"requests": reqs, "put": None, "late_ms": 3}), "")
         raise AssertionError(f"unexpected command on {host}: {full[:100]}")
 
     def ids(self) -> list[str]:
@@ -266,7 +272,15 @@ def test_node_loss_fails_when_nothing_moves_and_return_fails_on_duplicates():
     assert back.status == "failed" and "6 healthy replicas" in back.feedback
 
 
-GOOD_LOAD = {"requests": [[100.0 + i / 25, True, V1, "x"] for i in range(300)], "put": {"t": 100.0, "status": 200}}
+GOOD_LOAD = {"requests": [[100.0 + i / 25, True, V1, "x", ""] for i in range(300)], "put": {"t": 100.0, "status": 200},
+             "late_ms": 3}
+
+
+def outage(late_ms: int) -> dict[str, Any]:
+    """One request in ten through the load balancer fails during the update (a timeout or a refused connection)."""
+    why = ["no answer in time", "no connection"]
+    return {"requests": [[100.0 + i / 25, i % 10 != 0, "", "", "" if i % 10 else why[i // 10 % 2]] for i in range(300)],
+            "put": {"t": 100.0, "status": 200}, "late_ms": late_ms}
 
 
 def sampled(rows: list[tuple[float, dict[str, list[dict[str, Any]]]]]) -> dict[str, list[dict[str, Any]]]:
@@ -289,10 +303,10 @@ def test_rolling_update_fails_on_an_outage_too_many_replicas_or_no_rollout():
     for n in NODES:
         crowd[n] = [*crowd[n], rep(9150, f"{n}-new", f"{n}-9", V2)]
     cluster.timelines = sampled([(99.0, healthy(V1)), (100.5, crowd), (102.0, healthy(V2, start=50))])
-    cluster.load = {"requests": [[100.0 + i / 25, i % 10 != 0, "", ""] for i in range(300)],
-                    "put": {"t": 100.0, "status": 200}}
+    cluster.load = outage(late_ms=3)
     _, v = grade(orch.rolling_update, cluster, version=V1, new_version=V2, ctl="ctl", lb_port=8042)
     assert v.status == "failed" and "7 replicas listened" in v.feedback and "90.0%" in v.feedback, v.feedback
+    assert "the failures: 15 no answer in time, 15 no connection" in v.feedback, v.feedback
     cluster.timelines = sampled([(99.0, healthy(V1)), (101.0, healthy(V1))])
     cluster.load = GOOD_LOAD
     _, v = grade(orch.rolling_update, cluster, version=V1, new_version=V2, ctl="ctl", lb_port=8042)
@@ -396,3 +410,54 @@ def test_scaled_fails_when_a_scale_down_only_passes_through_the_count_on_its_way
     cluster.on_snapshot = follow
     _, v = grade(orch.scaled, cluster, version=V1, ctl="ctl")
     assert v.status == "failed" and "scaling down to 3 started 3 new replica(s)" in v.feedback, v.feedback
+
+
+def test_rolling_update_cannot_judge_failed_requests_when_the_load_itself_was_kept_from_running():
+    """The probe sent a request 0.9 s after its time: the machine stalled, and the load balancer with it. Its
+    failed requests are the machine's (an error, graded again), while a clean run under the same stall passes."""
+    cluster = Cluster()
+    surge = healthy(V1)
+    surge["node2"] = [*surge["node2"], rep(9102, "s", f"{APP}-9", V2)]
+    cluster.timelines = sampled([(99.0, healthy(V1)), (100.5, surge), (102.0, healthy(V2, start=50))])
+    cluster.load = outage(late_ms=900)
+    _, v = grade(orch.rolling_update, cluster, version=V1, new_version=V2, ctl="ctl", lb_port=8042)
+    assert v.status == "error" and "0.9 s after its time" in v.feedback, v.feedback
+    cluster.load = {**GOOD_LOAD, "late_ms": 900}
+    _, v = grade(orch.rolling_update, cluster, version=V1, new_version=V2, ctl="ctl", lb_port=8042)
+    assert v.status == "passed", v.feedback
+
+
+def test_the_real_load_script_says_why_each_request_failed_and_how_late_it_ran():
+    """LOAD_SCRIPT itself against a local app server: good answers, then the server gone (no connection); its
+    lateness is small when it starts before t0 and counts the wait when t0 had already passed."""
+    class App(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"app": APP, "version": V1, "id": "r1"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), App)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+
+    def load(t0: float) -> dict[str, Any]:
+        cfg = {"url": url, "app": APP, "t0": t0, "duration": 0.4, "rate": 10.0, "timeout": 2.0}
+        out = subprocess.run([sys.executable, "-c", orch.LOAD_SCRIPT, json.dumps(cfg)], capture_output=True,
+                             text=True, timeout=30, check=True).stdout
+        return json.loads(out)
+
+    try:
+        on_time = load(time.time() + 0.5)
+        overdue = load(time.time() - 1.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [r[1:] for r in on_time["requests"]] == [[True, V1, "r1", ""]] * 4
+    assert on_time["late_ms"] < orch.MAX_LATE_MS and overdue["late_ms"] >= 1000
+    gone = load(time.time() + 0.3)
+    assert [r[1] for r in gone["requests"]] == [False] * 4 and {r[4] for r in gone["requests"]} == {"no connection"}

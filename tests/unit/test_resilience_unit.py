@@ -11,9 +11,14 @@ import asyncio
 import importlib.util
 import json
 import re
+import signal
+import subprocess
 import sys
+import threading
+import time
 import types
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -61,9 +66,11 @@ def optimistic(t: float, transient: bool) -> tuple[int, int, int]:
 class Simulated:
     """Both observers at once: inventory's controls and the probe's load, answered from ``system``."""
 
-    def __init__(self, system: System, load_output: str | None = None, lag: float = 2.0) -> None:
+    def __init__(self, system: System, load_output: str | None = None, lag: float = 2.0, late_start: int = -3000,
+                 stall: int = 30) -> None:
         self.system = system
         self.lag = lag
+        self.late_start, self.stall = late_start, stall
         self.load_output = load_output
         self.run_id = ""
         self.transient: set[str] = set()
@@ -89,15 +96,17 @@ class Simulated:
                 served_at = sent + (200 if self.system is optimistic else 40) if served else 0
                 self.ledger[rid] = [tries, served, 0, served_at]
                 answers.append([status, 50, sent])
-            return CommandResult(full, 0, self.load_output if self.load_output is not None else json.dumps(answers), "")
+            printed = {"answers": answers, "late_start_ms": self.late_start, "stall_ms": self.stall}
+            return CommandResult(full, 0, self.load_output if self.load_output is not None else json.dumps(printed), "")
         raise AssertionError(f"unexpected command {full[:80]!r}")
 
     def put_file(self, path: str, data: bytes) -> None:
         raise AssertionError("the experiment writes no files")
 
 
-def context(system: System, load_output: str | None = None, lag: float = 2.0) -> tuple[FakeContext, Simulated]:
-    sim = Simulated(system, load_output, lag)
+def context(system: System, load_output: str | None = None, lag: float = 2.0, **load: int) -> tuple[FakeContext,
+                                                                                                  Simulated]:
+    sim = Simulated(system, load_output, lag, **load)
     return FakeContext({"inventory": sim, "probe": sim}, params=PARAMS, addresses={"edge": "10.0.0.2"}), sim
 
 
@@ -156,9 +165,67 @@ def test_an_overloaded_machine_cannot_judge_timing():
 
 def test_a_probe_that_fell_behind_its_schedule_cannot_judge():
     answers = [[-2, 0, 0] if 6.0 <= i / 20 < 8.0 else [200, 50, 0] for i in range(R.Timeline(slow_seconds=4).requests)]
-    got = verdicts(context(resilient, load_output=json.dumps(answers))[0])
+    printed = {"answers": answers, "late_start_ms": -3000, "stall_ms": 30}
+    got = verdicts(context(resilient, load_output=json.dumps(printed))[0])
     assert {v.status for v in got.values()} == {"error"}
     assert "fell behind its schedule" in got["fails-fast"].feedback
+
+
+@pytest.mark.parametrize(("load", "says"), [({"late_start": 900}, "started 0.9 s after its first request was due"),
+                                            ({"stall": 1200}, "kept from running for 1200 ms at once")])
+def test_a_load_that_started_late_or_stalled_cannot_judge_even_a_broken_service(load, says):
+    """The probe shares the machine with the service: when it could not run on time, neither could orders or
+    the edge, and the failures it saw are the machine's. A service failing anyway is not failed on that run."""
+    got = verdicts(context(metastable, **load)[0])
+    assert {v.status for v in got.values()} == {"error"}, got
+    assert says in got["recovers"].feedback and "overloaded" in got["recovers"].feedback
+
+
+def test_the_baseline_failure_says_what_the_edge_answered():
+    got = verdicts(context(down)[0])
+    assert "(the edge answered: 30 no connection)" in got["recovers"].feedback
+
+
+def _serve_ok() -> tuple[ThreadingHTTPServer, int]:
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+@pytest.mark.parametrize("stop_s", [0.0, 0.8])
+def test_the_real_load_script_measures_its_own_start_and_stalls(stop_s):
+    """LOAD_SCRIPT itself, against a local server: it reports how late it started (before t0 here) and the
+    longest it was kept from running (a SIGSTOP of ``stop_s`` in the middle of the load)."""
+    server, port = _serve_ok()
+    cfg = {"host": "127.0.0.1", "port": port, "run": "t", "t0": time.time() + 1.0, "n": 30, "rate": 20.0,
+           "deadline_ms": 700, "slack_ms": 200, "late_s": R.LATE_S}
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", R.LOAD_SCRIPT, json.dumps(cfg)], stdout=subprocess.PIPE,
+                                text=True)
+        if stop_s:
+            time.sleep(max(0.0, cfg["t0"] + 0.5 - time.time()))
+            proc.send_signal(signal.SIGSTOP)
+            time.sleep(stop_s)
+            proc.send_signal(signal.SIGCONT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        server.shutdown()
+    printed = json.loads(out)
+    assert len(printed["answers"]) == 30 and printed["late_start_ms"] < 0
+    if stop_s:
+        assert printed["stall_ms"] >= stop_s * 1000 - 50, printed
+    else:
+        assert printed["stall_ms"] < R.MAX_STALL_MS, printed
+        assert all(a[0] == 200 for a in printed["answers"]), printed
 
 
 @pytest.mark.parametrize(("part", "given", "passed"), [

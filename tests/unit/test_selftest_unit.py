@@ -180,3 +180,38 @@ def test_a_decoy_must_fail_its_checks_and_may_fail_only_those_it_names(settings)
     assert run({ids[0], ids[1]}, may=[ids[1]])     # declared as a possible consequence: failing
     assert run({ids[0]}, may=[ids[1]])             # or passing
     assert not run({ids[1]}, may=[ids[1]])          # the violation's own check must fail
+
+
+@pytest.mark.parametrize(("outcomes", "attempts", "ok"), [
+    (["error", "graded"], 2, True),              # could not judge once: graded again, the verdict counts
+    (["raise", "error", "graded"], 3, True),
+    (["error", "error", "error"], 3, False),     # never judged: the self-test fails, after ATTEMPTS gradings
+    (["failed"], 1, False),                      # a verdict is never graded again
+])
+def test_a_grading_that_could_not_judge_is_graded_again_and_a_verdict_never(settings, monkeypatch, outcomes, attempts,
+                                                                            ok):
+    from ladderlab.grading import selftest as st
+    from ladderlab.grading.pipeline import CheckOutcome, GradeReport
+
+    lab = load_lab(settings, load_course(settings.course_file), LAB, registry=load_graders(settings.root))
+    given = iter(outcomes)
+
+    def fake_grade(settings, client, lab_, nb, learner):
+        what = next(given)
+        if what == "raise":
+            raise RuntimeError("the environment did not start")
+        status = {"error": "error", "graded": "passed", "failed": "failed"}[what]
+        checks = [CheckOutcome(c.id, c.spec.points if status == "passed" else 0, c.spec.points, status == "passed",
+                               "the machine is overloaded" if status == "error" else "", status) for c in lab.checks]
+        score = lab.max_score if status == "passed" else 0.0
+        return GradeReport(LAB, learner, score, lab.max_score, status == "passed", checks), None
+
+    monkeypatch.setattr(st, "grade", fake_grade)
+    monkeypatch.setattr(st, "plan", lambda lab_, learners, only, decoys_once: [(st.Run("solution", "notebook"), {})])
+    monkeypatch.setattr(st, "learners_for", lambda settings_, lab_, k: [])
+    said: list[str] = []
+    [result] = st.selftest(settings, None, [lab], jobs=1, say=said.append)  # type: ignore[arg-type]
+    [run] = result.runs
+    assert run.attempts == attempts and run.verdict(lab) is ok and run.to_json(lab)["attempts"] == attempts
+    assert sum("could not be judged, graded again" in line for line in said) == attempts - 1, said
+    assert next(given, None) is None, "every outcome given was graded"

@@ -29,7 +29,12 @@ change what a check looks for. The untouched release is graded for the first lea
      "runs": [RUN...]}                              # all of the above, flat
     RUN = {"kind", "name", "learner", "ok", "score", "max_score", "failed_checks", "errored_checks",
            "feedback": {check: line}, "seconds", "timings": {phase: seconds} (env_up, sandbox, checks, ...),
-           ["must_fail", "may_fail", "violates", "rejected"] (decoys), ["error"]}
+           "attempts", ["must_fail", "may_fail", "violates", "rejected"] (decoys), ["error"]}
+
+A grading the grader could not judge (a check that errored, an incomplete grading: an overloaded machine,
+a fault of our own tools) says nothing about the lab: it is graded again on a fresh environment, up to
+``ATTEMPTS`` times in all, and only the last attempt counts (``attempts`` says how many it took). A lab whose
+checks cannot judge on every attempt still fails its self-test. A verdict is never graded again.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ Say = Callable[[str], None]
 CANDIDATES = 400
 #: Self-test learner ids: ``selftest-1``, ``selftest-2``, ...
 LEARNER_PREFIX = "selftest-"
+#: Gradings of one run at most, while the grader cannot judge it (see the module's notes).
+ATTEMPTS = 3
 
 
 def released(lab: LabDef) -> NotebookNode:
@@ -210,6 +217,12 @@ class Run:
     may_fail: list[str] = field(default_factory=list)
     violates: str | None = None
     seconds: float = 0.0
+    attempts: int = 0
+
+    @property
+    def judged(self) -> bool:
+        """The grading came to a verdict on every check (graded again when not)."""
+        return not self.error and self.report is not None and self.report.complete and not self.errored
 
     @property
     def failed(self) -> list[str]:
@@ -235,7 +248,7 @@ class Run:
         out: dict[str, Any] = {
             "kind": self.kind, "name": self.name, "learner": self.learner, "ok": self.verdict(lab),
             "score": r.score if r else None, "max_score": lab.max_score, "failed_checks": self.failed,
-            "errored_checks": self.errored, "seconds": round(self.seconds, 1),
+            "errored_checks": self.errored, "seconds": round(self.seconds, 1), "attempts": self.attempts,
             "timings": {k: round(v, 1) for k, v in r.timings.items()} if r else {},
             "feedback": {c.id: c.feedback for c in r.checks if not c.passed} if r else {}}
         if self.kind == "decoy":
@@ -348,10 +361,21 @@ def selftest(settings: Settings, client: docker.DockerClient, labs: list[LabDef]
     def one(item: tuple[LabDef, Run, NotebookNode]) -> Run:
         lab, run, nb = item
         t0 = time.monotonic()
-        try:
-            run.report, _ = grade(settings, client, lab, nb, run.learner)
-        except Exception as exc:
-            run.error = f"{type(exc).__name__}: {exc}"
+        while run.attempts < ATTEMPTS:
+            if run.attempts:
+                why = run.error or (run.report.error if run.report and run.report.error else "") or \
+                    "; ".join(f"{c.id}: {c.feedback}" for c in (run.report.checks if run.report else ())
+                              if c.status == "error")
+                say(f"{lab.id}: {run.learner} {run.kind} {run.name} could not be judged, graded again "
+                    f"({run.attempts + 1}/{ATTEMPTS}): {why[:300]}")
+            run.attempts += 1
+            run.report, run.error = None, ""
+            try:
+                run.report, _ = grade(settings, client, lab, copy.deepcopy(nb), run.learner)
+            except Exception as exc:
+                run.error = f"{type(exc).__name__}: {exc}"
+            if run.judged:
+                break
         run.seconds = time.monotonic() - t0
         mark = "ok" if run.verdict(lab) else "FAILED"
         r = run.report
