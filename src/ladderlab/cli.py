@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -582,6 +582,19 @@ def _seed_counts(given: list[str], labs: set[str]) -> tuple[int, dict[str, int]]
     return default, per_lab
 
 
+#: ``--decoys-once`` without a lab: every lab under test.
+ALL_LABS = "*"
+
+
+def _decoys_once(given: Iterable[str], labs: Sequence[str]) -> set[str]:
+    """The labs whose decoys are graded for one learner: ``--decoys-once`` (every lab) or ``--decoys-once LAB``."""
+    once = set(given)
+    unknown = sorted(once - set(labs) - {ALL_LABS})
+    if unknown:
+        raise UsageError(f"--decoys-once {unknown[0]}: not one of the labs under test ({', '.join(labs)})")
+    return set(labs) if ALL_LABS in once else once
+
+
 def cmd_selftest(args: argparse.Namespace, settings: Settings) -> int:
     from ladderlab.grading.selftest import selftest
 
@@ -589,9 +602,10 @@ def cmd_selftest(args: argparse.Namespace, settings: Settings) -> int:
     if not labs:
         say("no published labs to test")
     seeds, seeds_for = _seed_counts(args.seeds or ["1"], {lab.id for lab in labs})
+    decoys_once = _decoys_once(args.decoys_once or (), [lab.id for lab in labs])
     t0 = time.monotonic()
     results = selftest(settings, _client(settings), labs, jobs=args.jobs, seeds=seeds, seeds_for=seeds_for,
-                       only=args.only or (), decoys_once=args.decoys_once, say=say)
+                       only=args.only or (), decoys_once=decoys_once, say=say)
     wall = time.monotonic() - t0
     if args.json:
         print(json.dumps({"labs": [r.to_json() for r in results], "wall_seconds": round(wall, 1)}, indent=2))
@@ -917,9 +931,9 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--seeds", action="append", metavar="[LAB=]K",
                     help="grade solutions and decoys for K learners, covering the seeded choices (default 1); "
                          "LAB=K for one lab (repeatable)")
-    st.add_argument("--decoys-once", action="store_true",
+    st.add_argument("--decoys-once", action="append", nargs="?", const=ALL_LABS, metavar="LAB",
                     help="with several seeds: grade each decoy for one learner only (the first whose seed allows "
-                         "it); every learner's solutions are still graded")
+                         "it), in every lab or in LAB (repeatable); every learner's solutions are still graded")
     st.add_argument("--only", action="append", metavar="NAME",
                     help="grade only this run: notebook, untouched, or a solution's or decoy's name (repeatable)")
     st.set_defaults(func=cmd_selftest)

@@ -21,7 +21,10 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 #: Seeds per lab, and the choice parameters whose every value the seeds must draw: the seeded choices that
 #: change what a check looks for. sre-5's injected fault changes the whole diagnosis: every fault is graded
-#: here. sre-2's and sre-4's seeded thresholds and targets change only the series the checks replay through
+#: here, every decoy for every fault. sre-3's amplifying layer and its tries, and sec-3's analyst (company
+#: and workstation), change only what a right answer says: every value is graded on the lab's solutions,
+#: each decoy once (DECOYS_ONCE: a decoy breaks one requirement whatever the seed draws). sre-2's and
+#: sre-4's seeded thresholds and targets change only the series the checks replay through
 #: promtool: every value of them is judged against the notebook's solution and the nearest wrong rules in
 #: tests/integration/test_slo_scenarios.py (seconds, not a full self-test per value). Ports, zone and host
 #: names differ between learners anyway (tests/integration grades several learners of sec-1).
@@ -33,13 +36,14 @@ SEEDS: dict[str, tuple[int, list[str]]] = {
     "sre-4-slo-burn-rate-alerts": (1, []),
     "sre-5-strace-debugging": (4, ["fault"]),
     "sys-3-tested-cli-tool": (1, []),
-    "sec-3-postgres-least-privilege": (1, []),
-    "sre-3-retry-storm": (1, []),
+    "sec-3-postgres-least-privilege": (3, ["analyst_company", "analyst_host"]),
+    "sre-3-retry-storm": (3, ["amplifier", "attempts"]),
     "net-3-multi-region-mesh": (1, []),
     "comm-4-incident-rca": (1, []),
     "sys-6-mini-orchestrator": (1, []),
 }
 
+DECOYS_ONCE = ["sec-3-postgres-least-privilege", "sre-3-retry-storm"]
 
 #: Gradings at once for all the labs' self-tests together: one `ladderlab selftest` run grades every lab in one
 #: pool, so one lab's waits (sec-3's alert window, sec-1's filtered ports, sre-3's experiment) overlap another
@@ -68,7 +72,8 @@ def selftest_all(images, root) -> dict[str, dict]:
     counts = [f"{lab}={SEEDS[lab][0]}" for lab in labs if SEEDS[lab][0] != 1]
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "ladderlab.cli", "selftest", *labs, "--json", "--jobs", str(JOBS),
-                        *(f"--seeds={c}" for c in counts)], capture_output=True, text=True, cwd=root, timeout=3000)
+                        *(f"--seeds={c}" for c in counts), *(f"--decoys-once={lab}" for lab in DECOYS_ONCE)],
+                       capture_output=True, text=True, cwd=root, timeout=3000)
     wall = time.monotonic() - t0
     assert r.stdout.strip(), r.stderr[-3000:]
     out = json.loads(r.stdout)
@@ -92,18 +97,23 @@ def test_lab_passes_its_selftest_for_several_seeds(selftest_all, lab_id):
     assert {run["learner"] for run in solutions} == set(learners)
     assert len({run["name"] for run in solutions}) >= 2, f"{lab_id}: no solutions/*.yaml graded"
     for run in solutions:
-        assert run["ok"] and run["score"] == run["max_score"], _why(run)
+        assert run["ok"] and run["score"] == run["max_score"], _why(run, lab)
     decoys = lab["decoys"]
     assert len({d["name"] for d in decoys}) >= 3, lab_id
+    if lab_id in DECOYS_ONCE:
+        assert len({d["name"] for d in decoys}) == len(decoys), "each decoy graded once"
     for decoy in decoys:
-        assert decoy["rejected"], _why(decoy)
+        assert decoy["rejected"], _why(decoy, lab)
         failed = set(decoy["failed_checks"])
         assert set(decoy["must_fail"]) <= failed <= set(decoy["must_fail"]) | set(decoy["may_fail"]), decoy
         assert decoy["errored_checks"] == [], decoy
     assert lab["passed"]
 
 
-def _why(run: dict) -> str:
-    """One failed run, whole: pytest cuts a dict in an assertion message short."""
-    keep = ("learner", "kind", "name", "score", "failed_checks", "errored_checks", "must_fail", "error", "feedback")
-    return json.dumps({k: run.get(k) for k in keep})
+def _why(run: dict, lab: dict) -> str:
+    """One failed run, whole, with what its learner's seed drew: pytest cuts a dict in an assertion message
+    short."""
+    keep = ("learner", "kind", "name", "score", "failed_checks", "errored_checks", "must_fail", "error", "attempts",
+            "feedback")
+    params = next((s["params"] for s in lab["seeds"] if s["learner"] == run.get("learner")), None)
+    return json.dumps({**{k: run.get(k) for k in keep}, "params": params})

@@ -215,3 +215,15 @@ def test_a_grading_that_could_not_judge_is_graded_again_and_a_verdict_never(sett
     assert run.attempts == attempts and run.verdict(lab) is ok and run.to_json(lab)["attempts"] == attempts
     assert sum("could not be judged, graded again" in line for line in said) == attempts - 1, said
     assert next(given, None) is None, "every outcome given was graded"
+
+
+def test_decoys_once_names_every_lab_or_some_and_refuses_a_lab_not_tested():
+    from ladderlab.cli import ALL_LABS, _decoys_once
+    from ladderlab.errors import UsageError
+
+    labs = [LAB, "sre-5-strace-debugging"]
+    assert _decoys_once([], labs) == set()
+    assert _decoys_once([ALL_LABS], labs) == set(labs)
+    assert _decoys_once([LAB], labs) == {LAB}
+    with pytest.raises(UsageError, match="--decoys-once nope-lab: not one of the labs under test"):
+        _decoys_once([LAB, "nope-lab"], labs)

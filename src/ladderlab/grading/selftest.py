@@ -14,7 +14,7 @@ For every lab, each grading on a fresh environment:
 A verdict our side could not reach (a check in error, an incomplete grading) never counts as a rejection.
 
 With ``seeds=K`` the solutions and decoys are graded for K self-test learners (K seeds; with
-``decoys_once`` each decoy only for the first learner whose seed allows it). The learners are
+``decoys_once`` naming the lab, each decoy only for the first learner whose seed allows it). The learners are
 chosen so that, between them, every value of every ``choice`` parameter of the lab's environment is drawn
 at least once where K allows it (which fault is injected, which threshold applies): the seeded choices that
 change what a check looks for. The untouched release is graded for the first learner only.
@@ -42,7 +42,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -329,19 +329,19 @@ def plan(lab: LabDef, learners: list[Learner], only: Iterable[str] = (),
 
 def selftest(settings: Settings, client: docker.DockerClient, labs: list[LabDef], *, jobs: int = 3,
              seeds: int = 1, seeds_for: Mapping[str, int] | None = None, only: Iterable[str] = (),
-             decoys_once: bool = False, say: Say = print) -> list[LabResult]:
+             decoys_once: Collection[str] = (), say: Say = print) -> list[LabResult]:
     """Grade every lab's solutions, untouched release and decoys for ``seeds`` learners (``jobs`` at a time).
 
     ``seeds_for``: a lab's own number of learners instead of ``seeds``. All the labs' gradings share one pool
     of ``jobs`` (one lab's waits overlap another's work), in the order of ``labs``.
-    ``only``: grade just the runs with these names; ``decoys_once``: each decoy for one learner (see
-    :func:`plan`)."""
+    ``only``: grade just the runs with these names; ``decoys_once``: the labs (ids) whose decoys are graded for
+    one learner each (see :func:`plan`)."""
     only = list(only)
     results: list[LabResult] = []
     work: list[tuple[LabDef, Run, NotebookNode]] = []
     for lab in labs:
         learners = learners_for(settings, lab, (seeds_for or {}).get(lab.id, seeds))
-        runs = plan(lab, learners, only, decoys_once)
+        runs = plan(lab, learners, only, lab.id in decoys_once)
         ungraded = [d.name for d in lab.decoys if (not only or d.name in only)
                     and not any(d.spec.applies(lr.params) for lr in learners)]
         results.append(LabResult(lab, [run for run, _ in runs], learners,
