@@ -130,7 +130,7 @@ def assert_counted_once(env, cache: Path, expected: dict[str, float | None]) -> 
                 with pytest.raises(MissingEntry):
                     gb.find_submission(LAB, learner)
             else:
-                assert (row["status"], row["score"]) == ("graded", score), row
+                assert (row["status"], row["score"]) == ("graded", score), (row, _log_tail(row))
                 assert (state[learner]["state"], state[learner]["score"]) == ("graded", score), state[learner]
                 assert gb.find_submission(LAB, learner).score == score
     ladder = json.loads(run(env, "ladder", "--cohort", "faults", "--json").stdout)
@@ -144,6 +144,14 @@ def assert_counted_once(env, cache: Path, expected: dict[str, float | None]) -> 
             assert mine[0]["score"] == score
     assert {r["learner"] for r in ladder["learners"]} >= {k for k, v in expected.items() if v is not None}
     return rows
+
+
+def _log_tail(row: dict, chars: int = 6000) -> str:
+    """The end of a submission's grading log: what each attempt met (a wrong score is diagnosed from it)."""
+    try:
+        return Path(row["log"]).read_text()[-chars:]
+    except (KeyError, TypeError, OSError) as exc:
+        return f"(no log: {exc})"
 
 
 def _evidence(cache: Path) -> list[dict]:
