@@ -4,6 +4,7 @@ they are never silently skipped."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,13 @@ def images(client, settings):
     from ladderlab.environments.images import build
 
     return build(client, settings, None, lambda _m: None)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The self-test's cost per lab (tests/labs/test_selftest.py), when it ran: CI's log keeps it."""
+    module = sys.modules.get("tests.labs.test_selftest")
+    lines = getattr(module, "SUMMARY", None)
+    if lines:
+        terminalreporter.section("self-test per lab")
+        for line in lines:
+            terminalreporter.write_line(line)
