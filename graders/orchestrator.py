@@ -129,7 +129,7 @@ except Exception as exc:
 #: {"requests": [[sent, ok, version, id, why not ok]], "put": {"t", "status"} or null, "late_ms": the most a
 #: request went out after its time}; ok: 200 with the app's JSON.
 LOAD_SCRIPT = r"""
-import json, socket, sys, time, urllib.error, urllib.request, concurrent.futures as cf
+import json, sys, time, urllib.error, urllib.request, concurrent.futures as cf
 cfg = json.loads(sys.argv[1])
 def get(i):
     sent = time.time()
@@ -142,10 +142,10 @@ def get(i):
             return [sent, True, str(got.get("version", ""))[:80], str(got.get("id", ""))[:80], ""]
     except urllib.error.HTTPError as exc:
         return [sent, False, "", "", "HTTP %d" % exc.code]
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:  # socket.timeout is TimeoutError since Python 3.10
         return [sent, False, "", "", "no answer in time"]
     except urllib.error.URLError as exc:
-        timed_out = isinstance(exc.reason, (TimeoutError, socket.timeout))
+        timed_out = isinstance(exc.reason, TimeoutError)
         return [sent, False, "", "", "no answer in time" if timed_out else "no connection"]
     except Exception:
         return [sent, False, "", "", "no HTTP answer"]

@@ -234,7 +234,7 @@ class Run:
 
     def verdict(self, lab: LabDef) -> bool:
         r = self.report
-        if r is None or not r.complete or self.errored:
+        if r is None or not self.judged:
             return False
         if self.kind == "solution":
             return r.score == r.max_score and not r.failed()
@@ -362,10 +362,8 @@ def selftest(settings: Settings, client: docker.DockerClient, labs: list[LabDef]
         lab, run, nb = item
         t0 = time.monotonic()
         while run.attempts < ATTEMPTS:
-            if run.attempts:
-                why = run.error or (run.report.error if run.report and run.report.error else "") or \
-                    "; ".join(f"{c.id}: {c.feedback}" for c in (run.report.checks if run.report else ())
-                              if c.status == "error")
+            if run.attempts:  # an incomplete report names its fault (the first check in error, or the grading's)
+                why = run.error or (run.report.error if run.report else "")
                 say(f"{lab.id}: {run.learner} {run.kind} {run.name} could not be judged, graded again "
                     f"({run.attempts + 1}/{ATTEMPTS}): {why[:300]}")
             run.attempts += 1

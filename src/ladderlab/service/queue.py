@@ -82,7 +82,7 @@ def default_workers() -> tuple[int, str]:
     by_memory = max(1, int(available // MEMORY_PER_GRADING)) if available else PER_CORE * cores
     n = max(1, min(PER_CORE * cores, by_memory))
     return n, (f"{n} workers: {cores} cores x {PER_CORE}, memory for {by_memory} "
-               f"({available / (1 << 30):.1f} GiB available, 1.5 GiB per grading)")
+               f"({available / (1 << 30):.1f} GiB available, {MEMORY_PER_GRADING / (1 << 30):g} GiB per grading)")
 
 
 class Retry(Exception):
