@@ -26,6 +26,7 @@ must come back in as TCP replies do.
 
 from __future__ import annotations
 
+import re
 import secrets
 import shlex
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 
 from graders._net import ObservationError, control_free, describe, listen, shaping, states_from, tcp_states, udp_states
 from ladderlab.errors import LearnerState
-from ladderlab.grading.checks import Context, Verdict, check, fail, ok
+from ladderlab.grading.checks import Context, Runner, Verdict, check, fail, ok
 
 BUILTIN = ("INPUT", "FORWARD", "OUTPUT")
 
@@ -45,6 +46,9 @@ HISTORY_MATCHES = frozenset({"recent", "limit", "hashlimit", "connlimit", "stati
 HISTORY_TARGETS = frozenset({"NFQUEUE", "QUEUE", "SET", "TARPIT"})
 _PORT_OPTIONS = ("--dport", "--destination-port", "--dports", "--destination-ports", "--ports")
 _LEGACY_WARNING = "iptables-legacy tables present"
+#: iptables-nft-save's comments for a table it does not print in full: rules in native nft expressions
+#: (the table is left out) or extra nft base chains (left out of the table, yet they filter).
+_HIDDEN_TABLE = re.compile(r"# Table `(\w+)' (?:is incompatible|contains incompatible base-chains)")
 
 
 @dataclass
@@ -146,21 +150,46 @@ def canonical(chains: dict[str, Chain]) -> dict[str, tuple[str, tuple[str, ...]]
     return out
 
 
-def live_tables(ctx: Context, host: str) -> dict[str, dict[str, Chain]]:
-    """Every live iptables table of ``host``, read once per grading with the observer's own iptables-save.
+#: How many times the ruleset is read, at most, until two reads in a row agree.
+SAVE_READS = 4
 
-    The observer's tool failing is ours to fix (:class:`CannotJudge` via ObservationError), except when it
-    says the learner's nft rules are beyond what iptables can show (their state: a failure)."""
+
+def _save_once(observer: Runner, host: str) -> str:
+    """One ``iptables-save`` in ``host``'s namespace.
+
+    iptables-nft-save 1.8.9 ignores a failed netlink dump and prints what it fetched, exit 0 (its cache
+    code drops every error but EINTR): a table missing from one read may be the tool's failure, not yet
+    the learner's state. It also leaves out, with only a comment and exit 0, a table it cannot show."""
+    result = observer.run("iptables-save", timeout=20)
+    said = (result.stderr + result.stdout).strip()
+    if result.failed and "incompatible" not in said:
+        raise ObservationError(f"iptables-save in {host}'s namespace exited {result.rc}: {said[:200]}")
+    hidden = sorted({m.group(1) for m in _HIDDEN_TABLE.finditer(said)})
+    if hidden or "incompatible" in said:
+        raise LearnerState(f"{host} holds nftables rules iptables cannot show (table {', '.join(hidden) or '?'}"
+                           f"), so its ruleset cannot be judged - the grader reads iptables: use iptables "
+                           f"(not nft) for this lab")
+    return result.stdout
+
+
+def live_tables(ctx: Context, host: str) -> dict[str, dict[str, Chain]]:
+    """Every live iptables table of ``host``, read with the observer's own iptables-save, once per grading.
+
+    The learner's ruleset is static once their notebook has run, so it is read until two reads in a row
+    agree (see :func:`_save_once` for why one read is not enough); one that never settles is the learner's
+    (something of theirs keeps changing it). The observer's tool failing is ours to fix (:class:`CannotJudge`
+    via ObservationError); a table iptables cannot show is the learner's state (a failure)."""
 
     def read() -> str:
-        result = ctx.observe(host, admin=True).run("iptables-save", timeout=20)
-        if result.failed:
-            said = (result.stderr + result.stdout).strip()
-            if "incompatible" in said:
-                raise LearnerState(f"{host} holds nftables rules iptables cannot show; the grader reads iptables "
-                                   f"- use iptables for this lab")
-            raise ObservationError(f"iptables-save in {host}'s namespace exited {result.rc}: {said[:200]}")
-        return result.stdout
+        admin = ctx.observe(host, admin=True)
+        previous = _save_once(admin, host)
+        for _ in range(SAVE_READS - 1):
+            text = _save_once(admin, host)
+            if parse_tables(text) == parse_tables(previous):  # chain counters and comments aside
+                return text
+            previous = text
+        raise LearnerState(f"{host}'s ruleset changed between each of {SAVE_READS} reads, so it cannot be judged "
+                           f"- leave the rules as they are once your notebook has run")
 
     text = ctx.cached(f"iptables-save:{host}", read)
     if _LEGACY_WARNING in text:

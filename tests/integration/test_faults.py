@@ -23,7 +23,7 @@ from ladderlab.course import load_course
 from ladderlab.course.labs import load_lab
 from ladderlab.environments import labels as L
 from ladderlab.environments.images import image_tags
-from ladderlab.grading.checks import load_graders
+from ladderlab.grading.checks import CannotJudge, load_graders
 from ladderlab.grading.pipeline import grade
 from tests.integration.injectors import FlakyEngine, OnEvent
 
@@ -64,6 +64,34 @@ def test_an_observer_killed_during_grading_is_an_error(images, client, settings,
     assert_incomplete(report, "could not judge")
     assert nothing_left(client, learner)
     assert_honest(settings, client, lab, learner)
+
+
+def test_an_observer_in_another_network_namespace_is_never_read_as_the_hosts(images, client, settings, lab):
+    """Every observer that joins a host's namespace must find the one the first found: one that does not (here
+    the first was the outsider's) is removed, and the checks that need it cannot judge - never a verdict read
+    from another namespace (a firewall with no rules would read as the learner's default-allow)."""
+    from ladderlab.environments import runtime
+    from ladderlab.grading.checks import evaluate
+    from ladderlab.grading.context import LiveContext
+    from ladderlab.grading.pipeline import tool_image
+
+    learner = "fault-netns"
+    env = runtime.up(settings, "firewall", client=client, learner=learner, lab=LAB, bound=True)
+    ctx = LiveContext(env, tool_image(settings, client, "probe"))
+    try:
+        target = env.record.hosts["target"].container
+        ctx._check_joined(target, ctx.observe("outsider"))  # the first observer of target found outsider's
+        with pytest.raises(CannotJudge, match="joined network namespace"):
+            ctx.observe("target", admin=True)
+        assert not client.api.containers(all=True, filters={"name": f"{env.id}-obsa-target"})
+        check = next(c for c in lab.checks if c.id == "default-deny")
+        verdict = evaluate(ctx, check.fn, {"host": "target"})
+        assert verdict.status == "error" and "joined network namespace" in verdict.feedback, verdict
+        ctx._netns.clear()  # what the first observer found was wrong; a right one is judged again
+        assert evaluate(ctx, check.fn, {"host": "target"}).status == "failed"  # the untouched host allows all
+    finally:
+        env.down()
+    assert nothing_left(client, learner)
 
 
 def test_a_host_stopped_from_outside_is_an_error(images, client, settings, lab):
@@ -134,7 +162,7 @@ import sys
 from ladderlab.config import Settings
 from ladderlab.course import load_course
 from ladderlab.environments.engine import connect
-from ladderlab.grading.checks import load_graders
+from ladderlab.grading.checks import CannotJudge, load_graders
 from ladderlab.grading.pipeline import grade
 from ladderlab.course.labs import load_lab
 settings = Settings.from_env()

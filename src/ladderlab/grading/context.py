@@ -170,6 +170,7 @@ class LiveContext:
         self._paused: set[str] = set()  # hosts a check paused
         self._cut: dict[tuple[str, str], str] = {}  # (host, network) a check disconnected -> its address there
         self._addresses: dict[str, str] = {}  # host -> its address after a restart, when the engine moved it
+        self._netns: dict[str, str] = {}  # host container -> the network namespace its observers joined
         #: What this context did to hosts through the engine: (host, action, start ns, end ns). The pipeline
         #: tells these apart from disturbances nobody asked for (:func:`~ladderlab.grading.pipeline.host_state`).
         self.actions: list[tuple[str, str, int, int]] = []
@@ -228,7 +229,30 @@ class LiveContext:
             role=kind, network=network_mode, pid_namespace_of=pid_of, capabilities=caps, memory=memory,
             command=["sleep", "infinity"], entrypoint=[] if image else None, read_only=read_only))
         hardening.start(self.client, container)
-        return Sidecar(self.client, container)
+        sidecar = Sidecar(self.client, container)
+        if network_mode.startswith("container:"):
+            self._check_joined(network_mode.removeprefix("container:"), sidecar)
+        return sidecar
+
+    def _check_joined(self, host_container: str, sidecar: Sidecar) -> None:
+        """Every sidecar that joins ``host_container``'s network namespace must find the same one as the
+        first: an observer elsewhere would read another namespace's state as the learner's. One that does
+        not is removed (the next check to ask makes a new one) and the checks asking meet
+        :class:`CannotJudge`: never a verdict from the wrong namespace."""
+        from ladderlab.environments.runtime import remove_containers
+
+        result = sidecar.run("readlink /proc/self/ns/net", timeout=20)
+        found = result.stdout.strip()
+        if result.failed or not found.startswith("net:["):
+            remove_containers(self.client, [sidecar.container])
+            raise CannotJudge(f"{sidecar.container} cannot tell its network namespace: "
+                              f"{(result.stderr or result.stdout).strip()[:200]}")
+        with self._lock:
+            first = self._netns.setdefault(host_container, found)
+        if found != first:
+            remove_containers(self.client, [sidecar.container])
+            raise CannotJudge(f"{sidecar.container} joined network namespace {found}, not {first} where "
+                              f"{host_container}'s other observers are")
 
     def observe(self, host: str, *, admin: bool = False) -> Sidecar:
         """Trusted tools in ``host``'s network namespace (``admin`` adds NET_ADMIN to read netfilter)."""
@@ -624,6 +648,8 @@ class LiveContext:
 
         joined = {f"{kind}-{h}" for h in hosts for kind in ("obs", "obsa", "obsp", "obsk")}
         with self._lock:
+            for h in hosts:  # a restart gives the host a new namespace
+                self._netns.pop(self._info(h).container, None)
             gone = [self._sidecars.pop(k).container for k in list(self._sidecars) if k in joined]
             for key in list(self._memo):
                 if not key.startswith("sidecar:") or key.removeprefix("sidecar:") in joined:
