@@ -43,6 +43,17 @@ def find_root(start: Path | None = None) -> Path:
     )
 
 
+def _count(name: str) -> int | None:
+    """A positive whole number from environment variable ``name``; None when it is unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"environment variable {name}: expected a whole number of environments (1 or more), "
+                         f"got {raw!r}")
+    return int(raw)
+
+
 def _float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -65,6 +76,10 @@ class Settings:
     ca_bundle: Path | None = None
     ttl_minutes: float = 240.0
     ready_timeout: float = 60.0
+    #: Quotas on practice environments (grading ones are bounded by the queue's workers): per learner and on
+    #: the whole engine (or cluster). None: no limit. See :mod:`ladderlab.environments.quota`.
+    max_envs_per_learner: int | None = None
+    max_envs: int | None = None
 
     @property
     def environments_dir(self) -> Path:
@@ -101,4 +116,6 @@ class Settings:
             ca_bundle=ca,
             ttl_minutes=_float("LADDERLAB_TTL_MINUTES", 240.0),
             ready_timeout=_float("LADDERLAB_READY_TIMEOUT", 60.0),
+            max_envs_per_learner=_count("LADDERLAB_MAX_ENVS_PER_LEARNER"),
+            max_envs=_count("LADDERLAB_MAX_ENVS"),
         )

@@ -37,7 +37,7 @@ from docker.errors import APIError, NotFound
 
 from ladderlab.config import Settings
 from ladderlab.course.seeds import apply_overrides, check_learner, check_seed, course_secret, derive_seed, render_params
-from ladderlab.environments import addressing, files, fleet, guardian, hardening, hostguard
+from ladderlab.environments import addressing, files, fleet, guardian, hardening, hostguard, quota
 from ladderlab.environments import labels as L
 from ladderlab.environments.images import TOOL_IMAGES, exists, image_tags, tool_image
 from ladderlab.environments.readiness import CommandSucceeds, LogContains, PortOpen, Strategy, wait_ready
@@ -484,6 +484,15 @@ def up(settings: Settings, env: str, *, client: docker.DockerClient, learner: st
     public = None
     bringup = _Bringup(settings, client, spec, record, stamp, public, tags, say, lockout_roles,
                        manager=fl.manager() if fl is not None else None)
+    with contextlib.nullcontext() if bound else quota.slot(settings, client, env_id=env_id, learner=learner,
+                                                            lab=lab, env=env):
+        return _bring_up(settings, client, bringup, record, spec, on_networks, placement, say)
+
+
+def _bring_up(settings: Settings, client: docker.DockerClient, bringup: _Bringup, record: EnvRecord,
+              spec: EnvSpec, on_networks: Callable[[EnvRecord], None] | None, placement: Any,
+              say: Say) -> Environment:
+    env_id, bound = record.id, record.bound
     if bound:
         guardian.get(settings.state_dir, settings.cache_dir / "guardian.log").bind(env_id)
     try:
