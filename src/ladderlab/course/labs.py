@@ -23,6 +23,7 @@ import copy
 import hashlib
 import inspect
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,6 +254,12 @@ class LabDef:
         return [str(nbg(c)["grade_id"]) for c in self.source.cells if nbg(c).get("solution") and nbg(c).get("grade_id")]
 
 
+#: CPython 3.11's AST constructor keeps its recursion depth in state that threads share: two gradings
+#: parsing at once (``cohort grade`` runs several in threads) can fail with "SystemError: AST constructor
+#: recursion depth mismatch" (seen in CI, Python 3.11.7). Every parse here takes turns.
+_PARSING = threading.Lock()
+
+
 def grader_modules(graders: Path, names: set[str]) -> list[Path]:
     """``graders/<name>.py`` for each name plus every ``graders`` module they import, transitively, sorted."""
     import ast
@@ -265,7 +272,9 @@ def grader_modules(graders: Path, names: set[str]) -> list[Path]:
         if name in seen or not path.is_file():
             continue
         seen.add(name)
-        for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        with _PARSING:
+            tree = ast.parse(path.read_bytes(), str(path))
+        for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module:
                 parts = node.module.split(".")
                 if node.level == 0 and parts[0] == "graders" and len(parts) > 1:
