@@ -182,12 +182,13 @@ def live_tables(ctx: Context, host: str) -> dict[str, dict[str, Chain]]:
 
     def read() -> str:
         admin = ctx.observe(host, admin=True)
-        previous = _save_once(admin, host)
+        previous = parse_tables(_save_once(admin, host))
         for _ in range(SAVE_READS - 1):
             text = _save_once(admin, host)
-            if parse_tables(text) == parse_tables(previous):  # chain counters and comments aside
+            tables = parse_tables(text)
+            if tables == previous:  # chain counters and comments aside
                 return text
-            previous = text
+            previous = tables
         raise LearnerState(f"{host}'s ruleset changed between each of {SAVE_READS} reads, so it cannot be judged "
                            f"- leave the rules as they are once your notebook has run")
 
