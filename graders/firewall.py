@@ -48,7 +48,7 @@ _PORT_OPTIONS = ("--dport", "--destination-port", "--dports", "--destination-por
 _LEGACY_WARNING = "iptables-legacy tables present"
 #: iptables-nft-save's comments for a table it does not print in full: rules in native nft expressions
 #: (the table is left out) or extra nft base chains (left out of the table, yet they filter).
-_HIDDEN_TABLE = re.compile(r"# Table `(\w+)' (?:is incompatible|contains incompatible base-chains)")
+_HIDDEN_TABLE = re.compile(r"^# Table `(\w+)' (?:is incompatible|contains incompatible base-chains)", re.M)
 
 
 @dataclass
@@ -164,8 +164,9 @@ def _save_once(observer: Runner, host: str) -> str:
     said = (result.stderr + result.stdout).strip()
     if result.failed and "incompatible" not in said:
         raise ObservationError(f"iptables-save in {host}'s namespace exited {result.rc}: {said[:200]}")
-    hidden = sorted({m.group(1) for m in _HIDDEN_TABLE.finditer(said)})
-    if hidden or "incompatible" in said:
+    # the tool's own comment lines only: a rule's comment (learner text) may say "incompatible" too
+    hidden = sorted({m.group(1) for m in _HIDDEN_TABLE.finditer(result.stdout)})
+    if hidden or result.failed:
         raise LearnerState(f"{host} holds nftables rules iptables cannot show (table {', '.join(hidden) or '?'}"
                            f"), so its ruleset cannot be judged - the grader reads iptables: use iptables "
                            f"(not nft) for this lab")

@@ -269,6 +269,10 @@ def test_iptables_save_failing_is_ours_unless_it_names_the_learners_nft_rules():
         nft = FakeContext({("target", True): FakeRunner([(r"iptables-save", said, rc)])})
         v = evaluate(nft, fn, {"host": "target"})
         assert v.status == "failed" and "iptables cannot show" in v.feedback and "policy" not in v.feedback, said
+    # the word in a rule's comment is the learner's text, not the tool saying a table is hidden
+    worded = DENY.replace("-A INPUT -i lo -j ACCEPT", '-A INPUT -i lo -m comment --comment "# Table `filter\' is '
+                                                      'incompatible" -j ACCEPT')
+    assert evaluate(FakeContext({("target", True): FakeRunner([save(worded)])}), fn, {"host": "target"}).passed
     legacy = FakeContext({("target", True): FakeRunner([save(DENY + "# Warning: iptables-legacy tables present, "
                                                                     "use iptables-legacy-save to see them\n")])})
     v = evaluate(legacy, fn, {"host": "target"})
