@@ -15,6 +15,12 @@ The timeline (seconds from the start, ``rate`` requests a second, request ``i`` 
 
 A request is *good* when the edge answered 200 within the caller's deadline and inventory had really served
 it by then (its ledger says so: an answer made up without inventory, or before it, does not count).
+
+The machine is shared (other gradings run beside this one), and a busy machine only ever makes answers later and
+fewer, never sooner: a phase that passes on every request passes. One that fails is judged again on the requests
+the machine left alone: the probe logs every moment it was kept from running, and a request during whose wait
+the probe lost ``DISTURBED_MS`` or more is set aside (answered in time or not, so that setting aside never favours
+a slow service). When too few requests are left (``QUIET_MIN``), the experiment cannot judge that phase.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +39,8 @@ from ladderlab.grading.checks import CannotJudge, Context, Verdict, check, fail,
 #: deadline + slack; prints {"answers": [[status, milliseconds, sent (epoch ms)], ...] by request index (status
 #: 0: no answer in time, -1: no connection or no HTTP answer, -2: not sent, the probe fell more than late_s
 #: behind), "late_start_ms": how long after t0 it started (negative: before), "stall_ms": the longest the
-#: probe was kept from running while the load ran (a heartbeat every 20 ms)}.
+#: probe was kept from running while the load ran (a heartbeat every 20 ms), "stalls": [[epoch ms, ms], ...]
+#: every time the heartbeat woke STALL_LOG_MS or more late}.
 LOAD_SCRIPT = r"""
 import asyncio, json, sys, time
 cfg = json.loads(sys.argv[1])
@@ -59,12 +66,16 @@ async def one(i):
     out[i] = [status, round((time.time() - start) * 1000), round(start * 1000)]
 end = cfg["t0"] + cfg["n"] / cfg["rate"] + (cfg["deadline_ms"] + cfg["slack_ms"]) / 1000
 stall = [0.0]
+stalls = []
 async def heartbeat():  # how long this process was kept from running, at worst, while the load ran
     while time.time() < end:
         before = time.time()
         await asyncio.sleep(0.02)
         if time.time() > cfg["t0"]:
-            stall[0] = max(stall[0], time.time() - before - 0.02)
+            late = time.time() - before - 0.02
+            stall[0] = max(stall[0], late)
+            if late * 1000 >= cfg["stall_log_ms"]:
+                stalls.append([round(before * 1000), round(late * 1000)])
 async def main():
     started = time.time()
     beat = asyncio.create_task(heartbeat())
@@ -80,7 +91,7 @@ async def main():
     return started
 started = asyncio.run(main())
 print(json.dumps({"answers": out, "late_start_ms": round((started - cfg["t0"]) * 1000),
-                  "stall_ms": round(stall[0] * 1000)}))
+                  "stall_ms": round(stall[0] * 1000), "stalls": stalls}))
 """
 
 #: Runs in inventory's observer (its network namespace): one call to its controls on 127.0.0.1.
@@ -101,6 +112,9 @@ LATE_S = 0.25  # a request the probe could not send this close to its time is no
 MAX_UNSENT = 0.1  # more unsent requests than this share of a phase: the experiment cannot judge
 MAX_LAG_MS = 100.0  # inventory's event loop waking up later than this (90th percentile): the machine is overloaded
 MAX_STALL_MS = 400  # the probe kept from running this long at once: the machine stalled (the fastest deadline: 700)
+STALL_LOG_MS = 40  # the probe logs each time it woke this late or later (shorter: scheduling jitter, not a stall)
+DISTURBED_MS = 150  # the probe lost this long in all while a request waited (the slack is 200): set it aside
+QUIET_MIN = 0.5  # a failing phase is judged again only when at least this share of its requests was left alone
 LEAD_S = 6.0  # from the schedule to the load's first request: time for the load's observer command to start
 
 
@@ -143,6 +157,9 @@ class Outcome:
     answers: Sequence[Sequence[int]]
     ledger: Mapping[str, Sequence[int]]
     transient: frozenset[int]
+    #: [epoch ms, ms] each time the probe was kept from running; how long each request may wait (deadline + slack)
+    stalls: Sequence[Sequence[int]] = ()
+    wait_ms: int = 0
 
     def _entry(self, i: int) -> Sequence[int]:
         entry = self.ledger.get(f"{self.run}-{i}", ())
@@ -159,19 +176,60 @@ class Outcome:
         """The requests of ``phase`` the probe sent (not those it fell behind on)."""
         return [i for i in self.timeline.indices(phase) if self.answers[i][0] != -2]
 
-    def good_share(self, phase: tuple[float, float]) -> tuple[int, int]:
-        ids = self.sent(phase)
+    def disturbed(self, i: int) -> bool:
+        """Whether the probe lost DISTURBED_MS or more, in all, while request ``i`` waited for its answer."""
+        start = self.answers[i][2]
+        end = start + self.wait_ms
+        lost = sum(ms for at, ms in self.stalls if at < end and at + 20 + ms > start)
+        return lost >= DISTURBED_MS
+
+    def good_share(self, ids: Sequence[int]) -> tuple[int, int]:
+        """(good, of) for the requests ``ids``."""
         return sum(1 for i in ids if self.good(i)), len(ids)
 
-    def amplification(self) -> tuple[int, int]:
-        """(inventory attempts, edge requests) for the requests sent during the incident."""
-        ids = self.sent(self.timeline.incident)
+    def amplification(self, ids: Sequence[int]) -> tuple[int, int]:
+        """(inventory attempts, edge requests) for the requests ``ids``."""
         return sum(int(self._entry(i)[0]) for i in ids), len(ids)
 
-    def in_time(self) -> tuple[int, int]:
-        """(answered within the deadline, sent) for the requests sent during the incident."""
-        ids = self.sent(self.timeline.incident)
+    def in_time(self, ids: Sequence[int]) -> tuple[int, int]:
+        """(answered within the deadline, sent) for the requests ``ids``."""
         return sum(1 for i in ids if self.answers[i][0] > 0), len(ids)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A phase's measure: ``got`` of ``of`` requests, ``set_aside`` requests left out (the machine disturbed them)."""
+
+    got: int
+    of: int
+    set_aside: int = 0
+
+    @property
+    def share(self) -> float:
+        return _share(self.got, self.of)
+
+    def note(self) -> str:
+        return (f" ({self.set_aside} requests sent while the machine kept the probe from running were set aside)"
+                if self.set_aside else "")
+
+
+def judged(outcome: Outcome, phase: tuple[float, float], name: str, measure: Callable[[Sequence[int]], tuple[int, int]],
+           passes: Callable[[float], bool]) -> Measured:
+    """``measure`` over every request of ``phase`` the probe sent; when that does not pass, over those the machine
+    left alone (:meth:`Outcome.disturbed`): load only makes a service look worse, so a pass stands, and a failure
+    counts only where the probe ran undisturbed. Too few of those: :class:`CannotJudge`."""
+    ids = outcome.sent(phase)
+    got, of = measure(ids)
+    if passes(_share(got, of)):
+        return Measured(got, of)
+    quiet = [i for i in ids if not outcome.disturbed(i)]
+    if len(quiet) == len(ids):
+        return Measured(got, of)
+    if len(quiet) < QUIET_MIN * len(ids):
+        raise CannotJudge(f"the machine is too overloaded to judge the {name}: the probe was kept from running for "
+                          f"{DISTURBED_MS} ms or more while {len(ids) - len(quiet)} of its {len(ids)} requests waited")
+    got, of = measure(quiet)
+    return Measured(got, of, len(ids) - len(quiet))
 
 
 def _share(got: int, of: int) -> float:
@@ -222,12 +280,13 @@ def run_experiment(ctx: Context, *, deadline_ms: int, slow_ms: int, slow_seconds
             "run") != run:
         raise CannotJudge(f"{dependency} did not take the experiment's schedule")
     load = {"host": ctx.address(edge), "port": edge_port, "run": run, "t0": t0, "n": tl.requests, "rate": tl.rate,
-            "deadline_ms": int(deadline_ms), "slack_ms": slack_ms, "late_s": LATE_S}
+            "deadline_ms": int(deadline_ms), "slack_ms": slack_ms, "late_s": LATE_S, "stall_log_ms": STALL_LOG_MS}
     out = _observe(ctx, source, "python3 -c %s %s", LOAD_SCRIPT, json.dumps(load),
                    timeout=tl.recovery[1] + 60)
     try:
         printed = json.loads(out)
         answers, late_start, stall = printed["answers"], float(printed["late_start_ms"]), float(printed["stall_ms"])
+        stalls = [(int(at), int(ms)) for at, ms in printed["stalls"]]
         if len(answers) != tl.requests or not all(isinstance(a, list) and len(a) == 3 for a in answers):
             raise ValueError("not one answer per request")
     except (ValueError, TypeError, KeyError) as exc:
@@ -255,7 +314,7 @@ def run_experiment(ctx: Context, *, deadline_ms: int, slow_ms: int, slow_seconds
     if lag > MAX_LAG_MS:
         raise CannotJudge(f"the machine is too overloaded to judge timing: {dependency} woke up {lag:g} ms late "
                           f"(90th percentile) during the experiment")
-    return Outcome(run, tl, answers, ledger, transient)
+    return Outcome(run, tl, answers, ledger, transient, stalls, int(deadline_ms) + slack_ms)
 
 
 def experiment(ctx: Context, *, deadline_ms: int | str, slow_ms: int | str, slow_seconds: int | str, edge: str,
@@ -271,12 +330,12 @@ def experiment(ctx: Context, *, deadline_ms: int | str, slow_ms: int | str, slow
 def not_serving(outcome: Outcome) -> Verdict | None:
     """A failed verdict when orders do not succeed before anything goes wrong: how the service behaves in an
     incident counts only once it serves."""
-    good, n = outcome.good_share(outcome.timeline.baseline)
-    if _share(good, n) >= BASELINE_MIN:
+    m = judged(outcome, outcome.timeline.baseline, "baseline", outcome.good_share, lambda s: s >= BASELINE_MIN)
+    if m.share >= BASELINE_MIN:
         return None
-    return fail(f"before any incident only {good} of {n} orders succeeded through the edge within the deadline "
-                f"(the edge answered: {breakdown(outcome, outcome.timeline.baseline)}) - the service must work "
-                f"normally first (are orders and the edge running with your settings?)")
+    return fail(f"before any incident only {m.got} of {m.of} orders succeeded through the edge within the deadline "
+                f"(the edge answered: {breakdown(outcome, outcome.timeline.baseline)}){m.note()} - the service "
+                f"must work normally first (are orders and the edge running with your settings?)")
 
 
 def served(ctx: Context, *, deadline_ms: int | str, slow_ms: int | str, slow_seconds: int | str, edge: str,
@@ -296,9 +355,10 @@ def recovers(ctx: Context, *, deadline_ms: int | str, slow_ms: int | str, slow_s
                      dependency=dependency, source=source)
     if isinstance(outcome, Verdict):
         return outcome
-    good, n = outcome.good_share(outcome.timeline.recovery)
-    what = f"{good} of {n} orders succeeded 4 to 7 seconds after a {slow_seconds}s slowdown of inventory ended"
-    if _share(good, n) >= RECOVERY_MIN:
+    m = judged(outcome, outcome.timeline.recovery, "recovery", outcome.good_share, lambda s: s >= RECOVERY_MIN)
+    what = (f"{m.got} of {m.of} orders succeeded 4 to 7 seconds after a {slow_seconds}s slowdown of inventory "
+            f"ended{m.note()}")
+    if m.share >= RECOVERY_MIN:
         return ok(f"goodput recovers: {what}")
     return fail(f"goodput does not recover (the system stays down after the trigger is gone): {what} "
                 f"(the edge answered: {breakdown(outcome, outcome.timeline.recovery)})")
@@ -312,12 +372,13 @@ def amplification_bounded(ctx: Context, *, deadline_ms: int | str, slow_ms: int 
                      dependency=dependency, source=source)
     if isinstance(outcome, Verdict):
         return outcome
-    attempts, n = outcome.amplification()
-    ratio = _share(attempts, n)
-    what = f"{attempts} inventory requests for {n} edge requests during the slowdown ({ratio:.2f} per request)"
+    m = judged(outcome, outcome.timeline.incident, "amplification", outcome.amplification,
+               lambda s: s <= AMPLIFICATION_MAX)
+    ratio = m.share
+    what = f"{m.got} inventory requests for {m.of} edge requests during the slowdown ({ratio:.2f} per request)"
     if ratio <= AMPLIFICATION_MAX:
-        return ok(f"amplification stays bounded: {what}")
-    return fail(f"the incident is amplified: {what}, more than {AMPLIFICATION_MAX:g}")
+        return ok(f"amplification stays bounded: {what}{m.note()}")
+    return fail(f"the incident is amplified: {what}, more than {AMPLIFICATION_MAX:g}{m.note()}")
 
 
 @check
@@ -328,9 +389,10 @@ def fails_fast(ctx: Context, *, deadline_ms: int | str, slow_ms: int | str, slow
                      dependency=dependency, source=source)
     if isinstance(outcome, Verdict):
         return outcome
-    answered, n = outcome.in_time()
-    what = f"{answered} of {n} requests sent during the slowdown got an answer within their {deadline_ms} ms deadline"
-    if _share(answered, n) >= IN_TIME_MIN:
+    m = judged(outcome, outcome.timeline.incident, "slowdown", outcome.in_time, lambda s: s >= IN_TIME_MIN)
+    what = (f"{m.got} of {m.of} requests sent during the slowdown got an answer within their {deadline_ms} ms "
+            f"deadline{m.note()}")
+    if m.share >= IN_TIME_MIN:
         return ok(f"failures come back in time: {what}")
     return fail(f"callers are left waiting past their deadline: {what} "
                 f"(the edge answered: {breakdown(outcome, outcome.timeline.incident)})")
@@ -344,9 +406,10 @@ def transient_retried(ctx: Context, *, deadline_ms: int | str, slow_ms: int | st
                      dependency=dependency, source=source)
     if isinstance(outcome, Verdict):
         return outcome
-    good, n = outcome.good_share(outcome.timeline.transient)
-    what = f"{good} of {n} orders succeeded while 1 in 10 failed once at inventory (a fast 503)"
-    if _share(good, n) >= TRANSIENT_MIN:
+    m = judged(outcome, outcome.timeline.transient, "transient errors", outcome.good_share,
+               lambda s: s >= TRANSIENT_MIN)
+    what = f"{m.got} of {m.of} orders succeeded while 1 in 10 failed once at inventory (a fast 503){m.note()}"
+    if m.share >= TRANSIENT_MIN:
         return ok(f"transient errors are retried to success: {what}")
     return fail(f"transient errors reach the callers: {what} "
                 f"(the edge answered: {breakdown(outcome, outcome.timeline.transient)})")

@@ -19,6 +19,7 @@ import time
 import types
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 import yaml
@@ -67,8 +68,9 @@ class Simulated:
     """Both observers at once: inventory's controls and the probe's load, answered from ``system``."""
 
     def __init__(self, system: System, load_output: str | None = None, lag: float = 2.0, late_start: int = -3000,
-                 stall: int = 30) -> None:
+                 stall: int = 30, stalls: list[list[float]] | None = None) -> None:
         self.system = system
+        self.stalls_s = stalls or []  # [seconds from t0, ms] each time the probe was kept from running
         self.lag = lag
         self.late_start, self.stall = late_start, stall
         self.load_output = load_output
@@ -96,7 +98,8 @@ class Simulated:
                 served_at = sent + (200 if self.system is optimistic else 40) if served else 0
                 self.ledger[rid] = [tries, served, 0, served_at]
                 answers.append([status, 50, sent])
-            printed = {"answers": answers, "late_start_ms": self.late_start, "stall_ms": self.stall}
+            stalls = [[int(cfg["t0"] * 1000 + at * 1000), ms] for at, ms in self.stalls_s]
+            printed = {"answers": answers, "late_start_ms": self.late_start, "stall_ms": self.stall, "stalls": stalls}
             return CommandResult(full, 0, self.load_output if self.load_output is not None else json.dumps(printed), "")
         raise AssertionError(f"unexpected command {full[:80]!r}")
 
@@ -104,7 +107,7 @@ class Simulated:
         raise AssertionError("the experiment writes no files")
 
 
-def context(system: System, load_output: str | None = None, lag: float = 2.0, **load: int) -> tuple[FakeContext,
+def context(system: System, load_output: str | None = None, lag: float = 2.0, **load: Any) -> tuple[FakeContext,
                                                                                                   Simulated]:
     sim = Simulated(system, load_output, lag, **load)
     return FakeContext({"inventory": sim, "probe": sim}, params=PARAMS, addresses={"edge": "10.0.0.2"}), sim
@@ -165,7 +168,7 @@ def test_an_overloaded_machine_cannot_judge_timing():
 
 def test_a_probe_that_fell_behind_its_schedule_cannot_judge():
     answers = [[-2, 0, 0] if 6.0 <= i / 20 < 8.0 else [200, 50, 0] for i in range(R.Timeline(slow_seconds=4).requests)]
-    printed = {"answers": answers, "late_start_ms": -3000, "stall_ms": 30}
+    printed = {"answers": answers, "late_start_ms": -3000, "stall_ms": 30, "stalls": []}
     got = verdicts(context(resilient, load_output=json.dumps(printed))[0])
     assert {v.status for v in got.values()} == {"error"}
     assert "fell behind its schedule" in got["fails-fast"].feedback
@@ -179,6 +182,54 @@ def test_a_load_that_started_late_or_stalled_cannot_judge_even_a_broken_service(
     got = verdicts(context(metastable, **load)[0])
     assert {v.status for v in got.values()} == {"error"}, got
     assert says in got["recovers"].feedback and "overloaded" in got["recovers"].feedback
+
+
+def shed_late(t: float, transient: bool) -> tuple[int, int, int]:
+    """Resilient, but during the slowdown its errors come back past the deadline (the probe gives up: 0)."""
+    return (0, 1, 0) if slow(t) else resilient(t, transient)
+
+
+def test_requests_the_machine_disturbed_are_set_aside_when_a_phase_fails():
+    """Resilient, but the answers to the requests sent from 7 s to 7.6 s came late while the probe itself was kept
+    from running for 200 ms at 7.5 s: the machine's doing. Judged on the requests it left alone, fails-fast
+    passes and says how many it set aside."""
+    def late_in_stall(t: float, transient: bool) -> tuple[int, int, int]:
+        return (0, 1, 0) if 7.0 <= t < 7.6 else resilient(t, transient)
+    got = verdicts(context(late_in_stall, stalls=[[7.5, 200]])[0])
+    assert all(v.passed for v in got.values()), got
+    assert "of 80 requests" not in got["fails-fast"].feedback
+    assert "were set aside" in got["fails-fast"].feedback
+
+
+def test_a_stall_never_rescues_a_service_that_is_late_anyway():
+    """Late all through the slowdown, with the same stall: the requests it set aside were late, and so are the
+    ones it left alone. Setting aside takes answered and unanswered requests alike."""
+    got = verdicts(context(shed_late, stalls=[[7.5, 200]])[0])
+    assert got["fails-fast"].status == "failed", got["fails-fast"]
+    assert "0 of" in got["fails-fast"].feedback and "were set aside" in got["fails-fast"].feedback
+
+
+def test_a_phase_that_passes_stands_whatever_the_machine_did():
+    """A busy machine only makes a service look worse: a pass measured through stalls is a pass."""
+    stalls = [[6.0 + k * 0.1, 60] for k in range(40)]
+    got = verdicts(context(resilient, stalls=stalls)[0])
+    assert all(v.passed for v in got.values()), got
+    assert not any("set aside" in v.feedback for v in got.values())
+
+
+def test_a_failing_phase_the_machine_disturbed_throughout_cannot_be_judged():
+    """Stalls through the whole slowdown: too few requests were left alone to fail the service on them."""
+    stalls = [[5.5 + k * 0.1, 60] for k in range(50)]
+    got = verdicts(context(shed_late, stalls=stalls)[0])
+    assert got["fails-fast"].status == "error", got["fails-fast"]
+    assert "too overloaded to judge the slowdown" in got["fails-fast"].feedback
+    assert got["transient-retried"].passed, "the transient phase ran undisturbed and passed"
+
+
+def test_stalls_shorter_than_the_threshold_disturb_nothing():
+    """Small hiccups add up to less than DISTURBED_MS in any request's wait: the service is judged on all."""
+    got = verdicts(context(shed_late, stalls=[[6.0 + k * 1.0, 60] for k in range(4)])[0])
+    assert got["fails-fast"].status == "failed" and "0 of 80" in got["fails-fast"].feedback
 
 
 def test_the_baseline_failure_says_what_the_edge_answered():
@@ -207,7 +258,7 @@ def test_the_real_load_script_measures_its_own_start_and_stalls(stop_s):
     longest it was kept from running (a SIGSTOP of ``stop_s`` in the middle of the load)."""
     server, port = _serve_ok()
     cfg = {"host": "127.0.0.1", "port": port, "run": "t", "t0": time.time() + 1.0, "n": 30, "rate": 20.0,
-           "deadline_ms": 700, "slack_ms": 200, "late_s": R.LATE_S}
+           "deadline_ms": 700, "slack_ms": 200, "late_s": R.LATE_S, "stall_log_ms": R.STALL_LOG_MS}
     try:
         proc = subprocess.Popen([sys.executable, "-c", R.LOAD_SCRIPT, json.dumps(cfg)], stdout=subprocess.PIPE,
                                 text=True)
@@ -223,6 +274,8 @@ def test_the_real_load_script_measures_its_own_start_and_stalls(stop_s):
     assert len(printed["answers"]) == 30 and printed["late_start_ms"] < 0
     if stop_s:
         assert printed["stall_ms"] >= stop_s * 1000 - 50, printed
+        stopped = [(at, ms) for at, ms in printed["stalls"] if ms >= stop_s * 1000 - 50]
+        assert len(stopped) == 1 and abs(stopped[0][0] / 1000 - (cfg["t0"] + 0.5)) < 0.2, printed["stalls"]
     else:
         assert printed["stall_ms"] < R.MAX_STALL_MS, printed
         assert all(a[0] == 200 for a in printed["answers"]), printed
