@@ -17,7 +17,7 @@ PORT   ?= 8888
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,hub]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
@@ -39,7 +39,7 @@ integration: setup
 	$(BIN)/pytest tests/integration
 
 test: setup lint
-	$(BIN)/ladderlab setup --no-images --browser
+	$(BIN)/ladderlab setup --no-images --browser --hub
 	$(BIN)/pytest tests --durations=40
 
 bench: setup

@@ -96,6 +96,10 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
         from ladderlab import browser
 
         say(f"chromium: {browser.ensure(settings, say)}")
+    if args.hub:
+        from ladderlab.hub import proxy
+
+        say(f"hub proxy: {proxy.ensure(settings, say)}")
     say("ready")
     return 0
 
@@ -774,6 +778,8 @@ def parser() -> argparse.ArgumentParser:
                    help="remove the rules that keep lab networks off this host's addresses, then stop")
     s.add_argument("--browser", action="store_true", help="also make sure Debian's chromium is installed "
                                                           "(for the report's browser tests)")
+    s.add_argument("--hub", action="store_true", help="also install the hub's proxy (configurable-http-proxy, "
+                                                      "with npm)")
     s.set_defaults(func=cmd_setup)
 
     lb = sub.add_parser("lab", help="start JupyterLab on 127.0.0.1: your workspace and the grading service")

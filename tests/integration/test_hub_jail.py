@@ -65,8 +65,8 @@ def tree():
 def jailed(root: Path, script: str, *, user: str = "ll-jail-a") -> subprocess.CompletedProcess:
     checkout = root / "checkout"
     argv = [sys.executable, "-m", "ladderlab.hub.jail", "--user", user, "--hide", str(checkout),
-            "--hide", str(root / "engine.sock"), "--hide", str(root / "cache"), "--expose", str(checkout / ".venv"), "--expose",
-            str(checkout / "src"), "--", SYSTEM_PYTHON, "-c", script]
+            "--hide", str(root / "engine.sock"), "--hide", str(root / "cache"), "--expose", str(checkout / ".venv"),
+            "--expose", str(checkout / "src"), "--", SYSTEM_PYTHON, "-c", script]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 

@@ -1,0 +1,106 @@
+"""The hub's JupyterHub configuration (docs/hub-design.md, 3), as one function: ``configure(c, plan)``.
+
+The shipped ``jupyterhub_config.py`` builds the plan from ``LADDERLAB_HUB_*`` variables; tests build it directly.
+Everything listens on 127.0.0.1; the hub's state (database, cookie secret, proxy token, passwords) is in
+``<root>/private`` (0700, root's); learners' homes are ``<root>/home/<id>``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ladderlab.config import Settings
+
+
+@dataclass(frozen=True)
+class HubPlan:
+    root: Path
+    settings: Settings
+    learners: tuple[str, ...]
+    port: int = 8000
+    hub_port: int = 8081
+    proxy_api_port: int = 8001
+    proxy: str = "configurable-http-proxy"
+    admin_token: str | None = None  # only tests: a service token with admin:users and tokens
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def private(self) -> Path:
+        return self.root / "private"
+
+    @property
+    def homes(self) -> Path:
+        return self.root / "home"
+
+
+def prepare(plan: HubPlan) -> None:
+    """The hub's directories: private/ 0700, home/ 0755 (each home inside is the learner's own, 0700)."""
+    plan.private.mkdir(parents=True, exist_ok=True)
+    plan.private.chmod(0o700)
+    plan.homes.mkdir(parents=True, exist_ok=True)
+    plan.homes.chmod(0o755)
+
+
+def hidden_paths(settings: Settings) -> list[str]:
+    """What a learner's server must not reach: the checkout (labs, solutions, course), the cache (records,
+    keys, state) and the Docker engine's socket."""
+    paths = [str(settings.root.resolve()), str(settings.cache_dir.resolve())]
+    paths += [p for p in ("/var/run/docker.sock", "/run/docker.sock") if os.path.lexists(p)]
+    unique: list[str] = []
+    for p in (os.path.realpath(p) for p in paths):
+        if p not in unique and not any(Path(p).is_relative_to(u) for u in unique):
+            unique = [u for u in unique if not Path(u).is_relative_to(p)] + [p]
+    return unique
+
+
+def interpreter_view() -> tuple[list[str], list[str]]:
+    """(hide, expose) so that a learner can run this venv's base interpreter: when it lives under a directory
+    other users cannot enter (pyenv's under /root, 0700), that directory is hidden and the interpreter's prefix
+    shown read-only inside it. Nothing when every directory on the way is open."""
+    base = Path(sys.base_prefix).resolve()
+    for ancestor in [*reversed(base.parents), base]:
+        if not ancestor.stat().st_mode & 0o001:
+            return [str(ancestor)], [str(base)]
+    return [], []
+
+
+def configure(c: Any, plan: HubPlan) -> None:
+    from ladderlab.hub.accounts import ID_PATTERN
+
+    prepare(plan)
+    venv_bin = Path(sys.executable).parent
+    c.JupyterHub.ip = "127.0.0.1"
+    c.JupyterHub.port = plan.port
+    c.JupyterHub.hub_ip = "127.0.0.1"
+    c.JupyterHub.hub_port = plan.hub_port
+    c.JupyterHub.db_url = f"sqlite:///{plan.private / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(plan.private / "cookie_secret")
+    c.JupyterHub.pid_file = str(plan.private / "jupyterhub.pid")
+    c.JupyterHub.cleanup_servers = True
+    c.ConfigurableHTTPProxy.command = [plan.proxy]
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{plan.proxy_api_port}"
+    c.ConfigurableHTTPProxy.pid_file = str(plan.private / "proxy.pid")
+    c.JupyterHub.authenticator_class = "ladderlab.hub.auth.RosterAuthenticator"
+    c.RosterAuthenticator.passwords_file = str(plan.private / "passwords.json")
+    c.Authenticator.allowed_users = set(plan.learners)
+    c.Authenticator.admin_users = set()
+    c.Authenticator.username_pattern = ID_PATTERN.pattern
+    c.JupyterHub.spawner_class = "ladderlab.hub.spawner.LadderlabSpawner"
+    c.LadderlabSpawner.home_root = str(plan.homes)
+    hide, expose = interpreter_view()
+    c.LadderlabSpawner.hide = hidden_paths(plan.settings) + hide
+    root = plan.settings.root.resolve()
+    c.LadderlabSpawner.expose = [str(p) for p in (root / ".venv", root / "src") if p.is_dir()] + expose
+    c.LadderlabSpawner.server_command = [str(venv_bin / "jupyterhub-singleuser")]
+    c.Spawner.environment = {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin", **plan.extra_env}
+    c.Spawner.default_url = "/lab"
+    c.Spawner.http_timeout = 60
+    c.Spawner.start_timeout = 120
+    if plan.admin_token:
+        c.JupyterHub.services = [{"name": "ladderlab-test", "api_token": plan.admin_token}]
+        c.JupyterHub.load_roles = [{"name": "ladderlab-test", "scopes": ["admin:users", "admin:servers", "tokens"],
+                                    "services": ["ladderlab-test"]}]

@@ -1,0 +1,170 @@
+"""Hub mode, first slice (issue 15): a real JupyterHub (6.x) with its real proxy, ladderlab's roster login and
+spawner. Two learners log in with the passwords ladderlab issued; each server runs as that learner's own
+account inside the jail, where the checkout and the engine's socket are out of reach; a learner's token
+reaches their own server and not the other's. What the spawned server is, is asked of the kernel (/proc).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from ladderlab.hub import accounts, auth, proxy
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the hub runs as root")]
+
+LEARNERS = ("hub-a", "hub-b")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def hub(settings):
+    pytest.importorskip("jupyterhub", reason="the hub extra (make setup installs it)")
+    chp = proxy.path(settings)
+    assert chp.exists(), "`ladderlab setup --hub` installs the proxy (make test runs it)"
+    root = Path(tempfile.mkdtemp(prefix="ll-hub-"))
+    root.chmod(0o755)
+    port, hub_port, api_port = _free_port(), _free_port(), _free_port()
+    token = secrets.token_hex(16)
+    (root / "private").mkdir(mode=0o700)
+    passwords = auth.issue(root / "private" / "passwords.json", list(LEARNERS))
+    config = root / "jupyterhub_config.py"
+    config.write_text(
+        "from pathlib import Path\n"
+        "from ladderlab.config import Settings\n"
+        "from ladderlab.hub.config import HubPlan, configure\n"
+        f"configure(c, HubPlan(root=Path({str(root)!r}), settings=Settings.from_env(Path({str(settings.root)!r})),"
+        f" learners={LEARNERS!r}, port={port}, hub_port={hub_port}, proxy_api_port={api_port},"
+        f" proxy={str(chp)!r}, admin_token={token!r}))\n")
+    log = (root / "hub.log").open("w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config)], cwd=root,
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if requests.get(f"{url}/hub/api/", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (root / "hub.log").read_text()[-3000:]
+            time.sleep(0.5)
+        yield {"url": url, "token": token, "passwords": passwords, "root": root, "log": root / "hub.log"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        for learner in LEARNERS:
+            accounts.remove(learner)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def api(hub, method: str, path: str, **kw) -> requests.Response:
+    return requests.request(method, f"{hub['url']}/hub/api{path}", headers={"Authorization": f"token {hub['token']}"},
+                            timeout=30, **kw)
+
+
+def login(hub, learner: str, password: str) -> requests.Session:
+    s = requests.Session()
+    page = s.get(f"{hub['url']}/hub/login", timeout=30)
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+    data = {"username": learner, "password": password, **({"_xsrf": xsrf.group(1)} if xsrf else {})}
+    s.post(f"{hub['url']}/hub/login", data=data, timeout=30, allow_redirects=False)
+    return s
+
+
+def logged_in(s: requests.Session, hub) -> bool:
+    r = s.get(f"{hub['url']}/hub/home", timeout=30, allow_redirects=False)
+    return r.status_code == 200
+
+
+def spawn(hub, learner: str) -> None:
+    r = api(hub, "POST", f"/users/{learner}/server")
+    assert r.status_code in (201, 202), r.text + hub["log"].read_text()[-4000:]
+    deadline = time.monotonic() + 120
+    while True:
+        model = api(hub, "GET", f"/users/{learner}").json()
+        server = (model.get("servers") or {}).get("", {})
+        if server.get("ready"):
+            return
+        assert time.monotonic() < deadline, hub["log"].read_text()[-3000:]
+        time.sleep(0.5)
+
+
+def server_pid(learner: str) -> int:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"JUPYTERHUB_USER={learner}".encode() in environ and b"jupyterhub-singleuser" in cmdline \
+                and b"ladderlab.hub.jail" not in cmdline:
+            return int(entry.name)
+    raise AssertionError(f"no server process for {learner}")
+
+
+def test_only_a_roster_learner_with_their_own_password_logs_in(hub):
+    a, b = LEARNERS
+    assert logged_in(login(hub, a, hub["passwords"][a]), hub)
+    assert not logged_in(login(hub, a, hub["passwords"][b]), hub), "b's password is not a's"
+    assert not logged_in(login(hub, "hub-c", hub["passwords"][a]), hub), "not on the roster"
+    assert not logged_in(login(hub, a, ""), hub)
+
+
+def test_each_server_runs_jailed_as_its_learner_and_reaches_only_their_own(hub, settings):
+    for learner in LEARNERS:
+        spawn(hub, learner)
+    pids = {learner: server_pid(learner) for learner in LEARNERS}
+    own_mnt = os.readlink("/proc/self/ns/mnt")
+    for learner, pid in pids.items():
+        account = accounts.lookup(learner)
+        assert account is not None
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        assert status["Uid"].split() == [str(account.uid)] * 4, (learner, status["Uid"])
+        assert status["NoNewPrivs"].strip() == "1"
+        assert os.readlink(f"/proc/{pid}/ns/mnt") != own_mnt, "the server is in its own mount namespace"
+        mounts = Path(f"/proc/{pid}/mountinfo").read_text()
+        checkout = str(settings.root.resolve())
+        assert re.search(rf" {re.escape(checkout)} [^\n]* - tmpfs ", mounts), "the checkout is covered inside"
+    # Each learner's token (minted by the hub for them) reaches their own server's API, not the other's.
+    tokens = {learner: api(hub, "POST", f"/users/{learner}/tokens", json={"expires_in": 600}).json()["token"]
+              for learner in LEARNERS}
+    a, b = LEARNERS
+
+    def contents(owner: str, as_learner: str) -> requests.Response:
+        return requests.get(f"{hub['url']}/user/{owner}/api/contents", timeout=30, allow_redirects=False,
+                            headers={"Authorization": f"token {tokens[as_learner]}"})
+
+    assert contents(a, a).status_code == 200
+    assert contents(b, b).status_code == 200
+    assert contents(b, a).status_code in (302, 403), "a cannot reach b's server"
+    home = accounts.lookup(a)
+    assert home is not None
+    (home.home / "mine.txt").write_text("a's work")
+    listed = json.loads(contents(a, a).text)
+    assert "mine.txt" in [item["name"] for item in listed["content"]], "a's server serves a's home"

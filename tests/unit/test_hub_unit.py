@@ -1,0 +1,77 @@
+"""Hub mode's logic without a hub: passwords, account names, what the jail hides, the jail's refusals."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from ladderlab.config import Settings
+from ladderlab.errors import ConfigError
+from ladderlab.hub import auth, config, jail
+
+
+def test_an_issued_password_verifies_and_no_other_does(tmp_path):
+    path = tmp_path / "passwords.json"
+    first = auth.issue(path, ["ada", "bob"])
+    stored = auth.load(path)
+    assert set(stored) == {"ada", "bob"} and first["ada"] not in path.read_text(), "only hashes are kept"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert auth.verify(first["ada"], stored["ada"])
+    assert not auth.verify(first["bob"], stored["ada"])
+    assert not auth.verify("", stored["ada"])
+    again = auth.issue(path, ["bob"])
+    assert auth.load(path)["ada"] == stored["ada"], "issuing bob a new password leaves ada's"
+    assert auth.verify(again["bob"], auth.load(path)["bob"]) and not auth.verify(first["bob"], auth.load(path)["bob"])
+
+
+@pytest.mark.parametrize("stored", ["", "plain", "md5$00$00", "scrypt$zz$00", "scrypt$00"])
+def test_a_malformed_hash_never_verifies(stored):
+    assert not auth.verify("anything", stored)
+
+
+@pytest.mark.parametrize(("text", "says"), [("{", "not JSON"), ("[1]", "must map each learner"),
+                                            ('{"ada": 1}', "must map each learner")])
+def test_a_bad_passwords_file_names_itself(tmp_path, text, says):
+    path = tmp_path / "passwords.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=says) as err:
+        auth.load(path)
+    assert str(path) in str(err.value)
+
+
+def test_the_jail_hides_the_checkout_the_cache_and_nothing_twice(tmp_path):
+    settings = Settings.from_env(tmp_path)
+    hidden = config.hidden_paths(settings)
+    assert str(tmp_path.resolve()) in hidden
+    assert not [p for p in hidden if p != str(tmp_path.resolve()) and Path(p).is_relative_to(tmp_path.resolve())], \
+        "the cache inside the checkout is covered by the checkout"
+
+
+def test_an_interpreter_under_a_closed_directory_is_shown_inside_it():
+    hide, expose = config.interpreter_view()
+    for h in hide:
+        assert not Path(h).stat().st_mode & 0o001
+    assert len(hide) == len(expose) <= 1
+    if expose:
+        assert Path(expose[0]).is_relative_to(hide[0])
+
+
+def test_the_jail_parses_its_command_after_the_double_dash():
+    plan = jail.parse(["--user", "ll-ada", "--hide", "/tmp", "--", "echo", "--hide", "x"])
+    assert plan.user == "ll-ada" and plan.hide == (Path("/tmp").resolve(),) and plan.command == ("echo", "--hide", "x")
+
+
+def test_the_roster_authenticator_reads_the_file_it_is_given(tmp_path):
+    pytest.importorskip("jupyterhub")
+    import asyncio
+
+    path = tmp_path / "passwords.json"
+    pw = auth.issue(path, ["ada"])["ada"]
+    a = auth.RosterAuthenticator(passwords_file=str(path))
+    assert asyncio.run(a.authenticate(None, {"username": "ada", "password": pw})) == "ada"
+    assert asyncio.run(a.authenticate(None, {"username": "ada", "password": pw + "x"})) is None
+    assert asyncio.run(a.authenticate(None, {"username": "eve", "password": pw})) is None
+    assert json.loads(path.read_text())["ada"].startswith("scrypt$")
