@@ -207,6 +207,8 @@ def test_a_grading_that_could_not_judge_is_graded_again_and_a_verdict_never(sett
         return GradeReport(LAB, learner, score, lab.max_score, status == "passed", checks), None
 
     monkeypatch.setattr(st, "grade", fake_grade)
+    paused: list[float] = []
+    monkeypatch.setattr(st.time, "sleep", paused.append)
     monkeypatch.setattr(st, "plan", lambda lab_, learners, only, decoys_once: [(st.Run("solution", "notebook"), {})])
     monkeypatch.setattr(st, "learners_for", lambda settings_, lab_, k: [])
     said: list[str] = []
@@ -215,6 +217,7 @@ def test_a_grading_that_could_not_judge_is_graded_again_and_a_verdict_never(sett
     assert run.attempts == attempts and run.verdict(lab) is ok and run.to_json(lab)["attempts"] == attempts
     assert sum("could not be judged, graded again" in line for line in said) == attempts - 1, said
     assert next(given, None) is None, "every outcome given was graded"
+    assert paused == [st.RETRY_PAUSE_S * k for k in range(1, attempts)], "a longer pause before each new attempt"
 
 
 def test_decoys_once_names_every_lab_or_some_and_refuses_a_lab_not_tested():

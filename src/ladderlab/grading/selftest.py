@@ -33,8 +33,9 @@ change what a check looks for. The untouched release is graded for the first lea
 
 A grading the grader could not judge (a check that errored, an incomplete grading: an overloaded machine,
 a fault of our own tools) says nothing about the lab: it is graded again on a fresh environment, up to
-``ATTEMPTS`` times in all, and only the last attempt counts (``attempts`` says how many it took). A lab whose
-checks cannot judge on every attempt still fails its self-test. A verdict is never graded again.
+``ATTEMPTS`` times in all (first waiting ``RETRY_PAUSE_S`` times the attempts so far), and only the last attempt
+counts (``attempts`` says how many it took). A lab whose checks cannot judge on every attempt still fails its
+self-test. A verdict is never graded again.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ CANDIDATES = 400
 LEARNER_PREFIX = "selftest-"
 #: Gradings of one run at most, while the grader cannot judge it (see the module's notes).
 ATTEMPTS = 3
+#: Before grading again, wait this long times the attempts so far: a grading that could not judge met a busy
+#: moment (several gradings' timing experiments at once), and grading again at once tends to meet it again.
+RETRY_PAUSE_S = 10.0
 
 
 def released(lab: LabDef) -> NotebookNode:
@@ -365,7 +369,8 @@ def selftest(settings: Settings, client: docker.DockerClient, labs: list[LabDef]
             if run.attempts:  # an incomplete report names its fault (the first check in error, or the grading's)
                 why = run.error or (run.report.error if run.report else "")
                 say(f"{lab.id}: {run.learner} {run.kind} {run.name} could not be judged, graded again "
-                    f"({run.attempts + 1}/{ATTEMPTS}): {why[:300]}")
+                    f"({run.attempts + 1}/{ATTEMPTS}, after {RETRY_PAUSE_S * run.attempts:g} s): {why[:300]}")
+                time.sleep(RETRY_PAUSE_S * run.attempts)
             run.attempts += 1
             run.report, run.error = None, ""
             try:
