@@ -220,6 +220,26 @@ def _cohort_paths(settings: Settings) -> Any:
     return ServicePaths.of(settings)
 
 
+def cmd_hub_passwords(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from ladderlab.hub import run as hub
+
+    issued = hub.passwords(settings, args.cohort, Path(args.root), args.learner or None)
+    say(f"{len(issued)} password(s) issued for cohort {args.cohort}; hand each to its learner: they are not kept")
+    for learner, password in sorted(issued.items()):
+        print(f"{learner}\t{password}")  # tab-separated, for a script
+    return 0
+
+
+def cmd_hub_start(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from ladderlab.hub import run as hub
+
+    return hub.start(settings, args.cohort, Path(args.root), args.port, say)
+
+
 def cmd_cohort_create(args: argparse.Namespace, settings: Settings) -> int:
     from ladderlab.service import cohorts
 
@@ -882,6 +902,19 @@ def parser() -> argparse.ArgumentParser:
     sm.add_argument("--json", action="store_true")
     sm.add_argument("--no-wait", action="store_true", help="hand in only (a trainer grades with `cohort grade`)")
     sm.set_defaults(func=cmd_submit)
+
+    hb = sub.add_parser("hub", help="a cohort's JupyterHub on this machine (being built: docs/hub-design.md)")
+    hbs = hb.add_subparsers(dest="sub", required=True, metavar="SUB")
+    hp = hbs.add_parser("passwords", help="issue each learner of COHORT a password (printed once)")
+    hp.add_argument("cohort", metavar="COHORT")
+    hp.add_argument("--root", default="/srv/ladderlab", help="the hub's directory (default /srv/ladderlab)")
+    hp.add_argument("--learner", action="append", metavar="ID", help="only these learners (repeatable)")
+    hp.set_defaults(func=cmd_hub_passwords)
+    hs = hbs.add_parser("start", help="run COHORT's hub in the foreground on 127.0.0.1")
+    hs.add_argument("cohort", metavar="COHORT")
+    hs.add_argument("--root", default="/srv/ladderlab", help="the hub's directory (default /srv/ladderlab)")
+    hs.add_argument("--port", type=int, default=8000, help="the hub's port on 127.0.0.1 (default 8000)")
+    hs.set_defaults(func=cmd_hub_start)
 
     co = sub.add_parser("cohort", help="a trainer's cohort over nbgrader: roster, release, collect, grade, feedback")
     cos = co.add_subparsers(dest="sub", required=True, metavar="SUB")

@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from ladderlab.hub import accounts, auth, proxy
+from ladderlab.hub import accounts, proxy
+from ladderlab.testing import private_cache
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the hub runs as root")]
 
@@ -34,29 +36,41 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "ladderlab.cli", *args], env=env, capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0, (args, r.stderr[-2000:])
+    return r
+
+
 @pytest.fixture(scope="module")
-def hub(settings):
+def hub(settings, tmp_path_factory):
+    """`ladderlab hub start` for a cohort of two, as a trainer runs it (a private cache holds the cohort)."""
     pytest.importorskip("jupyterhub", reason="the hub extra (make setup installs it)")
     chp = proxy.path(settings)
     assert chp.exists(), "`ladderlab setup --hub` installs the proxy (make test runs it)"
+    work = tmp_path_factory.mktemp("hub")
+    cache = private_cache(settings, work / "cache").cache_dir
     root = Path(tempfile.mkdtemp(prefix="ll-hub-"))
     root.chmod(0o755)
-    port, hub_port, api_port = _free_port(), _free_port(), _free_port()
-    token = secrets.token_hex(16)
-    (root / "private").mkdir(mode=0o700)
-    passwords = auth.issue(root / "private" / "passwords.json", list(LEARNERS))
-    config = root / "jupyterhub_config.py"
-    config.write_text(
-        "from pathlib import Path\n"
-        "from ladderlab.config import Settings\n"
-        "from ladderlab.hub.config import HubPlan, configure\n"
-        f"configure(c, HubPlan(root=Path({str(root)!r}), settings=Settings.from_env(Path({str(settings.root)!r})),"
-        f" learners={LEARNERS!r}, port={port}, hub_port={hub_port}, proxy_api_port={api_port},"
-        f" proxy={str(chp)!r}, admin_token={token!r}))\n")
-    log = (root / "hub.log").open("w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config)], cwd=root,
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ, LADDERLAB_CACHE_DIR=str(cache), LADDERLAB_WORKSPACE=str(work / "workspace"),
+               LADDERLAB_ROOT=str(settings.root), LADDERLAB_HUB_PROXY=str(chp), LADDERLAB_HUB_TEST_TOKEN=token)
+    roster = work / "roster.csv"
+    roster.write_text("id,name,email,team\n" + "".join(f"{n},{n},{n}@example.org,t\n" for n in LEARNERS))
+    cli(env, "cohort", "create", "hubbers")
+    cli(env, "cohort", "add", "hubbers", "--roster", str(roster))
+    issued = cli(env, "hub", "passwords", "hubbers", "--root", str(root)).stdout
+    passwords = dict(line.split("\t") for line in issued.strip().splitlines())
+    assert sorted(passwords) == sorted(LEARNERS)
+    log = (work / "start.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "ladderlab.cli", "hub", "start", "hubbers", "--root", str(root),
+                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    hub_log = root / "private" / "jupyterhub.log"
+
+    def logs() -> str:
+        return (work / "start.log").read_text()[-1500:] + (hub_log.read_text()[-3000:] if hub_log.exists() else "")
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -65,11 +79,12 @@ def hub(settings):
                     break
             except requests.ConnectionError:
                 pass
-            assert proc.poll() is None and time.monotonic() < deadline, (root / "hub.log").read_text()[-3000:]
+            assert proc.poll() is None and time.monotonic() < deadline, logs()
             time.sleep(0.5)
-        yield {"url": url, "token": token, "passwords": passwords, "root": root, "log": root / "hub.log"}
+        yield {"url": url, "token": token, "passwords": passwords, "root": root, "log": hub_log, "proc": proc,
+               "logs": logs}
     finally:
-        proc.terminate()
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -102,14 +117,14 @@ def logged_in(s: requests.Session, hub) -> bool:
 
 def spawn(hub, learner: str) -> None:
     r = api(hub, "POST", f"/users/{learner}/server")
-    assert r.status_code in (201, 202), r.text + hub["log"].read_text()[-4000:]
+    assert r.status_code in (201, 202), r.text + hub["logs"]()
     deadline = time.monotonic() + 120
     while True:
         model = api(hub, "GET", f"/users/{learner}").json()
         server = (model.get("servers") or {}).get("", {})
         if server.get("ready"):
             return
-        assert time.monotonic() < deadline, hub["log"].read_text()[-3000:]
+        assert time.monotonic() < deadline, hub["logs"]()
         time.sleep(0.5)
 
 
@@ -168,3 +183,18 @@ def test_each_server_runs_jailed_as_its_learner_and_reaches_only_their_own(hub, 
     (home.home / "mine.txt").write_text("a's work")
     listed = json.loads(contents(a, a).text)
     assert "mine.txt" in [item["name"] for item in listed["content"]], "a's server serves a's home"
+
+
+def test_the_hub_stops_with_its_servers_on_sigterm_and_refuses_a_cohort_without_passwords(hub, settings):
+    """Last in the module: SIGTERM to `ladderlab hub start` stops the hub, which stops every learner's server."""
+    proc = hub["proc"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, hub["logs"]()
+    for learner in LEARNERS:
+        with pytest.raises(AssertionError, match="no server process"):
+            server_pid(learner)
+    env = dict(os.environ, LADDERLAB_CACHE_DIR=str(Path(hub["root"]) / "nowhere"),
+               LADDERLAB_HUB_PROXY=str(proxy.path(settings)))
+    r = subprocess.run([sys.executable, "-m", "ladderlab.cli", "hub", "start", "nosuch", "--root", str(hub["root"])],
+                       env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode != 0 and "nosuch" in r.stderr, r.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -13,15 +14,26 @@ from ladderlab.errors import LadderlabError
 VERSION = "5.3.0"
 
 
-def path(settings: Settings) -> Path:
+ENV = "LADDERLAB_HUB_PROXY"
+
+
+def installed(settings: Settings) -> Path:
+    """Where ``ensure`` installs the proxy: under the cache."""
     return settings.cache_dir / "hub" / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
+
+
+def path(settings: Settings) -> Path:
+    """The proxy the hub runs: $LADDERLAB_HUB_PROXY (one installed elsewhere, e.g. ``npm install -g``), else the
+    one ``ensure`` installed."""
+    explicit = os.environ.get(ENV)
+    return Path(explicit) if explicit else installed(settings)
 
 
 def ensure(settings: Settings, say: Callable[[str], None]) -> Path:
     """The proxy's command; installed with npm under the cache when missing."""
-    found = path(settings)
-    if found.exists():
-        return found
+    if path(settings).exists():
+        return path(settings)
+    found = installed(settings)
     npm = shutil.which("npm")
     if not npm or not shutil.which("node"):
         raise LadderlabError("the hub's proxy needs Node.js and npm: install them (apt-get install nodejs npm), "

@@ -1,0 +1,135 @@
+"""``ladderlab hub``: a cohort's JupyterHub on this machine (docs/hub-design.md, 1).
+
+``ladderlab hub passwords COHORT`` issues each learner a password (printed once, kept only as a hash);
+``ladderlab hub start COHORT`` checks what the hub needs, writes its configuration into ``<root>/private`` and
+runs JupyterHub in the foreground on 127.0.0.1 until it is stopped (SIGINT or SIGTERM stops the hub, which stops
+the learners' servers). Every learner's server runs as their own ``ll-<id>`` account in the jail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from ladderlab.config import Settings
+from ladderlab.errors import LadderlabError, UsageError
+from ladderlab.hub import accounts, auth, proxy
+from ladderlab.hub.config import HubPlan, prepare
+
+#: Tests only: a hub service token with admin rights over users and servers (never set it on a real hub).
+TEST_TOKEN_ENV = "LADDERLAB_HUB_TEST_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+
+
+def roster(settings: Settings, cohort: str) -> list[str]:
+    """The cohort's learner ids, each checked usable as an account (all bad ids named at once)."""
+    from ladderlab.service import cohorts
+    from ladderlab.service.paths import ServicePaths
+
+    members = [m.id for m in cohorts.members(ServicePaths.of(settings), cohort)]
+    if not members:
+        raise UsageError(f"cohort {cohort!r} has no learners: ladderlab cohort add {cohort} --roster F.csv")
+    bad = []
+    for learner in members:
+        try:
+            accounts.account_name(learner)
+        except UsageError:
+            bad.append(learner)
+    if bad:
+        raise UsageError(f"cohort {cohort!r}: these learner ids cannot be hub accounts (lower-case letters, digits "
+                         f"and '-', starting with a letter, at most 30 characters): {', '.join(bad)}")
+    return members
+
+
+def passwords(settings: Settings, cohort: str, root: Path, only: list[str] | None = None) -> dict[str, str]:
+    """New passwords for the cohort's learners (``only``: for these of them); the others keep theirs."""
+    members = roster(settings, cohort)
+    unknown = sorted(set(only or []) - set(members))
+    if unknown:
+        raise UsageError(f"not in cohort {cohort!r}: {', '.join(unknown)}")
+    plan = HubPlan(root=root, settings=settings, learners=tuple(members))
+    prepare(plan)
+    return auth.issue(plan.private / "passwords.json", list(only or members))
+
+
+def _plan(settings: Settings, cohort: str, root: Path, port: int) -> HubPlan:
+    if os.geteuid() != 0:
+        raise LadderlabError("the hub runs as root: it starts each learner's server as that learner's own account")
+    try:
+        import jupyterhub  # noqa: F401
+    except ImportError:
+        raise LadderlabError("JupyterHub is not installed: pip install -e '.[hub]' (make does it)") from None
+    chp = proxy.path(settings)
+    if not chp.exists():
+        raise LadderlabError(f"the hub's proxy is not installed ({chp}): run `ladderlab setup --hub`")
+    members = roster(settings, cohort)
+    stored = auth.load(root / "private" / "passwords.json") if (root / "private" / "passwords.json").exists() else {}
+    missing = [m for m in members if m not in stored]
+    if missing:
+        raise UsageError(f"{len(missing)} learner(s) of {cohort!r} have no password yet ({', '.join(missing[:5])}"
+                         f"{'...' if len(missing) > 5 else ''}): run `ladderlab hub passwords {cohort} --root {root}`")
+    return HubPlan(root=root, settings=settings, learners=tuple(members), port=port, hub_port=_free_port(),
+                   proxy_api_port=_free_port(), proxy=str(chp), admin_token=os.environ.get(TEST_TOKEN_ENV) or None)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(plan: HubPlan) -> Path:
+    """``<root>/private/jupyterhub_config.py``: the plan, for ``jupyterhub -f`` (0600, root's)."""
+    prepare(plan)
+    fields = {"root": str(plan.root), "settings_root": str(plan.settings.root), "cache": str(plan.settings.cache_dir),
+              "learners": list(plan.learners), "port": plan.port, "hub_port": plan.hub_port,
+              "proxy_api_port": plan.proxy_api_port, "proxy": plan.proxy, "admin_token": plan.admin_token}
+    text = (
+        "# Written by `ladderlab hub start`; it is rewritten at every start.\n"
+        "import json, os\n"
+        "from pathlib import Path\n"
+        "from ladderlab.config import Settings\n"
+        "from ladderlab.hub.config import HubPlan, configure\n"
+        f"p = json.loads({json.dumps(json.dumps(fields))})\n"
+        "os.environ['LADDERLAB_CACHE_DIR'] = p['cache']\n"
+        "configure(c, HubPlan(root=Path(p['root']), settings=Settings.from_env(Path(p['settings_root'])),\n"
+        "                     learners=tuple(p['learners']), port=p['port'], hub_port=p['hub_port'],\n"
+        "                     proxy_api_port=p['proxy_api_port'], proxy=p['proxy'], admin_token=p['admin_token']))\n")
+    path = plan.private / "jupyterhub_config.py"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def start(settings: Settings, cohort: str, root: Path, port: int, say: Callable[[str], None]) -> int:
+    """Run the cohort's hub in the foreground; its exit code."""
+    plan = _plan(settings, cohort, root, port)
+    config = write_config(plan)
+    for learner in plan.learners:
+        accounts.ensure(learner, plan.homes)
+    say(f"hub for cohort {cohort}: {len(plan.learners)} learner(s), http://127.0.0.1:{plan.port}/ "
+        f"(state in {plan.private}; stop with Ctrl-C)")
+    log = (plan.private / "jupyterhub.log").open("a")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config)], cwd=plan.private,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(signum: int, frame: object) -> None:
+        proc.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rc = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.close()
+    if rc not in (0, -signal.SIGTERM):
+        say(f"the hub exited {rc}; its log: {plan.private / 'jupyterhub.log'}")
+    return 0 if rc in (0, -signal.SIGTERM) else 1
