@@ -185,6 +185,32 @@ def test_each_server_runs_jailed_as_its_learner_and_reaches_only_their_own(hub, 
     assert "mine.txt" in [item["name"] for item in listed["content"]], "a's server serves a's home"
 
 
+def test_the_service_knows_each_caller_from_the_hub_and_never_from_the_request(hub):
+    """The ladderlab service behind the hub: a learner's token says who they are; no token is a 401 in JSON,
+    not a login page; a request that names a learner is refused."""
+    tokens = {learner: api(hub, "POST", f"/users/{learner}/tokens", json={"expires_in": 600}).json()["token"]
+              for learner in LEARNERS}
+    base = f"{hub['url']}/services/ladderlab/api"
+
+    def whoami(token: str | None, query: str = "") -> requests.Response:
+        headers = {"Authorization": f"token {token}"} if token else {}
+        return requests.get(f"{base}/whoami{query}", headers=headers, timeout=30, allow_redirects=False)
+
+    deadline = time.monotonic() + 60
+    while whoami(tokens[LEARNERS[0]]).status_code in (502, 503) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the hub starts its service beside itself
+    for learner in LEARNERS:
+        r = whoami(tokens[learner])
+        assert r.status_code == 200, r.text + hub["logs"]()
+        assert r.json() == {"learner": learner, "trainer": False}
+    r = whoami(None)
+    assert r.status_code == 401 and r.json()["error"] == 401, r.text
+    r = whoami("not-a-token")
+    assert r.status_code == 401, r.text
+    r = whoami(tokens[LEARNERS[0]], f"?learner={LEARNERS[1]}")
+    assert r.status_code == 400 and "never names a learner" in r.json()["message"]
+
+
 def test_the_hub_stops_with_its_servers_on_sigterm_and_refuses_a_cohort_without_passwords(hub, settings):
     """Last in the module: SIGTERM to `ladderlab hub start` stops the hub, which stops every learner's server."""
     proc = hub["proc"]

@@ -47,7 +47,18 @@ def account_name(learner: str) -> str:
     return PREFIX + learner
 
 
+def _tool(name: str) -> str:
+    """useradd and friends live in /usr/sbin, which a non-login PATH may lack."""
+    import shutil
+
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if not found:
+        raise AccountError(f"{name} is not installed (Debian's passwd package provides it)")
+    return found
+
+
 def _run(argv: list[str]) -> None:
+    argv = [_tool(argv[0]), *argv[1:]]
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise AccountError(f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()[:300]}")

@@ -24,6 +24,7 @@ class HubPlan:
     port: int = 8000
     hub_port: int = 8081
     proxy_api_port: int = 8001
+    service_port: int = 8002
     proxy: str = "configurable-http-proxy"
     admin_token: str | None = None  # only tests: a service token with admin:users and tokens
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -100,7 +101,21 @@ def configure(c: Any, plan: HubPlan) -> None:
     c.Spawner.default_url = "/lab"
     c.Spawner.http_timeout = 60
     c.Spawner.start_timeout = 120
+    service_env = {k: v for k, v in os.environ.items()
+                   if (k.startswith("LADDERLAB_") or k == "PYTHONPATH") and k != "LADDERLAB_HUB_TEST_TOKEN"}
+    c.JupyterHub.services = [{
+        "name": "ladderlab", "url": f"http://127.0.0.1:{plan.service_port}", "display": True, "oauth_no_confirm": True,
+        "command": [sys.executable, "-m", "ladderlab.hub.service"],
+        "environment": {**service_env, "LADDERLAB_ROOT": str(plan.settings.root),
+                        "LADDERLAB_CACHE_DIR": str(plan.settings.cache_dir),
+                        "PATH": f"{venv_bin}:/usr/sbin:/usr/bin:/sbin:/bin"},
+    }]
+    c.JupyterHub.custom_scopes = {"custom:ladderlab:trainer": {"description": "a trainer's view of ladderlab"}}
+    # Scopes reach a server's token only when its owner holds them too: learners get the service, trainers more.
+    c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "access:services!service=ladderlab"]}]
+    c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",
+                                     "access:services!service=ladderlab", "custom:ladderlab:trainer"]
     if plan.admin_token:
-        c.JupyterHub.services = [{"name": "ladderlab-test", "api_token": plan.admin_token}]
-        c.JupyterHub.load_roles = [{"name": "ladderlab-test", "scopes": ["admin:users", "admin:servers", "tokens"],
-                                    "services": ["ladderlab-test"]}]
+        c.JupyterHub.services.append({"name": "ladderlab-test", "api_token": plan.admin_token})
+        c.JupyterHub.load_roles.append({"name": "ladderlab-test", "services": ["ladderlab-test"],
+                                        "scopes": ["admin:users", "admin:servers", "tokens"]})

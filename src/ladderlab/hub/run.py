@@ -73,7 +73,8 @@ def _plan(settings: Settings, cohort: str, root: Path, port: int) -> HubPlan:
         raise UsageError(f"{len(missing)} learner(s) of {cohort!r} have no password yet ({', '.join(missing[:5])}"
                          f"{'...' if len(missing) > 5 else ''}): run `ladderlab hub passwords {cohort} --root {root}`")
     return HubPlan(root=root, settings=settings, learners=tuple(members), port=port, hub_port=_free_port(),
-                   proxy_api_port=_free_port(), proxy=str(chp), admin_token=os.environ.get(TEST_TOKEN_ENV) or None)
+                   proxy_api_port=_free_port(), service_port=_free_port(), proxy=str(chp),
+                   admin_token=os.environ.get(TEST_TOKEN_ENV) or None)
 
 
 def _free_port() -> int:
@@ -89,7 +90,8 @@ def write_config(plan: HubPlan) -> Path:
     prepare(plan)
     fields = {"root": str(plan.root), "settings_root": str(plan.settings.root), "cache": str(plan.settings.cache_dir),
               "learners": list(plan.learners), "port": plan.port, "hub_port": plan.hub_port,
-              "proxy_api_port": plan.proxy_api_port, "proxy": plan.proxy, "admin_token": plan.admin_token}
+              "proxy_api_port": plan.proxy_api_port, "service_port": plan.service_port, "proxy": plan.proxy,
+              "admin_token": plan.admin_token}
     text = (
         "# Written by `ladderlab hub start`; it is rewritten at every start.\n"
         "import json, os\n"
@@ -100,7 +102,8 @@ def write_config(plan: HubPlan) -> Path:
         "os.environ['LADDERLAB_CACHE_DIR'] = p['cache']\n"
         "configure(c, HubPlan(root=Path(p['root']), settings=Settings.from_env(Path(p['settings_root'])),\n"
         "                     learners=tuple(p['learners']), port=p['port'], hub_port=p['hub_port'],\n"
-        "                     proxy_api_port=p['proxy_api_port'], proxy=p['proxy'], admin_token=p['admin_token']))\n")
+        "                     proxy_api_port=p['proxy_api_port'], service_port=p['service_port'], proxy=p['proxy'],\n"
+        "                     admin_token=p['admin_token']))\n")
     path = plan.private / "jupyterhub_config.py"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
