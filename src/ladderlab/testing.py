@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -250,3 +251,15 @@ def private_cache(settings: Settings, cache_dir: Path) -> Settings:
     if not (cache_dir / "keys").exists():
         shutil.copytree(keys, cache_dir / "keys")
     return dataclasses.replace(settings, cache_dir=cache_dir)
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 60) -> int:
+    """Stop a server a test started: SIGTERM (it shuts down in order), then SIGKILL when it has not exited within
+    ``timeout`` seconds; its exit status. One that already exited is left as it is."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()

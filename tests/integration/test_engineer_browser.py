@@ -35,7 +35,7 @@ import nbformat
 import pytest
 
 from ladderlab import browser
-from ladderlab.testing import private_cache
+from ladderlab.testing import private_cache, stop_process
 from tests.integration.conftest import leftovers_for_learner
 
 LAB = "sec-1-iptables-hardening"
@@ -143,13 +143,7 @@ def lab_server(tmp_path, settings, client):
             time.sleep(0.5)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         log.close()
         # the learner's live environment outlives JupyterLab by design (its TTL): this run removes it
         r = _cli(env, "env", "ls", "--json", timeout=120)

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from ladderlab.hub import accounts, proxy
-from ladderlab.testing import private_cache
+from ladderlab.testing import private_cache, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the hub runs as root")]
 
@@ -84,12 +84,7 @@ def hub(settings, tmp_path_factory):
         yield {"url": url, "token": token, "passwords": passwords, "root": root, "log": hub_log, "proc": proc,
                "logs": logs}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
         for learner in LEARNERS:
             accounts.remove(learner)

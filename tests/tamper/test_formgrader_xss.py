@@ -33,6 +33,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_raw_cell
 
 from ladderlab import browser
 from ladderlab.labserver import jupyter_command
+from ladderlab.testing import stop_process
 
 from ..integration.test_nbgrader_e2e import LAB, course, nbgrader, submit  # noqa: F401 (course: a fixture)
 
@@ -125,12 +126,7 @@ def formgrader(graded, settings):
             time.sleep(0.5)
         yield base, token
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, timeout=20)
         log.close()
 
 

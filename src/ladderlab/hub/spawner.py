@@ -22,8 +22,13 @@ class LadderlabSpawner(LocalProcessSpawner):  # type: ignore[misc]
     server_command = List(Unicode(), default_value=["jupyterhub-singleuser"],
                           help="the server, run as the learner inside the jail").tag(config=True)
 
+    _started_as: accounts.Account | None = None
+
     def _account(self) -> accounts.Account:
-        return accounts.ensure(self.user.name, Path(self.home_root))
+        """The learner's account, made (or checked) once per start."""
+        if self._started_as is None:
+            self._started_as = accounts.ensure(self.user.name, Path(self.home_root))
+        return self._started_as
 
     def jail_command(self, account: accounts.Account) -> list[str]:
         args = [sys.executable, "-m", "ladderlab.hub.jail", "--user", account.name]
@@ -45,6 +50,6 @@ class LadderlabSpawner(LocalProcessSpawner):  # type: ignore[misc]
         return env
 
     async def start(self) -> Any:
-        account = self._account()
-        self.cmd = self.jail_command(account)
+        self._started_as = None  # each start checks the account again (it may have been removed meanwhile)
+        self.cmd = self.jail_command(self._account())
         return await super().start()
