@@ -75,3 +75,17 @@ def test_the_roster_authenticator_reads_the_file_it_is_given(tmp_path):
     assert asyncio.run(a.authenticate(None, {"username": "ada", "password": pw + "x"})) is None
     assert asyncio.run(a.authenticate(None, {"username": "eve", "password": pw})) is None
     assert json.loads(path.read_text())["ada"].startswith("scrypt$")
+
+
+def test_the_learners_chain_allows_each_uid_its_subnets_and_rejects_the_rest():
+    from ladderlab.environments import learnerguard as lg
+
+    text = lg.ruleset({1001: ["172.30.5.0/24", "172.30.5.7/24"], 1002: []})
+    lines = text.splitlines()
+    assert lines[:2] == ["*filter", f":{lg.CHAIN} - [0:0]"] and lines[-2:] == [f"-A {lg.CHAIN} -j REJECT", "COMMIT"]
+    rule = f"-A {lg.CHAIN} -m owner --uid-owner 1001 -d 172.30.5.0/24 -j RETURN"
+    assert [x for x in lines if "--uid-owner" in x] == [rule], "one rule per distinct subnet; none for no subnet"
+    assert "--uid-owner" not in lg.ruleset({1001: ["172.30.5.0/24"]}, v6=True), "IPv6: loopback and replies only"
+    for bad in ({0: ["10.0.0.0/8"]}, {1001: ["fd00::/64"]}):
+        with pytest.raises(lg.GuardError):
+            lg.ruleset(bad)
