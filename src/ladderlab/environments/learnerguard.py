@@ -52,10 +52,16 @@ def ruleset(allowed: Mapping[int, Sequence[str]], v6: bool = False) -> str:
         for uid in sorted(allowed):
             if not isinstance(uid, int) or uid <= 0:
                 raise GuardError(f"uid {uid!r}: a learner's uid is a positive integer")
-            for subnet in sorted(set(allowed[uid])):
-                net = ipaddress.ip_network(subnet, strict=False)
+            nets = set()
+            for subnet in allowed[uid]:
+                try:
+                    net = ipaddress.ip_network(subnet, strict=False)
+                except ValueError as exc:
+                    raise GuardError(f"subnet {subnet!r}: {exc}") from exc
                 if net.version != 4:
                     raise GuardError(f"subnet {subnet!r}: lab networks are IPv4")
+                nets.add(net)
+            for net in sorted(nets):
                 lines.append(f"-A {CHAIN} -m owner --uid-owner {uid} -d {net} -j RETURN")
     lines += [f"-A {CHAIN} -j REJECT", "COMMIT", ""]
     return "\n".join(lines)
