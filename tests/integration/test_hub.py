@@ -206,6 +206,41 @@ def test_the_service_knows_each_caller_from_the_hub_and_never_from_the_request(h
     assert r.status_code == 400 and "never names a learner" in r.json()["message"]
 
 
+@pytest.mark.docker
+def test_a_learner_starts_and_stops_only_their_own_environment_through_the_service(hub, images, client):
+    """The service starts the caller's environment (the learner from the token, never from the request), gives
+    back its connection (hosts, key), refuses a lab the course lacks, and stops it again; another learner sees
+    none of it."""
+    lab = "sys-3-tested-cli-tool"
+    tokens = {learner: api(hub, "POST", f"/users/{learner}/tokens", json={"expires_in": 600}).json()["token"]
+              for learner in LEARNERS}
+    a, b = LEARNERS
+
+    def call(method: str, learner: str, path: str) -> requests.Response:
+        return requests.request(method, f"{hub['url']}/services/ladderlab/api/{path}", timeout=300,
+                                headers={"Authorization": f"token {tokens[learner]}"})
+
+    try:
+        r = call("POST", a, f"labs/{lab}/env")
+        assert r.status_code == 200, r.text + hub["logs"]()
+        conn = r.json()
+        assert conn["learner"] == a and conn["lab"] == lab and conn["hosts"] and conn["private_key"]
+        assert conn["answers_path"] == "", "the answers stay with the service"
+        labels = {c.labels.get("io.ladderlab.learner") for c in client.containers.list(
+            filters={"label": f"io.ladderlab.env-id={conn['env_id']}"})}
+        assert labels == {a}, labels
+        again = call("POST", a, f"labs/{lab}/env").json()
+        assert again["env_id"] == conn["env_id"], "a second start reattaches"
+        assert call("GET", a, f"labs/{lab}/env").json() == {"running": [conn["env_id"]]}
+        assert call("GET", b, f"labs/{lab}/env").json() == {"running": []}
+        assert call("DELETE", b, f"labs/{lab}/env").json() == {"stopped": []}, "b cannot stop a's environment"
+        assert call("POST", a, "labs/no-such-lab/env").status_code == 404
+    finally:
+        stopped = call("DELETE", a, f"labs/{lab}/env")
+    assert stopped.json() == {"stopped": [conn["env_id"]]}
+    assert not client.containers.list(all=True, filters={"label": f"io.ladderlab.env-id={conn['env_id']}"})
+
+
 def test_the_hub_stops_with_its_servers_on_sigterm_and_refuses_a_cohort_without_passwords(hub, settings):
     """Last in the module: SIGTERM to `ladderlab hub start` stops the hub, which stops every learner's server."""
     proc = hub["proc"]

@@ -6,14 +6,17 @@ Every request is authenticated by the hub: a browser by the service's OAuth cook
 request names a learner, and one that tries (``?learner=`` / ``?user=``) is refused (400). The API answers
 an unauthenticated request with 401 JSON, never a redirect to a login page.
 
-Built so far: ``GET api/whoami``. Environments, checks, hand-in and the cohort view are the next steps.
+Built so far: ``GET api/whoami`` and ``api/labs/<lab>/env`` (POST start or reattach, GET, DELETE). Checks, answers,
+hints, hand-in, the learner API's side and the cohort view are the next steps.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import threading
 from typing import Any
 from urllib.parse import urlparse
 
@@ -60,19 +63,124 @@ class WhoAmI(ApiHandler):
         self.finish({"learner": self.learner, "trainer": self.is_trainer})
 
 
+class Environments:
+    """The learners' practice environments, one per (learner, lab), started and stopped for the hub's user only.
+
+    The blocking work (Docker) runs in a thread pool; one learner's calls are serialised by a lock of theirs, so
+    a double click never starts two environments. Quotas (``LADDERLAB_MAX_ENVS_PER_LEARNER``, default 2 here, and
+    ``LADDERLAB_MAX_ENVS``) refuse a start with 429."""
+
+    def __init__(self, workers: int = 4) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ll-env")
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, learner: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(learner, threading.Lock())
+
+    def start(self, learner: str, lab_id: str, fresh: bool) -> dict[str, Any]:
+        from ladderlab.config import Settings
+        from ladderlab.course import load_course
+        from ladderlab.environments import engine, runtime
+        from ladderlab.lab import live_connection
+
+        settings = Settings.from_env()
+        course = load_course(settings.course_file, "course.yaml")
+        entry = _lab_entry(course, lab_id)
+        with self.lock(learner):
+            client = engine.connect(timeout=10)
+            env = runtime.up(settings, entry.environment, client=client, learner=learner, lab=lab_id,
+                             course_id=course.id, reuse=not fresh)
+            conn = live_connection(settings, env, lab_id)
+        conn.answers_path = ""  # the answers stay with the service
+        data: dict[str, Any] = json.loads(conn.to_json())
+        return data
+
+    def find(self, learner: str, lab_id: str) -> list[Any]:
+        from ladderlab.config import Settings
+        from ladderlab.environments import engine, runtime
+
+        settings = Settings.from_env()
+        client = engine.connect(timeout=10)
+        return [e for e in runtime.list_envs(settings, client)
+                if e.learner == learner and e.lab == lab_id and not e.bound]
+
+    def stop(self, learner: str, lab_id: str) -> list[str]:
+        from ladderlab.config import Settings
+        from ladderlab.environments import engine, runtime
+
+        settings = Settings.from_env()
+        with self.lock(learner):
+            client = engine.connect(timeout=10)
+            gone = [e.id for e in self.find(learner, lab_id)]
+            for env_id in gone:
+                runtime.down(settings, env_id, client)
+        return gone
+
+
+def _lab_entry(course: Any, lab_id: str) -> Any:
+    try:
+        return course.lab(lab_id)
+    except Exception:
+        raise web.HTTPError(404, f"no lab {lab_id!r} in this course") from None
+
+
+class EnvHandler(ApiHandler):
+    """``api/labs/<lab>/env``: POST starts (or reattaches to) the caller's environment for the lab and answers its
+    connection (hosts, parameters, expiry, its SSH key); GET says whether one runs; DELETE stops it."""
+
+    @property
+    def envs(self) -> Environments:
+        envs: Environments = self.settings["environments"]
+        return envs
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        from ladderlab.environments.quota import QuotaExceeded
+        from ladderlab.errors import LadderlabError
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.envs.pool, fn, *args)
+        except QuotaExceeded as exc:
+            raise web.HTTPError(429, str(exc)) from None
+        except web.HTTPError:
+            raise
+        except LadderlabError as exc:
+            raise web.HTTPError(503, f"the environment could not be started: {exc}") from None
+
+    @web.authenticated
+    async def post(self, lab_id: str) -> None:
+        fresh = self.get_query_argument("fresh", "0") in ("1", "true")
+        self.finish(await self._call(self.envs.start, self.learner, lab_id, fresh))
+
+    @web.authenticated
+    async def get(self, lab_id: str) -> None:
+        found = await self._call(self.envs.find, self.learner, lab_id)
+        self.finish({"running": [e.id for e in found]})
+
+    @web.authenticated
+    async def delete(self, lab_id: str) -> None:
+        self.finish({"stopped": await self._call(self.envs.stop, self.learner, lab_id)})
+
+
 def make_app() -> web.Application:
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE}/")
     auth = HubOAuth(cache_max_age=30)  # a revoked token stops working within 30 s, not 300
+    os.environ.setdefault("LADDERLAB_MAX_ENVS_PER_LEARNER", "2")
     return web.Application([
         (prefix + "api/whoami", WhoAmI),
+        (prefix + r"api/labs/([a-z0-9][a-z0-9-]*)/env", EnvHandler),
         (prefix + "oauth_callback", HubOAuthCallbackHandler),
-    ], cookie_secret=os.urandom(32), hub_auth=auth, xsrf_cookies=False)
+    ], cookie_secret=os.urandom(32), hub_auth=auth, xsrf_cookies=False, environments=Environments())
 
 
 def main() -> None:
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app = make_app()
-    for handler_class in (WhoAmI, HubOAuthCallbackHandler):
+    for handler_class in (WhoAmI, EnvHandler, HubOAuthCallbackHandler):
         handler_class.hub_auth = app.settings["hub_auth"]
     app.listen(url.port or 80, address=url.hostname or "127.0.0.1")
     loop = ioloop.IOLoop.current()
