@@ -207,7 +207,7 @@ def test_the_service_knows_each_caller_from_the_hub_and_never_from_the_request(h
 
 
 @pytest.mark.docker
-def test_a_learner_starts_and_stops_only_their_own_environment_through_the_service(hub, images, client):
+def test_a_learner_starts_and_stops_only_their_own_environment_through_the_service(hub, images, client, settings):
     """The service starts the caller's environment (the learner from the token, never from the request), gives
     back its connection (hosts, key), refuses a lab the course lacks, and stops it again; another learner sees
     none of it."""
@@ -235,6 +235,30 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
         assert call("GET", b, f"labs/{lab}/env").json() == {"running": []}
         assert call("DELETE", b, f"labs/{lab}/env").json() == {"stopped": []}, "b cannot stop a's environment"
         assert call("POST", a, "labs/no-such-lab/env").status_code == 404
+        # The learner API as a's kernel runs it: jailed as ll-hub-a, with the server's token and the service URL.
+        from ladderlab.hub.config import hidden_paths, interpreter_view
+
+        hide, expose = interpreter_view()
+        root = settings.root.resolve()
+        jail = [sys.executable, "-m", "ladderlab.hub.jail", "--user", f"ll-{a}"]
+        for path in [*hidden_paths(settings), *hide]:
+            jail += ["--hide", path]
+        for path in [*(str(p) for p in (root / ".venv", root / "src") if p.is_dir()), *expose]:
+            jail += ["--expose", path]
+        script = ("import json, ladderlab\n"
+                  f"lab = ladderlab.start({lab!r}, show=False)\n"
+                  "who = lab.sh('tools', 'id -un').stdout.strip()\n"
+                  "print(json.dumps({'env': lab.env_id, 'learner': lab.learner, 'who': who}))")
+        env = {"PATH": os.environ["PATH"], "JUPYTERHUB_API_TOKEN": tokens[a],
+               "LADDERLAB_SERVICE_URL": f"{hub['url']}/services/ladderlab/",
+               **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {})}
+        r = subprocess.run([*jail, "--", sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                           timeout=300, check=False)
+        assert r.returncode == 0, r.stderr[-2000:]
+        got = json.loads(r.stdout.strip().splitlines()[-1])
+        assert got["env"] == conn["env_id"] and got["learner"] == a and got["who"], got
+        kept = accounts.lookup(a).home / ".ladderlab" / "connect" / f"{lab}.json"
+        assert kept.stat().st_mode & 0o777 == 0o600 and kept.stat().st_uid == accounts.lookup(a).uid
     finally:
         stopped = call("DELETE", a, f"labs/{lab}/env")
     assert stopped.json() == {"stopped": [conn["env_id"]]}

@@ -97,7 +97,9 @@ def configure(c: Any, plan: HubPlan) -> None:
     root = plan.settings.root.resolve()
     c.LadderlabSpawner.expose = [str(p) for p in (root / ".venv", root / "src") if p.is_dir()] + expose
     c.LadderlabSpawner.server_command = [str(venv_bin / "jupyterhub-singleuser")]
-    c.Spawner.environment = {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin", **plan.extra_env}
+    c.Spawner.environment = {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
+                             "LADDERLAB_SERVICE_URL": f"http://127.0.0.1:{plan.port}/services/ladderlab/",
+                             **plan.extra_env}
     c.Spawner.default_url = "/lab"
     c.Spawner.http_timeout = 60
     c.Spawner.start_timeout = 120

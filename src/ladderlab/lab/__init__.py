@@ -664,6 +664,8 @@ def start(lab_id: str, *, learner: str | None = None, fresh: bool = False, trans
     """Bring up (or reattach to) the learner's environment for ``lab_id`` and return the :class:`Lab`."""
     global _CURRENT
     conn = from_environment()
+    if conn is None and os.environ.get(SERVICE_URL_ENV) and os.environ.get("JUPYTERHUB_API_TOKEN"):
+        conn = _connect_via_service(lab_id, fresh)
     if conn is not None:
         if conn.lab != lab_id:
             raise LabError(f"this session is connected to lab {conn.lab!r}, not {lab_id!r}")
@@ -675,6 +677,42 @@ def start(lab_id: str, *, learner: str | None = None, fresh: bool = False, trans
     if show:
         _display(lab)
     return lab
+
+
+SERVICE_URL_ENV = "LADDERLAB_SERVICE_URL"
+
+
+def _connect_via_service(lab_id: str, fresh: bool) -> Connection:
+    """On a hub: the ladderlab service starts (or reattaches to) this learner's environment, the learner being the
+    hub user of this server's token; its connection is kept 0600 in ~/.ladderlab/connect/<lab>.json."""
+    import urllib.error
+    import urllib.request
+
+    url = os.environ[SERVICE_URL_ENV].rstrip("/") + f"/api/labs/{lab_id}/env" + ("?fresh=1" if fresh else "")
+    if not url.startswith(("http://", "https://")):
+        raise LabError(f"${SERVICE_URL_ENV} is not an http(s) URL: {url!r}")
+    req = urllib.request.Request(url, data=b"", method="POST",  # noqa: S310 - http(s) only, checked above
+                                 headers={"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}"})
+    print(f"starting {lab_id} ...", file=sys.stderr)
+    try:
+        with urllib.request.urlopen(req, timeout=900) as resp:  # noqa: S310 - http(s) only, checked above
+            text = resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read().decode()).get("message") or exc.reason
+        except ValueError:
+            message = exc.reason
+        raise LabError(f"the ladderlab service refused to start {lab_id}: {message}") from None
+    except OSError as exc:
+        raise LabError(f"the ladderlab service does not answer ({url}): {exc}") from None
+    try:
+        conn = Connection.from_json(text)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise LabError(f"the ladderlab service answered something that is not a connection: {exc}") from None
+    folder = Path.home() / ".ladderlab" / "connect"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    conn.write(folder / f"{lab_id}.json")
+    return conn
 
 
 def _start_live(lab_id: str, learner: str | None, fresh: bool, transport: str) -> Lab:
