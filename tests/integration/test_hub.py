@@ -82,7 +82,7 @@ def hub(settings, tmp_path_factory):
             assert proc.poll() is None and time.monotonic() < deadline, logs()
             time.sleep(0.5)
         yield {"url": url, "token": token, "passwords": passwords, "root": root, "log": hub_log, "proc": proc,
-               "logs": logs}
+               "logs": logs, "cache": str(cache)}
     finally:
         stop_process(proc)
         log.close()
@@ -248,7 +248,11 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
         script = ("import json, ladderlab\n"
                   f"lab = ladderlab.start({lab!r}, show=False)\n"
                   "who = lab.sh('tools', 'id -un').stdout.strip()\n"
-                  "print(json.dumps({'env': lab.env_id, 'learner': lab.learner, 'who': who}))")
+                  "lab.answer('note', 'kept by the service')\n"
+                  "passed = lab.check('json-format')\n"
+                  "lab.hint('json-format')\n"
+                  "print(json.dumps({'env': lab.env_id, 'learner': lab.learner, 'who': who, 'passed': passed,\n"
+                  "                  'hints': lab.hints_used()}))")
         env = {"PATH": os.environ["PATH"], "JUPYTERHUB_API_TOKEN": tokens[a],
                "LADDERLAB_SERVICE_URL": f"{hub['url']}/services/ladderlab/",
                **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {})}
@@ -257,6 +261,14 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
         assert r.returncode == 0, r.stderr[-2000:]
         got = json.loads(r.stdout.strip().splitlines()[-1])
         assert got["env"] == conn["env_id"] and got["learner"] == a and got["who"], got
+        assert got["passed"] is False, "the untouched workstation has no tool: the check ran, through the service"
+        assert "json-format" in r.stdout and "answer 'note' recorded" in r.stdout, r.stdout
+        assert "hint 1 of 2 for json-format" in r.stdout and got["hints"] == {"json-format": 1}, r.stdout
+        cache = Path(hub["cache"])
+        assert json.loads((cache / "state" / "answers" / a / f"{lab}.json").read_text()) == {
+            "note": "kept by the service"}, "answers are the service's, out of the learner's reach"
+        r = call("POST", b, f"labs/{lab}/check")
+        assert r.status_code == 409 and "no environment of yours" in r.json()["message"], r.text
         kept = accounts.lookup(a).home / ".ladderlab" / "connect" / f"{lab}.json"
         assert kept.stat().st_mode & 0o777 == 0o600 and kept.stat().st_uid == accounts.lookup(a).uid
     finally:

@@ -121,6 +121,81 @@ class Environments:
         return gone
 
 
+def _settings() -> Any:
+    from ladderlab.config import Settings
+
+    return Settings.from_env()
+
+
+def _answers_path(learner: str, lab_id: str) -> Any:
+    return _settings().state_dir / "answers" / learner / f"{lab_id}.json"
+
+
+class Practice:
+    """Answers, checks and hints for the caller's practice of a lab: what ``lab.answer``, ``lab.check`` and
+    ``lab.hint`` do locally, kept where the learner cannot edit them (the service's state)."""
+
+    def __init__(self, envs: Environments) -> None:
+        self.envs = envs
+
+    def answer(self, learner: str, lab_id: str, name: str, value: Any) -> None:
+        from ladderlab.lab import _read_answers
+
+        if not isinstance(name, str) or not name or isinstance(value, bool) or not isinstance(value, str | int):
+            raise web.HTTPError(400, "an answer is {\"name\": a string, \"value\": a string or an integer}")
+        if isinstance(value, str) and len(value) > 10_000:
+            raise web.HTTPError(400, "an answer is at most 10,000 characters")
+        path = _answers_path(learner, lab_id)
+        with self.envs.lock(learner):
+            answers = _read_answers(path)
+            answers[name] = value
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(answers, indent=1, sort_keys=True))
+            tmp.replace(path)
+
+    def check(self, learner: str, lab_id: str, only: list[str]) -> list[Any]:
+        from ladderlab.environments import engine, runtime
+        from ladderlab.grading.feedback import live_feedback
+        from ladderlab.lab import _read_answers
+
+        if not isinstance(only, list) or not all(isinstance(c, str) for c in only):
+            raise web.HTTPError(400, "checks: a list of check ids")
+        running = self.envs.find(learner, lab_id)
+        if not running:
+            raise web.HTTPError(409, f"no environment of yours runs for {lab_id}: ladderlab.start({lab_id!r})")
+        settings = _settings()
+        env = runtime.attach(settings, running[0].id, engine.connect(timeout=10))
+        try:
+            lines = live_feedback(settings, env, lab_id, only, _read_answers(_answers_path(learner, lab_id)))
+        except ValueError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        return [list(line) for line in lines]
+
+    def hint(self, learner: str, lab_id: str, check_id: str) -> dict[str, Any]:
+        from ladderlab.lab import LabError, _lab_hints, hint_log_path, use_hint
+
+        settings = _settings()
+        try:
+            hints = _lab_hints(settings, lab_id)
+        except LabError as exc:
+            raise web.HTTPError(404, str(exc)) from None
+        if check_id not in hints:
+            raise web.HTTPError(404, f"this lab has no check {check_id!r} (checks: {', '.join(hints)})")
+        texts = hints[check_id]
+        path = hint_log_path(settings.state_dir, learner, lab_id)
+        if path is None:
+            raise web.HTTPError(400, f"learner id {learner!r} cannot keep a hint log")
+        with self.envs.lock(learner):
+            index = use_hint(path, check_id, len(texts)) if texts else None
+        return {"texts": texts, "index": index}
+
+    def hints_used(self, learner: str, lab_id: str) -> dict[str, int]:
+        from ladderlab.lab import hints_used
+
+        return hints_used(_settings().state_dir, learner, lab_id)
+
+
 def _lab_entry(course: Any, lab_id: str) -> Any:
     try:
         return course.lab(lab_id)
@@ -166,21 +241,61 @@ class EnvHandler(ApiHandler):
         self.finish({"stopped": await self._call(self.envs.stop, self.learner, lab_id)})
 
 
+class PracticeHandler(EnvHandler):
+    """``api/labs/<lab>/answers`` (POST {"name", "value"}), ``/check`` (POST {"checks": [...]}), ``/hints/<check>``
+    (POST: the next hint), ``/hints`` (GET: how many were used per check). Always the caller's own."""
+
+    def body(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise web.HTTPError(400, "the body is not JSON") from None
+        if not isinstance(data, dict):
+            raise web.HTTPError(400, "the body is a JSON object")
+        return data
+
+    @property
+    def practice(self) -> Practice:
+        practice: Practice = self.settings["practice"]
+        return practice
+
+    @web.authenticated
+    async def post(self, lab_id: str, what: str, check_id: str | None = None) -> None:
+        data = self.body()
+        if what == "answers":
+            await self._call(self.practice.answer, self.learner, lab_id, data.get("name"), data.get("value"))
+            self.finish({"recorded": data.get("name")})
+        elif what == "check":
+            self.finish({"lines": await self._call(self.practice.check, self.learner, lab_id, data.get("checks", []))})
+        elif what == "hints" and check_id:
+            self.finish(await self._call(self.practice.hint, self.learner, lab_id, check_id))
+        else:
+            raise web.HTTPError(404)
+
+    @web.authenticated
+    async def get(self, lab_id: str, what: str, check_id: str | None = None) -> None:
+        if what != "hints" or check_id:
+            raise web.HTTPError(404)
+        self.finish({"used": await self._call(self.practice.hints_used, self.learner, lab_id)})
+
+
 def make_app() -> web.Application:
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE}/")
     auth = HubOAuth(cache_max_age=30)  # a revoked token stops working within 30 s, not 300
     os.environ.setdefault("LADDERLAB_MAX_ENVS_PER_LEARNER", "2")
+    envs = Environments()
     return web.Application([
         (prefix + "api/whoami", WhoAmI),
         (prefix + r"api/labs/([a-z0-9][a-z0-9-]*)/env", EnvHandler),
+        (prefix + r"api/labs/([a-z0-9][a-z0-9-]*)/(answers|check|hints)(?:/([a-z0-9][a-z0-9-]*))?", PracticeHandler),
         (prefix + "oauth_callback", HubOAuthCallbackHandler),
-    ], cookie_secret=os.urandom(32), hub_auth=auth, xsrf_cookies=False, environments=Environments())
+    ], cookie_secret=os.urandom(32), hub_auth=auth, xsrf_cookies=False, environments=envs, practice=Practice(envs))
 
 
 def main() -> None:
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app = make_app()
-    for handler_class in (WhoAmI, EnvHandler, HubOAuthCallbackHandler):
+    for handler_class in (WhoAmI, EnvHandler, PracticeHandler, HubOAuthCallbackHandler):
         handler_class.hub_auth = app.settings["hub_auth"]
     app.listen(url.port or 80, address=url.hostname or "127.0.0.1")
     loop = ioloop.IOLoop.current()

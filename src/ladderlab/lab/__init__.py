@@ -132,11 +132,13 @@ class _DockerBackend(_Backend):
 class Lab:
     """A learner's running lab environment."""
 
-    def __init__(self, lab_id: str, conn: Connection, backend: _Backend, *, live: Any = None) -> None:
+    def __init__(self, lab_id: str, conn: Connection, backend: _Backend, *, live: Any = None,
+                 service: bool = False) -> None:
         self.id = lab_id
         self._conn = conn
         self._backend = backend
         self._live = live  # (settings, environment) when the kernel can reach the engine
+        self._service = service  # on a hub: answers, checks and hints go through the ladderlab service
         self._warned: set[tuple[int, str]] = set()  # (expiry, level) warnings already shown
 
     # --- what the instructions refer to ------------------------------------------------------
@@ -209,6 +211,10 @@ class Lab:
         """Record a named answer the lab asks for (it is graded from the environment and these answers)."""
         if not isinstance(value, str | int) or isinstance(value, bool):
             raise LabError(f"lab.answer({name!r}): give a string or an integer, not {type(value).__name__}")
+        if self._service:
+            _service_call("POST", f"api/labs/{self.id}/answers", {"name": name, "value": value})
+            print(f"answer {name!r} recorded")
+            return
         path = Path(self._conn.answers_path) if self._conn.answers_path else None
         if path is None:
             raise LabError("this lab session has nowhere to keep answers")
@@ -223,6 +229,14 @@ class Lab:
     # --- feedback ------------------------------------------------------------------------------
     def check(self, *check_ids: str) -> bool:
         """Formative feedback: one line per check (all of the lab's checks when none is named)."""
+        if self._service and not self._conn.grading:
+            from ladderlab.grading.feedback import line
+
+            self._notice_expiry()
+            found = _service_call("POST", f"api/labs/{self.id}/check", {"checks": list(check_ids)}, timeout=900)
+            for passed, cid, feedback in found["lines"]:
+                print(line(passed, cid, feedback))
+            return all(p is not False for p, _, _ in found["lines"])
         if self._conn.grading or self._live is None:
             print("checks run by the grader, outside this notebook")
             return False
@@ -252,21 +266,25 @@ class Lab:
         if self._conn.grading:
             print("hints are for practice: none are shown while the grader runs this notebook")
             return
-        settings = self._settings("lab.hint")
-        hints = _lab_hints(settings, self.id)
-        if check_id not in hints:
-            raise LabError(f"this lab has no check {check_id!r} (checks: {', '.join(hints)})")
-        texts = hints[check_id]
+        if self._service:
+            got = _service_call("POST", f"api/labs/{self.id}/hints/{check_id}", {})
+            texts, index = list(got["texts"]), got["index"]
+        else:
+            settings = self._settings("lab.hint")
+            hints = _lab_hints(settings, self.id)
+            if check_id not in hints:
+                raise LabError(f"this lab has no check {check_id!r} (checks: {', '.join(hints)})")
+            texts = hints[check_id]
+            path = hint_log_path(settings.state_dir, self.learner, self.id)
+            if path is None:
+                raise LabError(f"learner id {self.learner!r} cannot keep a hint log")
+            try:
+                index = use_hint(path, check_id, len(texts)) if texts else None
+            except OSError as exc:
+                raise LabError(f"could not record the hint's use in {path}: {exc}") from None
         if not texts:
             print(f"there are no hints for {check_id}")
             return
-        path = hint_log_path(settings.state_dir, self.learner, self.id)
-        if path is None:
-            raise LabError(f"learner id {self.learner!r} cannot keep a hint log")
-        try:
-            index = use_hint(path, check_id, len(texts))
-        except OSError as exc:
-            raise LabError(f"could not record the hint's use in {path}: {exc}") from None
         if index is None:
             print(f"no more hints for {check_id}: you have seen all {len(texts)}:")
             for i, text in enumerate(texts, 1):
@@ -281,6 +299,8 @@ class Lab:
 
     def hints_used(self) -> dict[str, int]:
         """How many hints you have seen, per check of this lab."""
+        if self._service:
+            return {k: int(v) for k, v in _service_call("GET", f"api/labs/{self.id}/hints").get("used", {}).items()}
         try:
             settings = self._settings("lab.hints_used")
         except LabError:
@@ -664,12 +684,13 @@ def start(lab_id: str, *, learner: str | None = None, fresh: bool = False, trans
     """Bring up (or reattach to) the learner's environment for ``lab_id`` and return the :class:`Lab`."""
     global _CURRENT
     conn = from_environment()
-    if conn is None and os.environ.get(SERVICE_URL_ENV) and os.environ.get("JUPYTERHUB_API_TOKEN"):
+    service = conn is None and bool(os.environ.get(SERVICE_URL_ENV) and os.environ.get("JUPYTERHUB_API_TOKEN"))
+    if service:
         conn = _connect_via_service(lab_id, fresh)
     if conn is not None:
         if conn.lab != lab_id:
             raise LabError(f"this session is connected to lab {conn.lab!r}, not {lab_id!r}")
-        lab = Lab(lab_id, conn, _SSHBackend(conn))
+        lab = Lab(lab_id, conn, _SSHBackend(conn), service=service)
     else:
         lab = _start_live(lab_id, learner, fresh, transport or "docker")
     _CURRENT = lab
@@ -682,31 +703,45 @@ def start(lab_id: str, *, learner: str | None = None, fresh: bool = False, trans
 SERVICE_URL_ENV = "LADDERLAB_SERVICE_URL"
 
 
-def _connect_via_service(lab_id: str, fresh: bool) -> Connection:
-    """On a hub: the ladderlab service starts (or reattaches to) this learner's environment, the learner being the
-    hub user of this server's token; its connection is kept 0600 in ~/.ladderlab/connect/<lab>.json."""
+def _service_call(method: str, path: str, body: Any = None, *, timeout: float = 120) -> Any:
+    """One call to the hub's ladderlab service as this server's hub user (its token); its JSON answer.
+    A refusal is a :class:`LabError` with the service's message."""
     import urllib.error
     import urllib.request
 
-    url = os.environ[SERVICE_URL_ENV].rstrip("/") + f"/api/labs/{lab_id}/env" + ("?fresh=1" if fresh else "")
-    if not url.startswith(("http://", "https://")):
-        raise LabError(f"${SERVICE_URL_ENV} is not an http(s) URL: {url!r}")
-    req = urllib.request.Request(url, data=b"", method="POST",  # noqa: S310 - http(s) only, checked above
-                                 headers={"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}"})
-    print(f"starting {lab_id} ...", file=sys.stderr)
+    base = os.environ.get(SERVICE_URL_ENV, "")
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    if not base.startswith(("http://", "https://")) or not token:
+        raise LabError(f"this session has no ladderlab service (${SERVICE_URL_ENV} and the hub's token)")
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base.rstrip("/") + "/" + path, data=data, method=method,  # noqa: S310 - http(s)
+                                 headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=900) as resp:  # noqa: S310 - http(s) only, checked above
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only, checked above
             text = resp.read().decode()
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read().decode()).get("message") or exc.reason
         except ValueError:
             message = exc.reason
-        raise LabError(f"the ladderlab service refused to start {lab_id}: {message}") from None
+        raise LabError(f"the ladderlab service refused: {message}") from None
     except OSError as exc:
-        raise LabError(f"the ladderlab service does not answer ({url}): {exc}") from None
+        raise LabError(f"the ladderlab service does not answer ({base}): {exc}") from None
     try:
-        conn = Connection.from_json(text)
+        return json.loads(text)
+    except ValueError:
+        raise LabError(f"the ladderlab service answered something that is not JSON: {text[:80]!r}") from None
+
+
+def _connect_via_service(lab_id: str, fresh: bool) -> Connection:
+    """On a hub: the ladderlab service starts (or reattaches to) this learner's environment, the learner being the
+    hub user of this server's token; its connection is kept 0600 in ~/.ladderlab/connect/<lab>.json."""
+    print(f"starting {lab_id} ...", file=sys.stderr)
+    try:
+        got = _service_call("POST", f"api/labs/{lab_id}/env" + ("?fresh=1" if fresh else ""), {}, timeout=900)
+        conn = Connection.from_json(json.dumps(got))
+    except LabError as exc:
+        raise LabError(f"could not start {lab_id}: {exc}") from None
     except (ValueError, TypeError, KeyError) as exc:
         raise LabError(f"the ladderlab service answered something that is not a connection: {exc}") from None
     folder = Path.home() / ".ladderlab" / "connect"
