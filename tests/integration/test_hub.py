@@ -258,7 +258,8 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
                **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {})}
         r = subprocess.run([*jail, "--", sys.executable, "-c", script], env=env, capture_output=True, text=True,
                            timeout=300, check=False)
-        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.returncode == 0, r.stderr[-2000:] + subprocess.run(["iptables", "-S"], capture_output=True,
+                                                                    text=True).stdout[-3000:]
         got = json.loads(r.stdout.strip().splitlines()[-1])
         assert got["env"] == conn["env_id"] and got["learner"] == a and got["who"], got
         assert got["passed"] is False, "the untouched workstation has no tool: the check ran, through the service"
@@ -269,11 +270,25 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
             "note": "kept by the service"}, "answers are the service's, out of the learner's reach"
         r = call("POST", b, f"labs/{lab}/check")
         assert r.status_code == 409 and "no environment of yours" in r.json()["message"], r.text
+        # The learners' firewall: a's processes reach a's environment (above, over SSH); b's reach nothing of it.
+        tools = conn["hosts"]["tools"]["address"]
+        probe = ("import socket\ns = socket.socket(); s.settimeout(5)\n"
+                 f"try:\n s.connect(({tools!r}, 22)); print('ok')\nexcept OSError as e: print(type(e).__name__)")
+        jail_b = [part if part != f"ll-{a}" else f"ll-{b}" for part in jail]
+        reach = {who: subprocess.run([*cmd, "--", "/usr/bin/python3", "-c", probe], capture_output=True, text=True,
+                                     timeout=60, check=False).stdout.strip()
+                 for who, cmd in (("a", jail), ("b", jail_b))}
+        assert reach == {"a": "ok", "b": "ConnectionRefusedError"}, reach
+        rules = subprocess.run(["iptables", "-S", "LADDERLAB-LEARNERS"], capture_output=True, text=True).stdout
+        uid_a, uid_b = accounts.lookup(a).uid, accounts.lookup(b).uid
+        assert f"--uid-owner {uid_a} " in rules and f"--uid-owner {uid_b} " not in rules, rules
         kept = accounts.lookup(a).home / ".ladderlab" / "connect" / f"{lab}.json"
         assert kept.stat().st_mode & 0o777 == 0o600 and kept.stat().st_uid == accounts.lookup(a).uid
     finally:
         stopped = call("DELETE", a, f"labs/{lab}/env")
     assert stopped.json() == {"stopped": [conn["env_id"]]}
+    rules = subprocess.run(["iptables", "-S", "LADDERLAB-LEARNERS"], capture_output=True, text=True).stdout
+    assert "--uid-owner" not in rules, "a's environment is gone, and so is a's way out"
     assert not client.containers.list(all=True, filters={"label": f"io.ladderlab.env-id={conn['env_id']}"})
 
 
@@ -285,6 +300,8 @@ def test_the_hub_stops_with_its_servers_on_sigterm_and_refuses_a_cohort_without_
     for learner in LEARNERS:
         with pytest.raises(AssertionError, match="no server process"):
             server_pid(learner)
+    assert subprocess.run(["iptables", "-S", "LADDERLAB-LEARNERS"], capture_output=True).returncode != 0, \
+        "the hub took the learners' chain with it"
     env = dict(os.environ, LADDERLAB_CACHE_DIR=str(Path(hub["root"]) / "nowhere"),
                LADDERLAB_HUB_PROXY=str(proxy.path(settings)))
     r = subprocess.run([sys.executable, "-m", "ladderlab.cli", "hub", "start", "nosuch", "--root", str(hub["root"])],

@@ -133,6 +133,9 @@ def start(settings: Settings, cohort: str, root: Path, port: int, say: Callable[
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.close()
+        from ladderlab.environments import learnerguard
+
+        learnerguard.remove(accounts.ensure_group())  # the hub is gone: its learners' chain goes with it
     if rc not in (0, -signal.SIGTERM):
         say(f"the hub exited {rc}; its log: {plan.private / 'jupyterhub.log'}")
     return 0 if rc in (0, -signal.SIGTERM) else 1

@@ -70,12 +70,55 @@ class Environments:
     a double click never starts two environments. Quotas (``LADDERLAB_MAX_ENVS_PER_LEARNER``, default 2 here, and
     ``LADDERLAB_MAX_ENVS``) refuse a start with 429."""
 
-    def __init__(self, workers: int = 4) -> None:
+    def __init__(self, workers: int = 4, guard: bool = True) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ll-env")
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self.guarded = guard
+        self._allowed: dict[int, set[str]] = {}  # learner uid -> their running environments' host addresses
+        self._firewall = threading.Lock()
+
+    def firewall(self, learner: str, subnets: set[str] | None) -> None:
+        """Let ``learner``'s processes reach ``subnets`` (their environment's networks) and nothing else off this
+        machine; None: nothing at all (their environments are gone). The chain is rewritten whole."""
+        if not self.guarded:
+            return
+        from ladderlab.environments import learnerguard
+        from ladderlab.hub import accounts
+
+        account = accounts.lookup(learner)
+        if account is None:
+            return
+        with self._firewall:
+            if subnets:
+                self._allowed[account.uid] = set(subnets)
+            else:
+                self._allowed.pop(account.uid, None)
+            learnerguard.apply(accounts.ensure_group(), {uid: sorted(n) for uid, n in self._allowed.items()})
+
+    def reconcile(self) -> None:
+        """At start: the chain from the environments running now (a service restart keeps learners' access)."""
+        if not self.guarded:
+            return
+        from ladderlab.environments import engine, learnerguard, runtime
+        from ladderlab.hub import accounts
+
+        settings = _settings()
+        client = engine.connect(timeout=10)
+        allowed: dict[int, set[str]] = {}
+        for e in runtime.list_envs(settings, client):
+            try:
+                account = accounts.lookup(e.learner) if not e.bound else None
+            except Exception:
+                account = None
+            if account is not None:
+                env = runtime.attach(settings, e.id, client)
+                allowed.setdefault(account.uid, set()).update(_reachable(env.record))
+        with self._firewall:
+            self._allowed = allowed
+            learnerguard.apply(accounts.ensure_group(), {uid: sorted(n) for uid, n in allowed.items()})
 
     def lock(self, learner: str) -> threading.Lock:
         with self._guard:
@@ -94,6 +137,7 @@ class Environments:
             client = engine.connect(timeout=10)
             env = runtime.up(settings, entry.environment, client=client, learner=learner, lab=lab_id,
                              course_id=course.id, reuse=not fresh)
+            self.firewall(learner, self._subnets(settings, client, learner) | _reachable(env.record))
             conn = live_connection(settings, env, lab_id)
         conn.answers_path = ""  # the answers stay with the service
         data: dict[str, Any] = json.loads(conn.to_json())
@@ -108,6 +152,15 @@ class Environments:
         return [e for e in runtime.list_envs(settings, client)
                 if e.learner == learner and e.lab == lab_id and not e.bound]
 
+    def _subnets(self, settings: Any, client: Any, learner: str) -> set[str]:
+        from ladderlab.environments import runtime
+
+        out: set[str] = set()
+        for e in runtime.list_envs(settings, client):
+            if e.learner == learner and not e.bound:
+                out.update(_reachable(runtime.attach(settings, e.id, client).record))
+        return out
+
     def stop(self, learner: str, lab_id: str) -> list[str]:
         from ladderlab.config import Settings
         from ladderlab.environments import engine, runtime
@@ -118,7 +171,15 @@ class Environments:
             gone = [e.id for e in self.find(learner, lab_id)]
             for env_id in gone:
                 runtime.down(settings, env_id, client)
+            if gone:
+                self.firewall(learner, self._subnets(settings, client, learner) or None)
         return gone
+
+
+def _reachable(record: Any) -> set[str]:
+    """What a learner may reach of one environment: its hosts' addresses (the ones their connection names), each
+    alone (/32): not the rest of the network's range, where another environment's hosts may be later."""
+    return {f"{h.address}/32" for h in record.hosts.values() if getattr(h, "address", None)}
 
 
 def _settings() -> Any:
@@ -297,6 +358,7 @@ def main() -> None:
     app = make_app()
     for handler_class in (WhoAmI, EnvHandler, PracticeHandler, HubOAuthCallbackHandler):
         handler_class.hub_auth = app.settings["hub_auth"]
+    app.settings["environments"].reconcile()  # the learners' firewall before the first request
     app.listen(url.port or 80, address=url.hostname or "127.0.0.1")
     loop = ioloop.IOLoop.current()
     for sig in (signal.SIGTERM, signal.SIGINT):  # the hub stops its services with SIGTERM (pitfall 5: never ignore)
