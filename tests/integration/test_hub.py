@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -270,6 +271,24 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
             "note": "kept by the service"}, "answers are the service's, out of the learner's reach"
         r = call("POST", b, f"labs/{lab}/check")
         assert r.status_code == 409 and "no environment of yours" in r.json()["message"], r.text
+        # Hand-in through the service, as a's kernel does it: graded, the result shown; b cannot read it.
+        home = accounts.lookup(a).home
+        handed = home / f"{lab}.ipynb"
+        shutil.copy(settings.root / "labs" / lab / f"{lab}.ipynb", handed)
+        os.chown(handed, accounts.lookup(a).uid, accounts.lookup(a).gid)
+        submit = ("import json, ladderlab\n"
+                  f"lab = ladderlab.start({lab!r}, show=False)\n"
+                  f"sub = lab.submit({str(handed)!r}, timeout=600)\n"
+                  "keys = ('key', 'student', 'status', 'score', 'max_score', 'passed')\n"
+                  "print(json.dumps({k: sub[k] for k in keys}))")
+        r = subprocess.run([*jail, "--", sys.executable, "-c", submit], env=env, capture_output=True, text=True,
+                           timeout=900, check=False)
+        assert r.returncode == 0, r.stderr[-3000:] + hub["logs"]()
+        sub = json.loads(r.stdout.strip().splitlines()[-1])
+        assert sub["student"] == a and sub["passed"] is True and sub["score"] == sub["max_score"], sub
+        quoted = urllib.parse.quote(sub["key"], safe="")
+        assert call("GET", b, f"submissions/{quoted}").status_code == 404, "b cannot read a's submission"
+        assert call("GET", a, f"submissions/{quoted}").json()["status"] == sub["status"]
         # The learners' firewall: a's processes reach a's environment (above, over SSH); b's reach nothing of it.
         tools = conn["hosts"]["tools"]["address"]
         probe = ("import socket\ns = socket.socket(); s.settimeout(5)\n"

@@ -302,6 +302,72 @@ class EnvHandler(ApiHandler):
         self.finish({"stopped": await self._call(self.envs.stop, self.learner, lab_id)})
 
 
+MAX_NOTEBOOK = 20 * 1024 * 1024
+
+
+class Submissions:
+    """Hand-in through the service: the notebook is handed in to nbgrader's exchange as the caller (never as a
+    name the request gives) and graded by the grading service this process runs; a caller sees only their own."""
+
+    def hand_in(self, learner: str, lab_id: str, body: bytes) -> str:
+        import tempfile
+        from pathlib import Path
+
+        from ladderlab.errors import LadderlabError
+        from ladderlab.service.handin import hand_in_lab
+        from ladderlab.service.paths import ServicePaths
+
+        if len(body) > MAX_NOTEBOOK:
+            raise web.HTTPError(413, f"a notebook is at most {MAX_NOTEBOOK >> 20} MiB")
+        try:
+            nb = json.loads(body)
+        except ValueError:
+            raise web.HTTPError(400, "the body is not a notebook (JSON)") from None
+        if not isinstance(nb, dict) or "cells" not in nb:
+            raise web.HTTPError(400, "the body is not a notebook")
+        settings = _settings()
+        paths = ServicePaths.of(settings)
+        with tempfile.TemporaryDirectory(prefix="ll-handin-") as tmp:
+            path = Path(tmp) / f"{lab_id}.ipynb"
+            path.write_bytes(body)
+            try:
+                return hand_in_lab(settings, paths, lab_id, path, learner)
+            except LadderlabError as exc:
+                raise web.HTTPError(400, str(exc)) from None
+
+    def status(self, learner: str, key: str) -> dict[str, Any]:
+        from ladderlab.service.handin import describe
+        from ladderlab.service.ledger import Ledger
+        from ladderlab.service.paths import ServicePaths
+
+        sub = Ledger(ServicePaths.of(_settings()).ledger_db).get(key)
+        if sub is None and key.split("+", 1)[0] == learner:  # handed in; the scanner has not taken it up yet
+            return {"key": key, "student": learner, "status": "handed in", "stage": "", "lines": []}
+        if sub is None or sub.student != learner:
+            raise web.HTTPError(404, "no such submission of yours")
+        out = sub.to_json()
+        out.pop("log", None)
+        out["lines"] = describe(sub) if sub.done else []
+        return out
+
+
+class SubmissionHandler(EnvHandler):
+    """POST ``api/labs/<lab>/submissions`` (the notebook as the body): its key; GET ``api/submissions/<key>``."""
+
+    @property
+    def submissions(self) -> Submissions:
+        subs: Submissions = self.settings["submissions"]
+        return subs
+
+    @web.authenticated
+    async def post(self, lab_id: str) -> None:
+        self.finish({"key": await self._call(self.submissions.hand_in, self.learner, lab_id, self.request.body)})
+
+    @web.authenticated
+    async def get(self, key: str) -> None:
+        self.finish(await self._call(self.submissions.status, self.learner, key))
+
+
 class PracticeHandler(EnvHandler):
     """``api/labs/<lab>/answers`` (POST {"name", "value"}), ``/check`` (POST {"checks": [...]}), ``/hints/<check>``
     (POST: the next hint), ``/hints`` (GET: how many were used per check). Always the caller's own."""
@@ -349,21 +415,46 @@ def make_app() -> web.Application:
         (prefix + "api/whoami", WhoAmI),
         (prefix + r"api/labs/([a-z0-9][a-z0-9-]*)/env", EnvHandler),
         (prefix + r"api/labs/([a-z0-9][a-z0-9-]*)/(answers|check|hints)(?:/([a-z0-9][a-z0-9-]*))?", PracticeHandler),
+        (prefix + r"api/labs/([a-z0-9][a-z0-9-]*)/submissions", SubmissionHandler),
+        (prefix + r"api/submissions/([^/]+)", SubmissionHandler),  # a key, percent-encoded (nbgrader's has spaces)
         (prefix + "oauth_callback", HubOAuthCallbackHandler),
-    ], cookie_secret=os.urandom(32), hub_auth=auth, xsrf_cookies=False, environments=envs, practice=Practice(envs))
+    ], cookie_secret=os.urandom(32), hub_auth=auth, xsrf_cookies=False, environments=envs, practice=Practice(envs),
+        submissions=Submissions(), max_body_size=MAX_NOTEBOOK + 1024)
 
 
 def main() -> None:
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app = make_app()
-    for handler_class in (WhoAmI, EnvHandler, PracticeHandler, HubOAuthCallbackHandler):
+    for handler_class in (WhoAmI, EnvHandler, PracticeHandler, SubmissionHandler, HubOAuthCallbackHandler):
         handler_class.hub_auth = app.settings["hub_auth"]
     app.settings["environments"].reconcile()  # the learners' firewall before the first request
+    grading = _grading_service()
     app.listen(url.port or 80, address=url.hostname or "127.0.0.1")
     loop = ioloop.IOLoop.current()
     for sig in (signal.SIGTERM, signal.SIGINT):  # the hub stops its services with SIGTERM (pitfall 5: never ignore)
         signal.signal(sig, lambda *_: loop.add_callback_from_signal(loop.stop))
-    loop.start()
+    try:
+        loop.start()
+    finally:
+        if grading is not None:
+            grading[0].stop()
+            grading[1].release()
+
+
+def _grading_service() -> Any:
+    """The grading service's workers in this process (hand-ins are graded here), unless another process of this
+    cache already runs them (its lock is held): then that one grades."""
+    from ladderlab.service.paths import ServicePaths
+    from ladderlab.service.queue import GradingService, ServiceLock
+
+    settings = _settings()
+    paths = ServicePaths.of(settings)
+    lock = ServiceLock(paths.lock)
+    if not lock.acquire():
+        print("ladderlab service: another grading service runs for this cache; it grades the hand-ins", flush=True)
+        return None
+    workers = int(os.environ.get("LADDERLAB_HUB_GRADING_WORKERS", "1"))
+    return GradingService(settings, paths, workers=workers).start(), lock
 
 
 if __name__ == "__main__":

@@ -329,6 +329,8 @@ class Lab:
         if self.grading:
             print("lab.submit(): nothing is handed in while the notebook is being graded")
             return None
+        if self._service:
+            return self._submit_via_service(notebook, timeout)
         settings = self._settings("lab.submit")
         from ladderlab.service.handin import describe, kernel_notebook, submit, unsaved_cells
 
@@ -354,6 +356,40 @@ class Lab:
 
             _show(my_ladder(self.learner))
         return sub
+
+    def _submit_via_service(self, notebook: str | None, timeout: float) -> Any:
+        """On a hub: the notebook file goes to the ladderlab service, which hands it in as this server's hub user
+        and grades it; the progress and then the result are shown as locally."""
+        import urllib.parse
+
+        from ladderlab.service.handin import kernel_notebook, unsaved_cells
+
+        path = kernel_notebook(self.id, notebook)
+        if not path.is_file():
+            raise LabError(f"no notebook at {path}: save this notebook, or give its path: lab.submit('path.ipynb')")
+        missing = unsaved_cells(path, _executed_cells()) if notebook is None else []
+        if missing:
+            first = missing[0].strip().splitlines()[0][:60]
+            raise LabError(f"{path.name} has unsaved changes (code this kernel ran is not in the file, e.g. "
+                           f"{first!r}): save it (Ctrl+S) and run lab.submit() again")
+        handle = _Progress()
+        handle.show(f"{self.id}: handing in {path.name} as {self.learner}")
+        key = _service_call("POST", f"api/labs/{self.id}/submissions", raw=path.read_bytes(), timeout=300)["key"]
+        deadline = time.monotonic() + timeout
+        shown = ""
+        while True:
+            sub = _service_call("GET", "api/submissions/" + urllib.parse.quote(key, safe=""))
+            now = f"{self.id}: {sub['status']}{' — ' + sub['stage'] if sub.get('stage') else ''}"
+            if now != shown:
+                handle.show(now)
+                shown = now
+            if sub["lines"]:
+                handle.show("\n".join(sub["lines"]))
+                return sub
+            if time.monotonic() > deadline:
+                raise LabError(f"{self.id}: still {sub['status']} after {timeout:g} s (key {key}); the grading "
+                               f"goes on: your trainer sees its result")
+            time.sleep(1.0)
 
     # --- the environment's lifetime -------------------------------------------------------------
     def extend(self, minutes: float) -> None:
@@ -703,7 +739,7 @@ def start(lab_id: str, *, learner: str | None = None, fresh: bool = False, trans
 SERVICE_URL_ENV = "LADDERLAB_SERVICE_URL"
 
 
-def _service_call(method: str, path: str, body: Any = None, *, timeout: float = 120) -> Any:
+def _service_call(method: str, path: str, body: Any = None, *, timeout: float = 120, raw: bytes | None = None) -> Any:
     """One call to the hub's ladderlab service as this server's hub user (its token); its JSON answer.
     A refusal is a :class:`LabError` with the service's message."""
     import urllib.error
@@ -713,7 +749,7 @@ def _service_call(method: str, path: str, body: Any = None, *, timeout: float = 
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
     if not base.startswith(("http://", "https://")) or not token:
         raise LabError(f"this session has no ladderlab service (${SERVICE_URL_ENV} and the hub's token)")
-    data = None if body is None else json.dumps(body).encode()
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(base.rstrip("/") + "/" + path, data=data, method=method,  # noqa: S310 - http(s)
                                  headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
     try:
