@@ -13,6 +13,7 @@ Needs root, Docker with the images, the hub extra and its proxy (``ladderlab set
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import secrets
@@ -50,6 +51,7 @@ def main() -> int:
     learners = [f"bench-{i:02d}" for i in range(args.learners)]
     work = Path(tempfile.mkdtemp(prefix="ll-hubbench-"))
     work.chmod(0o755)
+    atexit.register(shutil.rmtree, work, True)  # also when the hub does not start
     cache = private_cache(settings, work / "cache").cache_dir
     root = work / "hub"
     port, token = _free_port(), secrets.token_hex(16)
@@ -116,7 +118,6 @@ def main() -> int:
     base_s = time.perf_counter() - t0
     for e in envs:
         e.down()
-    shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({"learners": len(learners), "lab": args.lab, "through_the_hub_s": round(hub_s, 1),
                       "env_up_in_one_process_s": round(base_s, 1), "ratio": round(hub_s / base_s, 2),
                       "refused": failed, "slowest_learner_s": round(max(s for _, s, _ in results), 1)}, indent=1))
