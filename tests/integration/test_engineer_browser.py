@@ -184,8 +184,22 @@ def _wait_idle(page, timeout: float) -> None:
         time.sleep(1)
 
 
-def _wait_notebook(page, nb) -> None:
-    """Until the current notebook shows every cell of ``nb`` with its editor, and its kernel is ready."""
+def _sessions(base: str, token: str) -> list[dict]:
+    """The Jupyter server's kernel sessions: what the server, not the page, says each notebook's kernel is doing."""
+    req = urllib.request.Request(f"{base}/api/sessions",  # noqa: S310 - loopback URL built here
+                                 headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback URL built here
+        return list(json.loads(resp.read()))
+
+
+def _wait_notebook(page, nb, server: dict, name: str, timeout: float = 120) -> None:
+    """Until the current notebook shows every cell of ``nb`` with its editor and its kernel is ready.
+
+    Ready means the server's session for ``name`` has a kernel that is idle, and the page agrees: the
+    notebook's execution indicator says idle, or (JupyterLab 4 moves toolbar items that do not fit into an
+    overflow menu, out of the panel) the status bar says so. A dialog the page opened instead (a kernel
+    chooser, an error) fails at once with its text. On timeout the failure says what the server and the page
+    showed, with the lab server's log: a screenshot alone does not reach CI's output."""
     panel = ".jp-NotebookPanel:not(.lm-mod-hidden)"
     code = sum(1 for c in nb.cells if c.cell_type == "code")
     page.wait_for_function(
@@ -194,7 +208,27 @@ def _wait_notebook(page, nb) -> None:
              return p && p.querySelectorAll('.jp-Notebook .jp-Cell').length === cells
                && p.querySelectorAll('.jp-CodeCell .cm-content').length === code;
            }""", arg=[panel, len(nb.cells), code], timeout=60_000)
-    page.locator(f"{panel} .jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
+    deadline = time.monotonic() + timeout
+    while True:
+        dialogs = page.locator(".jp-Dialog").all_inner_texts()
+        assert not dialogs, f"{name}: the page opened a dialog instead of the notebook's kernel: {dialogs}"
+        kernels = [s.get("kernel") or {} for s in _sessions(server["base"], server["token"])
+                   if str(s.get("path", "")).endswith(name)]
+        shown = page.evaluate(
+            """(panel) => {
+                 const i = document.querySelector(panel + ' .jp-Notebook-ExecutionIndicator');
+                 const bar = document.querySelector('#jp-main-statusbar');
+                 return [i ? i.getAttribute('data-status') : null, bar ? bar.textContent : ''];
+               }""", panel)
+        indicator, statusbar = shown[0], " ".join(shown[1].split())
+        if [k.get("execution_state") for k in kernels] == ["idle"] and (
+                indicator == "idle" or (indicator is None and "| Idle" in statusbar)):
+            return
+        if time.monotonic() > deadline:
+            log = server["log"].read_text(errors="replace")[-4000:]
+            raise AssertionError(f"{name}: kernel not ready after {timeout:.0f} s: server sessions {kernels}, "
+                                 f"indicator {indicator!r}, status bar {statusbar[:200]!r}\nlab log:\n{log}")
+        time.sleep(1)
 
 
 def _save(page) -> None:
@@ -304,7 +338,7 @@ def test_the_engineers_loop_in_the_browser(lab_server, settings, client, tmp_pat
         fetched.locator("a.assignment-notebooks-link").click()
         fetched.locator(".nested_list_item a", has_text=LAB).click()
         panel = ".jp-NotebookPanel:not(.lm-mod-hidden)"
-        _wait_notebook(page, handed_out)
+        _wait_notebook(page, handed_out, lab_server, f"{LAB}.ipynb")
         assert f"{LAB}.ipynb" in page.locator(CURRENT_TAB).inner_text()
         shots(page, "opened")
         cells = page.locator(f"{panel} .jp-CodeCell")
@@ -402,7 +436,8 @@ def test_the_engineers_loop_in_the_browser(lab_server, settings, client, tmp_pat
         start_here = page.locator(".jp-DirListing-item", has_text="start-here.ipynb")
         start_here.wait_for()
         start_here.dblclick()
-        _wait_notebook(page, nbformat.read(str(workspace / "start-here.ipynb"), as_version=4))
+        _wait_notebook(page, nbformat.read(str(workspace / "start-here.ipynb"), as_version=4), lab_server,
+                       "start-here.ipynb")
         assert "start-here.ipynb" in page.locator(CURRENT_TAB).inner_text()
         _run_all(page)
         _wait_idle(page, timeout=180)

@@ -172,6 +172,12 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
 
 
+def admin_tool(name: str) -> str | None:
+    """The path of an administrator's command (iptables, useradd...), also in /usr/sbin and /sbin when the
+    caller's PATH lacks them (a service or a hub started without a login PATH); None when not installed."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
 def tools() -> list[str]:
     """``iptables``, and ``ip6tables`` when the host has IPv6; EnvError if there is no iptables."""
     if shutil.which("iptables") is None:

@@ -18,10 +18,10 @@ are IPv4): a learner reaches nothing over IPv6 but loopback.
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 
+from ladderlab.environments.hostguard import admin_tool
 from ladderlab.errors import LadderlabError
 
 CHAIN = "LADDERLAB-LEARNERS"
@@ -37,7 +37,7 @@ def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProce
 
 
 def _tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    found = admin_tool(name)
     if not found:
         raise GuardError(f"{name} is not installed: the learners' firewall needs it (apt-get install iptables)")
     return found

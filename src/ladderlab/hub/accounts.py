@@ -48,10 +48,10 @@ def account_name(learner: str) -> str:
 
 
 def _tool(name: str) -> str:
-    """useradd and friends live in /usr/sbin, which a non-login PATH may lack."""
-    import shutil
+    """useradd and friends, by path (in /usr/sbin, which a non-login PATH may lack)."""
+    from ladderlab.environments.hostguard import admin_tool
 
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    found = admin_tool(name)
     if not found:
         raise AccountError(f"{name} is not installed (Debian's passwd package provides it)")
     return found
