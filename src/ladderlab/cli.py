@@ -225,8 +225,10 @@ def cmd_hub_passwords(args: argparse.Namespace, settings: Settings) -> int:
 
     from ladderlab.hub import run as hub
 
-    issued = hub.passwords(settings, args.cohort, Path(args.root), args.learner or None)
-    say(f"{len(issued)} password(s) issued for cohort {args.cohort}; hand each to its learner: they are not kept")
+    issued = hub.passwords(settings, args.cohort, Path(args.root), args.learner or None, args.trainer or None)
+    say(f"{len(issued)} password(s) issued for cohort {args.cohort}; hand each to its owner: they are not kept"
+        + (f" (trainers: {', '.join(args.trainer)}; their cohort view: /services/ladderlab/cohort)"
+           if args.trainer else ""))
     for learner, password in sorted(issued.items()):
         print(f"{learner}\t{password}")  # tab-separated, for a script
     return 0
@@ -353,25 +355,14 @@ def cmd_cohort_record_rubric(args: argparse.Namespace, settings: Settings) -> in
 
 def cmd_cohort_status(args: argparse.Namespace, settings: Settings) -> int:
     from ladderlab.course import load_course
-    from ladderlab.course.labs import chosen_labs, lab_rubrics
-    from ladderlab.ladder.store import Store
+    from ladderlab.course.labs import chosen_labs
     from ladderlab.service import cohorts
 
     paths = _cohort_paths(settings)
     course = load_course(settings.course_file, "course.yaml")
     labs = chosen_labs(course, [args.lab] if args.lab else None)
-    learners = [m.id for m in cohorts.members(paths, args.name)]
-
-    manual = set(lab_rubrics(settings, course)) & set(labs)
-    store = Store.open(settings) if manual else None  # once: --watch reads it every 2 s
-
-    def snapshot() -> tuple[list[Any], dict[str, Any]]:
-        rows = cohorts.states(paths, course.id, learners, labs)
-        if store is not None:  # graded hand-ins of a lab with a manual part: awaiting the trainer's grade, or both
-            entries = store.entries(learners=learners)
-            rows = cohorts.with_manual_grades(rows, entries, manual,
-                                              f"ladderlab cohort record-rubric {args.name}")
-        return rows, cohorts.pass_rates(rows)
+    snapshot = cohorts.StatusReader(settings, paths, course, args.name, labs)
+    learners = snapshot.learners
 
     def table(rows: list[Any], rates: dict[str, Any]) -> Table:
         t = _table(["learner", "lab", "state", "score", "passed", "note"],
@@ -909,6 +900,9 @@ def parser() -> argparse.ArgumentParser:
     hp.add_argument("cohort", metavar="COHORT")
     hp.add_argument("--root", default="/srv/ladderlab", help="the hub's directory (default /srv/ladderlab)")
     hp.add_argument("--learner", action="append", metavar="ID", help="only these learners (repeatable)")
+    hp.add_argument("--trainer", action="append", metavar="ID",
+                    help="make ID one of the hub's trainers (the live cohort view) and issue their password; only "
+                         "trainers' passwords are issued unless --learner is given too (repeatable)")
     hp.set_defaults(func=cmd_hub_passwords)
     hs = hbs.add_parser("start", help="run COHORT's hub in the foreground on 127.0.0.1")
     hs.add_argument("cohort", metavar="COHORT")

@@ -6,6 +6,7 @@ reaches their own server and not the other's. What the spawned server is, is ask
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from ladderlab.testing import private_cache, stop_process
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the hub runs as root")]
 
 LEARNERS = ("hub-a", "hub-b")
+TRAINER = "hub-t"
 
 
 def _free_port() -> int:
@@ -64,6 +66,9 @@ def hub(settings, tmp_path_factory):
     issued = cli(env, "hub", "passwords", "hubbers", "--root", str(root)).stdout
     passwords = dict(line.split("\t") for line in issued.strip().splitlines())
     assert sorted(passwords) == sorted(LEARNERS)
+    issued = cli(env, "hub", "passwords", "hubbers", "--root", str(root), "--trainer", TRAINER).stdout
+    passwords.update(line.split("\t") for line in issued.strip().splitlines())
+    assert sorted(passwords) == sorted([*LEARNERS, TRAINER])
     log = (work / "start.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "ladderlab.cli", "hub", "start", "hubbers", "--root", str(root),
                              "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -87,7 +92,7 @@ def hub(settings, tmp_path_factory):
     finally:
         stop_process(proc)
         log.close()
-        for learner in LEARNERS:
+        for learner in [*LEARNERS, TRAINER]:
             accounts.remove(learner)
         shutil.rmtree(root, ignore_errors=True)
 
@@ -214,13 +219,31 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
     none of it."""
     lab = "sys-3-tested-cli-tool"
     tokens = {learner: api(hub, "POST", f"/users/{learner}/tokens", json={"expires_in": 600}).json()["token"]
-              for learner in LEARNERS}
+              for learner in [*LEARNERS, TRAINER]}
     a, b = LEARNERS
 
     def call(method: str, learner: str, path: str) -> requests.Response:
         return requests.request(method, f"{hub['url']}/services/ladderlab/api/{path}", timeout=300,
                                 headers={"Authorization": f"token {tokens[learner]}"})
 
+    def row(learner: str) -> dict:
+        r = call("GET", TRAINER, "cohort")
+        assert r.status_code == 200, r.text + hub["logs"]()
+        return next(x for x in r.json()["learners"] if x["id"] == learner)
+
+    # The cohort view is the trainers': a learner's token gets 403 for the page, the snapshot and its events.
+    for path in ("cohort", "api/cohort", "api/cohort/events"):
+        r = requests.get(f"{hub['url']}/services/ladderlab/{path}", timeout=30, allow_redirects=False,
+                         headers={"Authorization": f"token {tokens[a]}"})
+        assert r.status_code == 403, (path, r.status_code, r.text[:300])
+    with requests.get(f"{hub['url']}/services/ladderlab/api/cohort/events", timeout=30, stream=True,
+                      headers={"Authorization": f"token {tokens[TRAINER]}"}) as r:
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream"), r.text[:300]
+        first = next(line for line in r.iter_lines(decode_unicode=True) if line.startswith("data: "))
+    snap = json.loads(first[len("data: "):])
+    assert snap["cohort"] == "hubbers" and sorted(x["id"] for x in snap["learners"]) == sorted(LEARNERS), snap
+    assert row(a)["envs"] == [] and row(a)["labs"][lab]["state"] == "not submitted"
+    stopped = None
     try:
         r = call("POST", a, f"labs/{lab}/env")
         assert r.status_code == 200, r.text + hub["logs"]()
@@ -286,6 +309,12 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
         assert r.returncode == 0, r.stderr[-3000:] + hub["logs"]()
         sub = json.loads(r.stdout.strip().splitlines()[-1])
         assert sub["student"] == a and sub["passed"] is True and sub["score"] == sub["max_score"], sub
+        seen = row(a)  # what the trainer sees of a now: the environment up, the checks run, the hand-in graded
+        assert seen["envs"] == [lab], seen
+        mine = seen["labs"][lab]
+        assert (mine["state"], mine["score"], mine["passed"]) == ("graded", sub["score"], True), mine
+        assert mine["practice"]["run"] == 1 and mine["practice"]["passed"] == 0, mine
+        assert row(b)["envs"] == [] and row(b)["labs"][lab]["state"] == "not submitted"
         quoted = urllib.parse.quote(sub["key"], safe="")
         assert call("GET", b, f"submissions/{quoted}").status_code == 404, "b cannot read a's submission"
         assert call("GET", a, f"submissions/{quoted}").json()["status"] == sub["status"]
@@ -303,12 +332,41 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
         assert f"--uid-owner {uid_a} " in rules and f"--uid-owner {uid_b} " not in rules, rules
         kept = accounts.lookup(a).home / ".ladderlab" / "connect" / f"{lab}.json"
         assert kept.stat().st_mode & 0o777 == 0o600 and kept.stat().st_uid == accounts.lookup(a).uid
+        # The trainer's cohort view in a browser: logged in to the hub, the page follows the service's events and
+        # shows a's environment stopping without a reload.
+        with trainer_view(hub) as page:
+            cell = page.locator(f"#cohort tr[data-learner='{a}'] td.envs")
+            assert cell.inner_text() == lab
+            shown = page.locator(f"#cohort tr[data-learner='{a}'] td.lab[data-lab='{lab}']").inner_text()
+            assert shown.startswith(f"graded {sub['score']:g}/{sub['max_score']:g} passed"), shown
+            page.wait_for_selector("#live[data-state='live']", timeout=30_000)
+            page.evaluate("window.notReloaded = true")
+            stopped = call("DELETE", a, f"labs/{lab}/env")
+            page.wait_for_function("(sel) => document.querySelector(sel).textContent === ''",
+                                   arg=f"#cohort tr[data-learner='{a}'] td.envs", timeout=30_000)
+            assert page.evaluate("window.notReloaded") is True, "the page changed without a reload"
+            assert page.errors == [], page.errors  # type: ignore[attr-defined]
     finally:
-        stopped = call("DELETE", a, f"labs/{lab}/env")
+        if stopped is None:
+            stopped = call("DELETE", a, f"labs/{lab}/env")
     assert stopped.json() == {"stopped": [conn["env_id"]]}
     rules = subprocess.run(["iptables", "-S", "LADDERLAB-LEARNERS"], capture_output=True, text=True).stdout
     assert "--uid-owner" not in rules, "a's environment is gone, and so is a's way out"
     assert not client.containers.list(all=True, filters={"label": f"io.ladderlab.env-id={conn['env_id']}"})
+
+
+@contextlib.contextmanager
+def trainer_view(hub):
+    """Chromium, logged in to the hub as the trainer, on the service's cohort page (the hub's OAuth in between)."""
+    from ladderlab import browser
+
+    with browser.page(1280, 800) as page:
+        page.goto(f"{hub['url']}/hub/login?next=" + urllib.parse.quote("/services/ladderlab/cohort"))
+        page.fill("#username_input", TRAINER)
+        page.fill("#password_input", hub["passwords"][TRAINER])
+        page.click("#login_submit")
+        page.wait_for_selector("#cohort tbody tr", timeout=60_000)
+        yield page
 
 
 def test_the_hub_stops_with_its_servers_on_sigterm_and_refuses_a_cohort_without_passwords(hub, settings):

@@ -89,3 +89,49 @@ def test_the_learners_chain_allows_each_uid_its_subnets_and_rejects_the_rest():
     for bad in ({0: ["10.0.0.0/8"]}, {1001: ["fd00::/64"]}):
         with pytest.raises(lg.GuardError):
             lg.ruleset(bad)
+
+
+def test_the_practice_record_keeps_each_checks_latest_result(tmp_path):
+    from ladderlab.hub import cohortview
+
+    settings = Settings.from_env(Path(__file__).resolve().parents[2])
+    settings = settings.__class__(**{**settings.__dict__, "cache_dir": tmp_path})
+    cohortview.record_practice(settings, "ada", "lab-1", [(False, "a"), (True, "b"), (None, "c")])
+    cohortview.record_practice(settings, "ada", "lab-1", [(True, "a")])
+    assert cohortview.read_practice(settings, "ada", "lab-1") == {"a": True, "b": True}, "c was not run"
+    assert cohortview.read_practice(settings, "bo", "lab-1") == {}
+    cohortview.practice_path(settings, "bo", "lab-1").parent.mkdir(parents=True)
+    cohortview.practice_path(settings, "bo", "lab-1").write_text("[1, 2")
+    assert cohortview.read_practice(settings, "bo", "lab-1") == {}, "a broken record is no progress, not a crash"
+
+
+def test_trainers_are_kept_apart_from_learners_and_reach_the_hubs_config(tmp_path, monkeypatch, settings):
+    from traitlets.config import Config
+
+    from ladderlab.errors import UsageError
+    from ladderlab.hub import run
+
+    monkeypatch.setattr(run, "roster", lambda settings, cohort: ["ada", "bo"])
+    issued = run.passwords(settings, "c1", tmp_path, new_trainers=["tess"])
+    assert sorted(issued) == ["tess"], "naming a trainer issues only the trainer's password"
+    assert run.trainers(tmp_path) == ["tess"]
+    with pytest.raises(UsageError, match="cannot be a trainer too: ada"):
+        run.passwords(settings, "c1", tmp_path, new_trainers=["ada"])
+    with pytest.raises(UsageError):
+        run.passwords(settings, "c1", tmp_path, new_trainers=["Not An Id"])
+    assert run.trainers(tmp_path) == ["tess"], "a refused call changed nothing"
+    assert sorted(run.passwords(settings, "c1", tmp_path)) == ["ada", "bo"]
+    plan = config.HubPlan(root=tmp_path, settings=settings, learners=("ada", "bo"), cohort="c1", trainers=("tess",))
+    c = Config()
+    monkeypatch.setenv("LADDERLAB_CACHE_DIR", str(settings.cache_dir))  # the config sets it: restored after the test
+    exec(run.write_config(plan).read_text(), {"c": c})  # noqa: S102 - the file ladderlab just wrote
+    assert c.Authenticator.allowed_users == {"ada", "bo", "tess"}
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["ladderlab-trainer"]["users"] == ["tess"], "the trainer's role, by user"
+    assert "custom:ladderlab:trainer" in roles["ladderlab-trainer"]["scopes"]
+    assert "custom:ladderlab:trainer" not in roles["user"]["scopes"], "learners never hold the trainer scope"
+    service = c.JupyterHub.services[0]
+    assert service["environment"]["LADDERLAB_HUB_COHORT"] == "c1"
+    (tmp_path / "private" / "trainers.json").write_text('{"tess": 1}')
+    with pytest.raises(UsageError, match="trainers.json: expected a list"):
+        run.trainers(tmp_path)

@@ -271,3 +271,28 @@ def test_without_jinja2_the_learner_api_shows_text(root):
     r = subprocess.run([sys.executable, "-I", "-c", SANDBOX_PANEL], capture_output=True, text=True, cwd=root)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-2:] == ["text", "only"]
+
+
+def test_hostile_text_is_inert_on_the_trainers_cohort_view():
+    """The live cohort view (ladderlab.hub.service): learner ids, lab titles, notes and check titles are text; the
+    page's only script is the shipped one, which renders every snapshot with textContent, never markup."""
+    from ladderlab.templating import render, resource
+
+    state = {"state": f"error{HOSTILE}", "score": None, "max_score": None, "passed": None, "note": HOSTILE,
+             "practice": {"passed": 1, "of": 3, "run": 2}}
+    graded = {"state": "graded", "score": 7.5, "max_score": 10.0, "passed": False, "note": "",
+              "practice": {"passed": 0, "of": 3, "run": 0}}
+    snap = {"cohort": f"c{HOSTILE}", "labs": [{"id": "lab-1", "title": f"Lab {HOSTILE}"},
+                                              {"id": "lab-2", "title": "Two"}],
+            "learners": [{"id": f"ada{HOSTILE}", "envs": [f"lab-1{HOSTILE}"], "labs": {"lab-1": state,
+                                                                                       "lab-2": graded}}],
+            "pass_rates": {"lab-1": {"passed": 0, "learners": 1}, "lab-2": {"passed": 0, "learners": 1}},
+            "most_failed": [{"lab": "lab-2", "check": f"chk{HOSTILE}", "title": HOSTILE, "learners": 1}]}
+    page = render("hub/cohort.html.j2", snap=snap, events="api/cohort/events", script="static/cohort.js")
+    scripts = re.findall(r"<script\b[^>]*>", page)
+    assert scripts == ['<script src="static/cohort.js" defer>'], scripts
+    without_script = page.replace(scripts[0] + "</script>", "")
+    assert_inert(without_script, "cohort view", shown=6)
+    assert "graded 7.5/10 not passed" in page and "· checks 1/3" in page
+    js = resource("hub/cohort.js")
+    assert "innerHTML" not in js and "insertAdjacentHTML" not in js and "textContent" in js

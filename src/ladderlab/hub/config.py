@@ -21,6 +21,8 @@ class HubPlan:
     root: Path
     settings: Settings
     learners: tuple[str, ...]
+    cohort: str = ""
+    trainers: tuple[str, ...] = ()  # hub users in the group "trainers": the cohort view, no learner's server
     port: int = 8000
     hub_port: int = 8081
     proxy_api_port: int = 8001
@@ -87,7 +89,7 @@ def configure(c: Any, plan: HubPlan) -> None:
     c.ConfigurableHTTPProxy.pid_file = str(plan.private / "proxy.pid")
     c.JupyterHub.authenticator_class = "ladderlab.hub.auth.RosterAuthenticator"
     c.RosterAuthenticator.passwords_file = str(plan.private / "passwords.json")
-    c.Authenticator.allowed_users = set(plan.learners)
+    c.Authenticator.allowed_users = set(plan.learners) | set(plan.trainers)
     c.Authenticator.admin_users = set()
     c.Authenticator.username_pattern = ID_PATTERN.pattern
     c.JupyterHub.spawner_class = "ladderlab.hub.spawner.LadderlabSpawner"
@@ -108,13 +110,19 @@ def configure(c: Any, plan: HubPlan) -> None:
     c.JupyterHub.services = [{
         "name": "ladderlab", "url": f"http://127.0.0.1:{plan.service_port}", "display": True, "oauth_no_confirm": True,
         "command": [sys.executable, "-m", "ladderlab.hub.service"],
-        "environment": {**service_env, "LADDERLAB_ROOT": str(plan.settings.root),
+        "oauth_client_allowed_scopes": ["custom:ladderlab:trainer"],  # a trainer's browser gets it, a learner's not
+        "environment": {**service_env, "LADDERLAB_ROOT": str(plan.settings.root), "LADDERLAB_HUB_COHORT": plan.cohort,
                         "LADDERLAB_CACHE_DIR": str(plan.settings.cache_dir),
                         "PATH": f"{venv_bin}:/usr/sbin:/usr/bin:/sbin:/bin"},
     }]
     c.JupyterHub.custom_scopes = {"custom:ladderlab:trainer": {"description": "a trainer's view of ladderlab"}}
     # Scopes reach a server's token only when its owner holds them too: learners get the service, trainers more.
-    c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "access:services!service=ladderlab"]}]
+    c.JupyterHub.load_groups = {"trainers": {"users": sorted(plan.trainers)}}
+    c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "access:services!service=ladderlab"]},
+                               # by user, not by group: the hub resets a role's users to the list at every start,
+                               # so a trainer taken off the list loses the view (a group's members would stay)
+                               {"name": "ladderlab-trainer", "users": sorted(plan.trainers),
+                                "scopes": ["custom:ladderlab:trainer", "access:services!service=ladderlab"]}]
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",
                                      "access:services!service=ladderlab", "custom:ladderlab:trainer"]
     if plan.admin_token:

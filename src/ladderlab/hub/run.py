@@ -45,15 +45,46 @@ def roster(settings: Settings, cohort: str) -> list[str]:
     return members
 
 
-def passwords(settings: Settings, cohort: str, root: Path, only: list[str] | None = None) -> dict[str, str]:
-    """New passwords for the cohort's learners (``only``: for these of them); the others keep theirs."""
+def trainers(root: Path) -> list[str]:
+    """The hub's trainers (``<root>/private/trainers.json``), as ``ladderlab hub passwords --trainer`` added them."""
+    path = root / "private" / "trainers.json"
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise UsageError(f"{path}: not JSON ({exc}); it is a list of trainer ids") from None
+    if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
+        raise UsageError(f"{path}: expected a list of trainer ids")
+    return data
+
+
+def passwords(settings: Settings, cohort: str, root: Path, only: list[str] | None = None,
+              new_trainers: list[str] | None = None) -> dict[str, str]:
+    """New passwords for the cohort's learners (``only``: for these of them; none when only trainers are named);
+    the others keep theirs. ``new_trainers`` become the hub's trainers (kept in ``private/trainers.json``) and get a
+    password too: a trainer is not a learner of the cohort, and a learner cannot be made one."""
     members = roster(settings, cohort)
     unknown = sorted(set(only or []) - set(members))
     if unknown:
         raise UsageError(f"not in cohort {cohort!r}: {', '.join(unknown)}")
+    for trainer in new_trainers or []:
+        accounts.account_name(trainer)  # UsageError naming a bad id
+    both = sorted(set(new_trainers or []) & set(members))
+    if both:
+        raise UsageError(f"a learner of {cohort!r} cannot be a trainer too: {', '.join(both)}")
     plan = HubPlan(root=root, settings=settings, learners=tuple(members))
     prepare(plan)
-    return auth.issue(plan.private / "passwords.json", list(only or members))
+    keep = trainers(root)
+    if new_trainers:
+        path = plan.private / "trainers.json"
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(sorted(set(keep) | set(new_trainers)), f)
+        tmp.replace(path)
+    who = list(only or ([] if new_trainers else members)) + list(new_trainers or [])
+    return auth.issue(plan.private / "passwords.json", who)
 
 
 def _plan(settings: Settings, cohort: str, root: Path, port: int) -> HubPlan:
@@ -68,11 +99,13 @@ def _plan(settings: Settings, cohort: str, root: Path, port: int) -> HubPlan:
         raise LadderlabError(f"the hub's proxy is not installed ({chp}): run `ladderlab setup --hub`")
     members = roster(settings, cohort)
     stored = auth.load(root / "private" / "passwords.json") if (root / "private" / "passwords.json").exists() else {}
+    staff = [t for t in trainers(root) if t in stored and t not in members]
     missing = [m for m in members if m not in stored]
     if missing:
         raise UsageError(f"{len(missing)} learner(s) of {cohort!r} have no password yet ({', '.join(missing[:5])}"
                          f"{'...' if len(missing) > 5 else ''}): run `ladderlab hub passwords {cohort} --root {root}`")
-    return HubPlan(root=root, settings=settings, learners=tuple(members), port=port, hub_port=_free_port(),
+    return HubPlan(root=root, settings=settings, learners=tuple(members), cohort=cohort, trainers=tuple(staff),
+                   port=port, hub_port=_free_port(),
                    proxy_api_port=_free_port(), service_port=_free_port(), proxy=str(chp),
                    admin_token=os.environ.get(TEST_TOKEN_ENV) or None)
 
@@ -89,9 +122,9 @@ def write_config(plan: HubPlan) -> Path:
     """``<root>/private/jupyterhub_config.py``: the plan, for ``jupyterhub -f`` (0600, root's)."""
     prepare(plan)
     fields = {"root": str(plan.root), "settings_root": str(plan.settings.root), "cache": str(plan.settings.cache_dir),
-              "learners": list(plan.learners), "port": plan.port, "hub_port": plan.hub_port,
-              "proxy_api_port": plan.proxy_api_port, "service_port": plan.service_port, "proxy": plan.proxy,
-              "admin_token": plan.admin_token}
+              "learners": list(plan.learners), "cohort": plan.cohort, "trainers": list(plan.trainers),
+              "port": plan.port, "hub_port": plan.hub_port, "proxy_api_port": plan.proxy_api_port,
+              "service_port": plan.service_port, "proxy": plan.proxy, "admin_token": plan.admin_token}
     text = (
         "# Written by `ladderlab hub start`; it is rewritten at every start.\n"
         "import json, os\n"
@@ -99,11 +132,10 @@ def write_config(plan: HubPlan) -> Path:
         "from ladderlab.config import Settings\n"
         "from ladderlab.hub.config import HubPlan, configure\n"
         f"p = json.loads({json.dumps(json.dumps(fields))})\n"
-        "os.environ['LADDERLAB_CACHE_DIR'] = p['cache']\n"
-        "configure(c, HubPlan(root=Path(p['root']), settings=Settings.from_env(Path(p['settings_root'])),\n"
-        "                     learners=tuple(p['learners']), port=p['port'], hub_port=p['hub_port'],\n"
-        "                     proxy_api_port=p['proxy_api_port'], service_port=p['service_port'], proxy=p['proxy'],\n"
-        "                     admin_token=p['admin_token']))\n")
+        "os.environ['LADDERLAB_CACHE_DIR'] = p.pop('cache')\n"
+        "p['learners'], p['trainers'] = tuple(p['learners']), tuple(p['trainers'])\n"
+        "settings = Settings.from_env(Path(p.pop('settings_root')))\n"
+        "configure(c, HubPlan(root=Path(p.pop('root')), settings=settings, **p))\n")
     path = plan.private / "jupyterhub_config.py"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

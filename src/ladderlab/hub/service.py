@@ -6,8 +6,11 @@ Every request is authenticated by the hub: a browser by the service's OAuth cook
 request names a learner, and one that tries (``?learner=`` / ``?user=``) is refused (400). The API answers
 an unauthenticated request with 401 JSON, never a redirect to a login page.
 
-Built so far: ``GET api/whoami`` and ``api/labs/<lab>/env`` (POST start or reattach, GET, DELETE). Checks, answers,
-hints, hand-in, the learner API's side and the cohort view are the next steps.
+Learners: ``GET api/whoami``; ``api/labs/<lab>/env`` (POST start or reattach, GET, DELETE); ``answers``, ``check``
+and ``hints`` of a lab; hand-in (``api/labs/<lab>/submissions``) and the caller's own submissions.
+Trainers (the ``custom:ladderlab:trainer`` scope; 403 for anyone else): ``cohort``, the live cohort view (a page
+that follows ``api/cohort/events``, server-sent events), and ``api/cohort``, the same snapshot once
+(:mod:`ladderlab.hub.cohortview`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import ioloop, web
+from tornado.iostream import StreamClosedError
+
+from ladderlab.hub.cohortview import CohortView, record_practice
 
 TRAINER_SCOPE = "custom:ladderlab:trainer"
 SERVICE = "ladderlab"
@@ -152,6 +158,17 @@ class Environments:
         return [e for e in runtime.list_envs(settings, client)
                 if e.learner == learner and e.lab == lab_id and not e.bound]
 
+    def up(self) -> dict[str, list[str]]:
+        """Learner -> the labs whose practice environment runs now (gradings' environments are not practice)."""
+        from ladderlab.config import Settings
+        from ladderlab.environments import engine, runtime
+
+        out: dict[str, list[str]] = {}
+        for e in runtime.list_envs(Settings.from_env(), engine.connect(timeout=10)):
+            if e.learner and e.lab and not e.bound:
+                out.setdefault(e.learner, []).append(e.lab)
+        return out
+
     def _subnets(self, settings: Any, client: Any, learner: str) -> set[str]:
         from ladderlab.environments import runtime
 
@@ -231,6 +248,8 @@ class Practice:
             lines = live_feedback(settings, env, lab_id, only, _read_answers(_answers_path(learner, lab_id)))
         except ValueError as exc:
             raise web.HTTPError(400, str(exc)) from None
+        with self.envs.lock(learner):
+            record_practice(settings, learner, lab_id, [(passed, check) for passed, check, _ in lines])
         return [list(line) for line in lines]
 
     def hint(self, learner: str, lab_id: str, check_id: str) -> dict[str, Any]:
@@ -406,6 +425,104 @@ class PracticeHandler(EnvHandler):
         self.finish({"used": await self._call(self.practice.hints_used, self.learner, lab_id)})
 
 
+class CohortFeed:
+    """The cohort's snapshot, computed at most once a second however many trainers watch (``cohort``: the hub's
+    cohort, ``LADDERLAB_HUB_COHORT``; None: this hub runs none)."""
+
+    def __init__(self, envs: Environments, cohort: str | None) -> None:
+        self.envs, self.cohort = envs, cohort
+        self._view: CohortView | None = None
+        self._lock = threading.Lock()
+        self._at = 0.0
+        self._text = ""
+
+    def current(self) -> str:
+        """The snapshot as JSON text (keys sorted: equal text, equal snapshot)."""
+        import time
+
+        if self.cohort is None:
+            raise web.HTTPError(404, "this hub runs no cohort")
+        with self._lock:
+            if time.monotonic() - self._at >= 1.0:
+                if self._view is None:
+                    self._view = CohortView(_settings(), self.cohort)
+                self._text = json.dumps(self._view.snapshot(self.envs.up()), sort_keys=True)
+                self._at = time.monotonic()
+            return self._text
+
+
+class TrainerHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
+    """A trainer's page or API: the hub's OAuth (a browser is sent to log in), and 403 without the trainer
+    scope: a learner sees only their own work, never the cohort's."""
+
+    def check_trainer(self) -> None:
+        user = self.current_user or {}
+        if TRAINER_SCOPE not in set(user.get("scopes") or []):
+            raise web.HTTPError(403, "the cohort view is for trainers")
+
+    async def snapshot(self) -> str:
+        feed: CohortFeed = self.settings["cohort_feed"]
+        text: str = await asyncio.get_running_loop().run_in_executor(None, feed.current)
+        return text
+
+
+class CohortPage(TrainerHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        from ladderlab.templating import render
+
+        self.check_trainer()
+        snap = json.loads(await self.snapshot())
+        self.set_header("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
+                                                   "connect-src 'self'")
+        self.finish(render("hub/cohort.html.j2", snap=snap, events="api/cohort/events", script="static/cohort.js"))
+
+
+class CohortScript(web.RequestHandler):
+    """The page's script, as shipped (no learner data in it)."""
+
+    def get(self) -> None:
+        from ladderlab.templating import resource
+
+        self.set_header("Content-Type", "text/javascript; charset=utf-8")
+        self.finish(resource("hub/cohort.js"))
+
+
+class CohortApi(TrainerHandler, ApiHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        self.check_trainer()
+        self.set_header("Content-Type", "application/json")
+        self.finish(await self.snapshot())
+
+
+class CohortEvents(TrainerHandler, ApiHandler):
+    """Server-sent events: the snapshot at once, then again each time it changed (looked at every second), and a
+    comment every 15 s of quiet so that proxies keep the stream open. The browser's EventSource reconnects by
+    itself."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.check_trainer()
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        last, quiet = "", 0
+        while True:
+            text = await self.snapshot()
+            try:
+                if text != last:
+                    self.write(f"data: {text}\n\n")
+                    last, quiet = text, 0
+                elif quiet >= 15:
+                    self.write(": still here\n\n")
+                    quiet = 0
+                await self.flush()
+            except StreamClosedError:
+                return
+            await asyncio.sleep(1)
+            quiet += 1
+
+
 def make_app() -> web.Application:
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE}/")
     auth = HubOAuth(cache_max_age=30)  # a revoked token stops working within 30 s, not 300
@@ -417,15 +534,21 @@ def make_app() -> web.Application:
         (prefix + r"api/labs/([a-z0-9][a-z0-9-]*)/(answers|check|hints)(?:/([a-z0-9][a-z0-9-]*))?", PracticeHandler),
         (prefix + r"api/labs/([a-z0-9][a-z0-9-]*)/submissions", SubmissionHandler),
         (prefix + r"api/submissions/([^/]+)", SubmissionHandler),  # a key, percent-encoded (nbgrader's has spaces)
+        (prefix + "cohort", CohortPage),
+        (prefix + "static/cohort.js", CohortScript),
+        (prefix + "api/cohort", CohortApi),
+        (prefix + "api/cohort/events", CohortEvents),
         (prefix + "oauth_callback", HubOAuthCallbackHandler),
     ], cookie_secret=os.urandom(32), hub_auth=auth, xsrf_cookies=False, environments=envs, practice=Practice(envs),
-        submissions=Submissions(), max_body_size=MAX_NOTEBOOK + 1024)
+        submissions=Submissions(), max_body_size=MAX_NOTEBOOK + 1024,
+        cohort_feed=CohortFeed(envs, os.environ.get("LADDERLAB_HUB_COHORT") or None))
 
 
 def main() -> None:
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app = make_app()
-    for handler_class in (WhoAmI, EnvHandler, PracticeHandler, SubmissionHandler, HubOAuthCallbackHandler):
+    for handler_class in (WhoAmI, EnvHandler, PracticeHandler, SubmissionHandler, CohortPage, CohortApi,
+                          CohortEvents, HubOAuthCallbackHandler):
         handler_class.hub_auth = app.settings["hub_auth"]
     app.settings["environments"].reconcile()  # the learners' firewall before the first request
     grading = _grading_service()

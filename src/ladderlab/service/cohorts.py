@@ -290,6 +290,29 @@ def pass_rates(rows: Sequence[State]) -> dict[str, dict[str, Any]]:
     return out
 
 
+class StatusReader:
+    """A cohort's states and pass rates, read afresh at each call: ``ladderlab cohort status`` (``--watch`` every
+    2 s) and the hub's cohort view (every second) read the same way. The evidence record is opened once, and only
+    when one of ``labs`` has a manually graded part."""
+
+    def __init__(self, settings: Any, paths: ServicePaths, course: Any, name: str, labs: Sequence[str],
+                 command: str | None = None) -> None:
+        from ladderlab.course.labs import lab_rubrics
+        from ladderlab.ladder.store import Store
+
+        self.paths, self.course_id, self.labs = paths, course.id, list(labs)
+        self.learners = [m.id for m in members(paths, name)]
+        self.manual = set(lab_rubrics(settings, course)) & set(labs)
+        self.store = Store.open(settings) if self.manual else None
+        self.command = command or f"ladderlab cohort record-rubric {name}"
+
+    def __call__(self) -> tuple[list[State], dict[str, dict[str, Any]]]:
+        rows = states(self.paths, self.course_id, self.learners, self.labs)
+        if self.store is not None:  # graded hand-ins of a lab with a manual part: awaiting the trainer's grade
+            rows = with_manual_grades(rows, self.store.entries(learners=self.learners), self.manual, self.command)
+        return rows, pass_rates(rows)
+
+
 # --- grading a cohort -----------------------------------------------------------------------------------
 
 
