@@ -133,5 +133,5 @@ def test_trainers_are_kept_apart_from_learners_and_reach_the_hubs_config(tmp_pat
     service = c.JupyterHub.services[0]
     assert service["environment"]["LADDERLAB_HUB_COHORT"] == "c1"
     (tmp_path / "private" / "trainers.json").write_text('{"tess": 1}')
-    with pytest.raises(UsageError, match="trainers.json: expected a list"):
+    with pytest.raises(UsageError, match=r"trainers\.json: expected a list"):
         run.trainers(tmp_path)
