@@ -217,7 +217,7 @@ class Practice:
         self.envs = envs
 
     def answer(self, learner: str, lab_id: str, name: str, value: Any) -> None:
-        from ladderlab.lab import _read_answers
+        from ladderlab.lab import write_answer
 
         if not isinstance(name, str) or not name or isinstance(value, bool) or not isinstance(value, str | int):
             raise web.HTTPError(400, "an answer is {\"name\": a string, \"value\": a string or an integer}")
@@ -225,12 +225,7 @@ class Practice:
             raise web.HTTPError(400, "an answer is at most 10,000 characters")
         path = _answers_path(learner, lab_id)
         with self.envs.lock(learner):
-            answers = _read_answers(path)
-            answers[name] = value
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(answers, indent=1, sort_keys=True))
-            tmp.replace(path)
+            write_answer(path, name, value)
 
     def check(self, learner: str, lab_id: str, only: list[str]) -> list[Any]:
         from ladderlab.environments import engine, runtime

@@ -218,12 +218,7 @@ class Lab:
         path = Path(self._conn.answers_path) if self._conn.answers_path else None
         if path is None:
             raise LabError("this lab session has nowhere to keep answers")
-        answers = _read_answers(path)
-        answers[name] = value
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(answers, indent=1, sort_keys=True))
-        tmp.replace(path)
+        write_answer(path, name, value)
         print(f"answer {name!r} recorded")
 
     # --- feedback ------------------------------------------------------------------------------
@@ -332,16 +327,9 @@ class Lab:
         if self._service:
             return self._submit_via_service(notebook, timeout)
         settings = self._settings("lab.submit")
-        from ladderlab.service.handin import describe, kernel_notebook, submit, unsaved_cells
+        from ladderlab.service.handin import describe, submit
 
-        path = kernel_notebook(self.id, notebook)
-        if not path.is_file():
-            raise LabError(f"no notebook at {path}: save this notebook, or give its path: lab.submit('path.ipynb')")
-        missing = unsaved_cells(path, _executed_cells()) if notebook is None else []
-        if missing:
-            first = missing[0].strip().splitlines()[0][:60]
-            raise LabError(f"{path.name} has unsaved changes (code this kernel ran is not in the file, e.g. "
-                           f"{first!r}): save it (Ctrl+S) and run lab.submit() again")
+        path = self._saved_notebook(notebook)
         handle = _Progress()
 
         def on_change(sub: Any) -> None:
@@ -357,11 +345,9 @@ class Lab:
             _show(my_ladder(self.learner))
         return sub
 
-    def _submit_via_service(self, notebook: str | None, timeout: float) -> Any:
-        """On a hub: the notebook file goes to the ladderlab service, which hands it in as this server's hub user
-        and grades it; the progress and then the result are shown as locally."""
-        import urllib.parse
-
+    def _saved_notebook(self, notebook: str | None) -> Path:
+        """The notebook to hand in (this one, when ``notebook`` is None), refused when it is missing or lacks code
+        this kernel ran (unsaved)."""
         from ladderlab.service.handin import kernel_notebook, unsaved_cells
 
         path = kernel_notebook(self.id, notebook)
@@ -372,6 +358,14 @@ class Lab:
             first = missing[0].strip().splitlines()[0][:60]
             raise LabError(f"{path.name} has unsaved changes (code this kernel ran is not in the file, e.g. "
                            f"{first!r}): save it (Ctrl+S) and run lab.submit() again")
+        return path
+
+    def _submit_via_service(self, notebook: str | None, timeout: float) -> Any:
+        """On a hub: the notebook file goes to the ladderlab service, which hands it in as this server's hub user
+        and grades it; the progress and then the result are shown as locally."""
+        import urllib.parse
+
+        path = self._saved_notebook(notebook)
         handle = _Progress()
         handle.show(f"{self.id}: handing in {path.name} as {self.learner}")
         key = _service_call("POST", f"api/labs/{self.id}/submissions", raw=path.read_bytes(), timeout=300)["key"]
@@ -682,6 +676,16 @@ def _lab_hints(settings: Any, lab_id: str) -> dict[str, list[str]]:
     except KeyError:
         raise LabError(f"course.yaml has no lab {lab_id!r}") from None
     return {cid: list(c.hints) for cid, c in spec.checks.items()}
+
+
+def write_answer(path: Path, name: str, value: Any) -> None:
+    """Set one named answer in the answers file at ``path`` (replaced whole, never half-written)."""
+    answers = _read_answers(path)
+    answers[name] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(answers, indent=1, sort_keys=True))
+    tmp.replace(path)
 
 
 def _read_answers(path: Path) -> dict[str, Any]:
