@@ -339,7 +339,12 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
             assert cell.inner_text() == lab
             shown = page.locator(f"#cohort tr[data-learner='{a}'] td.lab[data-lab='{lab}']").inner_text()
             assert shown.startswith(f"graded {sub['score']:g}/{sub['max_score']:g} passed"), shown
-            page.wait_for_selector("#live[data-state='live']", timeout=30_000)
+            try:
+                page.wait_for_selector("#live[data-state='live']", timeout=30_000)
+            except Exception as exc:  # what the page said, and the console's errors (a 401: the events refused)
+                live = page.locator("#live")
+                errors = page.errors  # type: ignore[attr-defined]
+                raise AssertionError(f"the page did not go live: {live.inner_text()!r}; errors {errors}") from exc
             page.evaluate("window.notReloaded = true")
             stopped = call("DELETE", a, f"labs/{lab}/env")
             page.wait_for_function("(sel) => document.querySelector(sel).textContent === ''",

@@ -21,7 +21,7 @@ import os
 import signal
 import threading
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import ioloop, web
@@ -470,7 +470,11 @@ class CohortPage(TrainerHandler):
         snap = json.loads(await self.snapshot())
         self.set_header("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
                                                    "connect-src 'self'")
-        self.finish(render("hub/cohort.html.j2", snap=snap, events="api/cohort/events", script="static/cohort.js"))
+        # The page's EventSource is a cookie-authenticated fetch that is not a navigation: the hub's auth wants the
+        # XSRF token with it (as the query's _xsrf), else it ignores the cookie and the events answer 401.
+        xsrf = self.xsrf_token
+        events = "api/cohort/events?" + urlencode({"_xsrf": xsrf.decode() if isinstance(xsrf, bytes) else xsrf})
+        self.finish(render("hub/cohort.html.j2", snap=snap, events=events, script="static/cohort.js"))
 
 
 class CohortScript(web.RequestHandler):
