@@ -263,3 +263,27 @@ def test_an_exception_in_the_graders_own_code_is_retried_then_an_error_never_a_s
     assert sub.status == ERROR and "the grader failed: RuntimeError: a bug of ours" in sub.error
     log = Path(sub.log).read_text()
     assert "Traceback" in log and "a bug of ours" in log
+
+
+def test_the_latest_of_many_pairs_is_the_latest_of_each(tmp_path):
+    """Ledger.latest_of (one query for a cohort) answers what Ledger.latest answers pair by pair: the newest
+    version by timestamp that is not superseded, for the learners and labs asked only; also read-only."""
+    import random
+
+    rng = random.Random(3)
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    students, labs = [f"s{i}" for i in range(6)], ["lab-a", "lab-b", "lab-c"]
+    for _ in range(60):
+        key = f"{rng.choice(students)}+{rng.choice(labs)}+2026-11-{rng.randint(10, 28)} 10:00:0{rng.randint(0, 9)}"
+        if ledger.add(key):
+            what = rng.random()
+            if what < 0.4:
+                ledger.finish(key, GRADED, score=1.0, max_score=2.0, passed=False)
+            elif what < 0.6:
+                ledger.supersede(key, "newer")
+    asked_students, asked_labs = students[:5], labs[:2]
+    want = {(s, lab): sub for s in asked_students for lab in asked_labs if (sub := ledger.latest(s, lab))}
+    assert want and any(sub.status == GRADED for sub in want.values())
+    assert ledger.latest_of(asked_students, asked_labs) == want
+    assert Ledger(tmp_path / "ledger.sqlite", readonly=True).latest_of(asked_students, asked_labs) == want
+    assert ledger.latest_of([], labs) == {}

@@ -81,6 +81,7 @@ class CohortView:
 
         rows, rates = self.status()
         ledger = Ledger(self.paths.ledger_db, readonly=True) if self.paths.ledger_db.exists() else None
+        latest = ledger.latest_of(self.status.learners, self.labs) if ledger else {}
         learners: dict[str, dict[str, Any]] = {
             learner: {"id": learner, "envs": sorted(envs_up.get(learner, ())), "labs": {}}
             for learner in self.status.learners}
@@ -93,8 +94,8 @@ class CohortView:
                 "note": row.note,
                 "practice": {"passed": sum(1 for c in visible if practice.get(c)), "of": len(visible),
                              "run": sum(1 for c in visible if c in practice)}}
-            if row.state == GRADED and ledger is not None:
-                sub = ledger.latest(row.learner, row.lab)
+            if row.state == GRADED:
+                sub = latest.get((row.learner, row.lab))
                 for check in (sub.checks if sub else []):
                     if check.get("status") == "failed":
                         failed[(row.lab, str(check.get("id")), str(check.get("title")))] += 1

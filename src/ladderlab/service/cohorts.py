@@ -222,10 +222,11 @@ class State:
 def states(paths: ServicePaths, course_id: str, learners: Sequence[str], labs: Sequence[str]) -> list[State]:
     found = handed_in(paths, course_id)
     ledger = Ledger(paths.ledger_db) if paths.ledger_db.exists() else None
+    latest = ledger.latest_of(list(learners), list(labs)) if ledger else {}
     out = []
     for learner in learners:
         for lab in labs:
-            sub: Submission | None = ledger.latest(learner, lab) if ledger else None
+            sub: Submission | None = latest.get((learner, lab))
             versions = found.get((learner, lab)) or []
             newest = versions[-1] if versions else None
             if sub is None or (newest is not None and sub.key != newest and sub.status != GRADING):

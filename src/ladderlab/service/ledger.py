@@ -192,6 +192,21 @@ class Ledger:
                              "order by timestamp desc, key desc limit 1", (student, lab, SUPERSEDED)).fetchone()
         return _row(row) if row else None
 
+    def latest_of(self, students: list[str], labs: list[str]) -> dict[tuple[str, str], Submission]:
+        """:meth:`latest` for every (student, lab) of ``students`` x ``labs`` that has a version, in one query (a
+        cohort's status read 3,600 pairs one query each: 300 learners x 12 labs took 1.7 s)."""
+        with self._db() as db:
+            db.execute("create temp table who (student text primary key)")
+            db.executemany("insert or ignore into temp.who values (?)", [(s,) for s in students])
+            rows = db.execute("select s.* from submissions s join temp.who w on s.student = w.student "
+                              "where s.status != ? order by s.timestamp desc, s.key desc", (SUPERSEDED,)).fetchall()
+        wanted, out = set(labs), {}
+        for r in rows:
+            pair = (r["student"], r["lab"])
+            if r["lab"] in wanted and pair not in out:
+                out[pair] = _row(r)
+        return out
+
     def all(self, student: str | None = None) -> list[Submission]:
         with self._db() as db:
             if student is None:
