@@ -71,10 +71,6 @@ class CohortView:
         self.status = cohorts.StatusReader(settings, self.paths, course, cohort, self.labs,
                                            "ladderlab cohort record-rubric " + cohort)
 
-    @property
-    def learners(self) -> list[str]:
-        return list(self.status.learners)
-
     def snapshot(self, envs_up: Mapping[str, Sequence[str]]) -> dict[str, Any]:
         """``envs_up``: learner -> the labs whose practice environment runs now."""
         from ladderlab.service.ledger import GRADED, Ledger

@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import threading
+import time
 from typing import Any
 from urllib.parse import urlencode, urlparse
 
@@ -108,20 +109,17 @@ class Environments:
         """At start: the chain from the environments running now (a service restart keeps learners' access)."""
         if not self.guarded:
             return
-        from ladderlab.environments import engine, learnerguard, runtime
+        from ladderlab.environments import engine, learnerguard
         from ladderlab.hub import accounts
 
-        settings = _settings()
-        client = engine.connect(timeout=10)
         allowed: dict[int, set[str]] = {}
-        for e in runtime.list_envs(settings, client):
+        for learner, reachable in _reachable_by_learner(_settings(), engine.connect(timeout=10)).items():
             try:
-                account = accounts.lookup(e.learner) if not e.bound else None
+                account = accounts.lookup(learner)
             except Exception:
                 account = None
             if account is not None:
-                env = runtime.attach(settings, e.id, client)
-                allowed.setdefault(account.uid, set()).update(_reachable(env.record))
+                allowed.setdefault(account.uid, set()).update(reachable)
         with self._firewall:
             self._allowed = allowed
             learnerguard.apply(accounts.ensure_group(), {uid: sorted(n) for uid, n in allowed.items()})
@@ -131,66 +129,66 @@ class Environments:
             return self._locks.setdefault(learner, threading.Lock())
 
     def start(self, learner: str, lab_id: str, fresh: bool) -> dict[str, Any]:
-        from ladderlab.config import Settings
         from ladderlab.course import load_course
         from ladderlab.environments import engine, runtime
         from ladderlab.lab import live_connection
 
-        settings = Settings.from_env()
+        settings = _settings()
         course = load_course(settings.course_file, "course.yaml")
         entry = _lab_entry(course, lab_id)
         with self.lock(learner):
             client = engine.connect(timeout=10)
             env = runtime.up(settings, entry.environment, client=client, learner=learner, lab=lab_id,
                              course_id=course.id, reuse=not fresh)
-            self.firewall(learner, self._subnets(settings, client, learner) | _reachable(env.record))
+            self.firewall(learner, _reachable_of(settings, client, learner) | _reachable(env.record))
             conn = live_connection(settings, env, lab_id)
         conn.answers_path = ""  # the answers stay with the service
         data: dict[str, Any] = json.loads(conn.to_json())
         return data
 
     def find(self, learner: str, lab_id: str) -> list[Any]:
-        from ladderlab.config import Settings
         from ladderlab.environments import engine, runtime
 
-        settings = Settings.from_env()
-        client = engine.connect(timeout=10)
-        return [e for e in runtime.list_envs(settings, client)
+        return [e for e in runtime.list_envs(_settings(), engine.connect(timeout=10))
                 if e.learner == learner and e.lab == lab_id and not e.bound]
 
     def up(self) -> dict[str, list[str]]:
         """Learner -> the labs whose practice environment runs now (gradings' environments are not practice)."""
-        from ladderlab.config import Settings
         from ladderlab.environments import engine, runtime
 
         out: dict[str, list[str]] = {}
-        for e in runtime.list_envs(Settings.from_env(), engine.connect(timeout=10)):
+        for e in runtime.list_envs(_settings(), engine.connect(timeout=10)):
             if e.learner and e.lab and not e.bound:
                 out.setdefault(e.learner, []).append(e.lab)
         return out
 
-    def _subnets(self, settings: Any, client: Any, learner: str) -> set[str]:
-        from ladderlab.environments import runtime
-
-        out: set[str] = set()
-        for e in runtime.list_envs(settings, client):
-            if e.learner == learner and not e.bound:
-                out.update(_reachable(runtime.attach(settings, e.id, client).record))
-        return out
-
     def stop(self, learner: str, lab_id: str) -> list[str]:
-        from ladderlab.config import Settings
         from ladderlab.environments import engine, runtime
 
-        settings = Settings.from_env()
+        settings = _settings()
         with self.lock(learner):
             client = engine.connect(timeout=10)
             gone = [e.id for e in self.find(learner, lab_id)]
             for env_id in gone:
                 runtime.down(settings, env_id, client)
             if gone:
-                self.firewall(learner, self._subnets(settings, client, learner) or None)
+                self.firewall(learner, _reachable_of(settings, client, learner) or None)
         return gone
+
+
+def _reachable_by_learner(settings: Any, client: Any, only: str | None = None) -> dict[str, set[str]]:
+    """Learner (``only`` that one) -> what they may reach of all their practice environments running now."""
+    from ladderlab.environments import runtime
+
+    out: dict[str, set[str]] = {}
+    for e in runtime.list_envs(settings, client):
+        if e.learner and not e.bound and only in (None, e.learner):
+            out.setdefault(e.learner, set()).update(_reachable(runtime.attach(settings, e.id, client).record))
+    return out
+
+
+def _reachable_of(settings: Any, client: Any, learner: str) -> set[str]:
+    return _reachable_by_learner(settings, client, learner).get(learner, set())
 
 
 def _reachable(record: Any) -> set[str]:
@@ -433,8 +431,6 @@ class CohortFeed:
 
     def current(self) -> str:
         """The snapshot as JSON text (keys sorted: equal text, equal snapshot)."""
-        import time
-
         if self.cohort is None:
             raise web.HTTPError(404, "this hub runs no cohort")
         with self._lock:
@@ -524,7 +520,8 @@ class CohortEvents(TrainerHandler, ApiHandler):
 
 def make_app() -> web.Application:
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE}/")
-    auth = HubOAuth(cache_max_age=30)  # a revoked token stops working within 30 s, not 300
+    # The one HubOAuth of this process: every HubOAuthenticated handler finds it (HubOAuth.instance()) by itself.
+    auth = HubOAuth.instance(cache_max_age=30)  # a revoked token stops working within 30 s, not 300
     os.environ.setdefault("LADDERLAB_MAX_ENVS_PER_LEARNER", "2")
     envs = Environments()
     return web.Application([
@@ -546,9 +543,6 @@ def make_app() -> web.Application:
 def main() -> None:
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app = make_app()
-    for handler_class in (WhoAmI, EnvHandler, PracticeHandler, SubmissionHandler, CohortPage, CohortApi,
-                          CohortEvents, HubOAuthCallbackHandler):
-        handler_class.hub_auth = app.settings["hub_auth"]
     app.settings["environments"].reconcile()  # the learners' firewall before the first request
     grading = _grading_service()
     app.listen(url.port or 80, address=url.hostname or "127.0.0.1")
