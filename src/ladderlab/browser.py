@@ -51,6 +51,16 @@ def page(width: int = 1280, height: int = 900) -> Iterator[Any]:
     The page records console errors, uncaught page errors and dialogs (dismissed) in ``page.errors``
     and ``page.dialogs``.
     """
+    with pages(1, width, height) as (one,):
+        yield one
+
+
+@contextlib.contextmanager
+def pages(count: int, width: int = 1280, height: int = 900) -> Iterator[list[Any]]:
+    """``count`` pages of one chromium, each in a context of its own (its own cookies: two people, not two tabs;
+    ``page.context.new_page()`` is another tab of the same person),
+    recording errors and dialogs as :func:`page` does. One Playwright per thread: a second ``page()`` inside a
+    first is refused by Playwright, so a test with two people asks for both here."""
     from playwright.sync_api import sync_playwright
 
     chromium = find()
@@ -59,19 +69,24 @@ def page(width: int = 1280, height: int = 900) -> Iterator[Any]:
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
         try:
-            pg = b.new_page(viewport={"width": width, "height": height})
-            errors: list[str] = []
-            dialogs: list[str] = []
-            pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            pg.on("pageerror", lambda exc: errors.append(str(exc)))
-
-            def on_dialog(dialog: Any) -> None:
-                dialogs.append(dialog.message)
-                dialog.dismiss()
-
-            pg.on("dialog", on_dialog)
-            pg.errors = errors  # type: ignore[attr-defined]
-            pg.dialogs = dialogs  # type: ignore[attr-defined]
-            yield pg
+            yield [_recording(b.new_context(viewport={"width": width, "height": height}).new_page())
+                   for _ in range(count)]
         finally:
             b.close()
+
+
+def _recording(pg: Any) -> Any:
+    """``pg`` with ``errors`` (console errors, uncaught exceptions) and ``dialogs`` (each dismissed)."""
+    errors: list[str] = []
+    dialogs: list[str] = []
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    pg.on("dialog", on_dialog)
+    pg.errors = errors
+    pg.dialogs = dialogs
+    return pg

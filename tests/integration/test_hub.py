@@ -21,6 +21,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import nbformat
 import pytest
 import requests
 
@@ -29,7 +30,8 @@ from ladderlab.testing import private_cache, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the hub runs as root")]
 
-LEARNERS = ("hub-a", "hub-b")
+LEARNERS = ("hub-a", "hub-b", "hub-c")
+LAB = "sys-3-tested-cli-tool"
 TRAINER = "hub-t"
 
 
@@ -145,16 +147,47 @@ def server_pid(learner: str) -> int:
 
 
 def test_only_a_roster_learner_with_their_own_password_logs_in(hub):
-    a, b = LEARNERS
+    a, b = LEARNERS[:2]
     assert logged_in(login(hub, a, hub["passwords"][a]), hub)
     assert not logged_in(login(hub, a, hub["passwords"][b]), hub), "b's password is not a's"
-    assert not logged_in(login(hub, "hub-c", hub["passwords"][a]), hub), "not on the roster"
+    assert not logged_in(login(hub, "hub-z", hub["passwords"][a]), hub), "not on the roster"
     assert not logged_in(login(hub, a, ""), hub)
 
 
-def test_each_server_runs_jailed_as_its_learner_and_reaches_only_their_own(hub, settings):
+def test_each_server_runs_jailed_as_its_learner_and_reaches_only_their_own(hub, settings, tmp_path):
+    # b's home holds a trap for a hand-out written by root: the lab's folder is a link to a directory of root's.
+    canary = tmp_path / "root-only"
+    canary.mkdir()
+    home_b = accounts.lookup(LEARNERS[1])
+    assert home_b is not None
+    trap = home_b.home / LAB
+    trap.symlink_to(canary, target_is_directory=True)
+    os.lchown(trap, home_b.uid, home_b.gid)
     for learner in LEARNERS:
         spawn(hub, learner)
+    # Each home is the released course: the start page and one released notebook per published lab, the learner's
+    # own files, with no solution and no hidden check in them.
+    from ladderlab.course import load_course
+
+    course = load_course(settings.course_file)
+    published = sorted(lab.id for lab in course.labs if lab.status == "published")
+    for learner in LEARNERS:
+        account = accounts.lookup(learner)
+        assert account is not None
+        found = sorted(str(p.relative_to(account.home)) for p in account.home.rglob("*.ipynb")
+                       if ".ladderlab" not in p.parts)
+        expected = sorted(["start-here.ipynb", *(f"{lab}/{lab}.ipynb" for lab in published)])
+        if learner == LEARNERS[1]:
+            expected.remove(f"{LAB}/{LAB}.ipynb")
+        assert found == expected, (learner, found)
+        for name in found:
+            path = account.home / name
+            assert path.stat().st_uid == account.uid, (learner, name)
+            text = path.read_text()
+            assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, (learner, name)
+    assert list(canary.iterdir()) == [], "the hand-out wrote through b's link as root"
+    assert "not placed" in hub["log"].read_text(), "the hub says what it could not place"
+    trap.unlink()
     pids = {learner: server_pid(learner) for learner in LEARNERS}
     own_mnt = os.readlink("/proc/self/ns/mnt")
     for learner, pid in pids.items():
@@ -170,7 +203,7 @@ def test_each_server_runs_jailed_as_its_learner_and_reaches_only_their_own(hub, 
     # Each learner's token (minted by the hub for them) reaches their own server's API, not the other's.
     tokens = {learner: api(hub, "POST", f"/users/{learner}/tokens", json={"expires_in": 600}).json()["token"]
               for learner in LEARNERS}
-    a, b = LEARNERS
+    a, b = LEARNERS[:2]
 
     def contents(owner: str, as_learner: str) -> requests.Response:
         return requests.get(f"{hub['url']}/user/{owner}/api/contents", timeout=30, allow_redirects=False,
@@ -217,10 +250,10 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
     """The service starts the caller's environment (the learner from the token, never from the request), gives
     back its connection (hosts, key), refuses a lab the course lacks, and stops it again; another learner sees
     none of it."""
-    lab = "sys-3-tested-cli-tool"
+    lab = LAB
     tokens = {learner: api(hub, "POST", f"/users/{learner}/tokens", json={"expires_in": 600}).json()["token"]
               for learner in [*LEARNERS, TRAINER]}
-    a, b = LEARNERS
+    a, b = LEARNERS[:2]
 
     def call(method: str, learner: str, path: str) -> requests.Response:
         return requests.request(method, f"{hub['url']}/services/ladderlab/api/{path}", timeout=300,
@@ -260,15 +293,8 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
         assert call("DELETE", b, f"labs/{lab}/env").json() == {"stopped": []}, "b cannot stop a's environment"
         assert call("POST", a, "labs/no-such-lab/env").status_code == 404
         # The learner API as a's kernel runs it: jailed as ll-hub-a, with the server's token and the service URL.
-        from ladderlab.hub.config import hidden_paths, interpreter_view
-
-        hide, expose = interpreter_view()
-        root = settings.root.resolve()
-        jail = [sys.executable, "-m", "ladderlab.hub.jail", "--user", f"ll-{a}"]
-        for path in [*hidden_paths(settings), *hide]:
-            jail += ["--hide", path]
-        for path in [*(str(p) for p in (root / ".venv", root / "src") if p.is_dir()), *expose]:
-            jail += ["--expose", path]
+        jail = jail_command(settings, a)
+        env = kernel_env(hub, tokens[a])
         script = ("import json, ladderlab\n"
                   f"lab = ladderlab.start({lab!r}, show=False)\n"
                   "who = lab.sh('tools', 'id -un').stdout.strip()\n"
@@ -322,7 +348,7 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
         tools = conn["hosts"]["tools"]["address"]
         probe = ("import socket\ns = socket.socket(); s.settimeout(5)\n"
                  f"try:\n s.connect(({tools!r}, 22)); print('ok')\nexcept OSError as e: print(type(e).__name__)")
-        jail_b = [part if part != f"ll-{a}" else f"ll-{b}" for part in jail]
+        jail_b = jail_command(settings, b)
         reach = {who: subprocess.run([*cmd, "--", "/usr/bin/python3", "-c", probe], capture_output=True, text=True,
                                      timeout=60, check=False).stdout.strip()
                  for who, cmd in (("a", jail), ("b", jail_b))}
@@ -359,6 +385,149 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
     assert "--uid-owner" not in rules, "a's environment is gone, and so is a's way out"
     assert not client.containers.list(all=True, filters={"label": f"io.ladderlab.env-id={conn['env_id']}"})
 
+@pytest.mark.docker
+def test_three_learners_hand_in_and_the_trainer_watches_it_live(hub, images, client, settings):
+    """Issue 15's acceptance: with the trainer's cohort page open, b hands in the lab as released (no work) from
+    a kernel while c, in chromium, opens the lab in JupyterLab on the hub, fills the solution cells, runs the
+    notebook (c's environment comes up through the service), saves and hands in with ``lab.submit()``: the
+    result and c's ladder are shown under the cell. The trainer's page shows both graded results without a
+    reload; c's ladder page shows c's ladder and no one else's. (a handed in in the test before.)"""
+    from ladderlab import browser
+    from tests.integration.test_engineer_browser import _run_all, _save, _solutions, _wait_idle, _wait_notebook
+
+    a, b, c = LEARNERS
+    tokens = {learner: api(hub, "POST", f"/users/{learner}/tokens", json={"expires_in": 1800}).json()["token"]
+              for learner in LEARNERS}
+    service = f"{hub['url']}/services/ladderlab"
+    home_b, home_c = accounts.lookup(b), accounts.lookup(c)
+    assert home_b is not None and home_c is not None
+    released = home_c.home / LAB / f"{LAB}.ipynb"
+    handed_out = nbformat.read(str(released), as_version=4)
+    mine_b = home_b.home / LAB / f"{LAB}.ipynb"  # b hands the lab in as released (b's copy was kept from b above)
+    if not mine_b.exists():
+        mine_b.parent.mkdir(exist_ok=True)
+        shutil.copy(released, mine_b)
+        for path in (mine_b.parent, mine_b):
+            os.chown(path, home_b.uid, home_b.gid)
+    solutions = _solutions(settings.root / "labs" / LAB / f"{LAB}.ipynb")
+    submit_b = ("import json, ladderlab\n"
+                f"lab = ladderlab.start({LAB!r}, show=False)\n"
+                f"sub = lab.submit({str(home_b.home / LAB / (LAB + '.ipynb'))!r}, timeout=600)\n"
+                "print(json.dumps({k: sub[k] for k in ('student', 'status', 'score', 'max_score', 'passed')}))")
+    b_proc = None
+    try:
+        with browser.pages(2) as (trainer, page):
+            open_cohort_page(hub, trainer)
+            trainer.wait_for_selector("#live[data-state='live']", timeout=30_000)
+            trainer.evaluate("window.notReloaded = true")
+            b_proc = subprocess.Popen([*jail_command(settings, b), "--", sys.executable, "-c", submit_b],
+                                      env=kernel_env(hub, tokens[b]), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+            # c logs in through the hub and lands in JupyterLab on the released lab, in c's own home.
+            target = f"/user/{c}/lab/tree/{LAB}/{LAB}.ipynb"
+            page.goto(f"{hub['url']}/hub/login?next=" + urllib.parse.quote(target))
+            page.fill("#username_input", c)
+            page.fill("#password_input", hub["passwords"][c])
+            page.click("#login_submit")
+            server = {"base": f"{hub['url']}/user/{c}", "token": tokens[c], "log": hub["log"]}
+            _wait_notebook(page, handed_out, server, f"{LAB}.ipynb", timeout=180)
+            # No nbgrader in a hub learner's JupyterLab: no instructor tool, no Assignments panel without an exchange.
+            menus = page.locator(".lm-MenuBar-itemLabel").all_inner_texts()
+            sidebars = " ".join(page.locator(".jp-SideBar .lm-TabBar-tab").evaluate_all(
+                "els => els.map(e => (e.title || '') + ' ' + (e.dataset.id || '') + ' ' + e.textContent)"))
+            assert "Nbgrader" not in menus and "assignment" not in sidebars.lower(), (menus, sidebars)
+            panel = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+            cells = page.locator(f"{panel} .jp-CodeCell")
+            todo = [i for i, text in enumerate(cells.locator(".cm-content").evaluate_all(
+                "els => els.map(e => e.textContent)")) if "YOUR CODE HERE" in text]
+            assert len(todo) == len(solutions), (todo, list(solutions))
+            for i, code in zip(todo, solutions.values(), strict=True):
+                editor = cells.nth(i).locator(".cm-content")
+                editor.scroll_into_view_if_needed()
+                editor.click()
+                page.keyboard.press("Control+a")
+                page.keyboard.insert_text(code)
+                page.keyboard.press("Escape")
+            _save(page)
+            _run_all(page)
+            _wait_idle(page, timeout=600)
+            printed = " ".join(page.locator(f"{panel} .jp-OutputArea-output").all_inner_texts())
+            assert "\u2713 expiry-statuses:" in printed and "\u2713 json-format:" in printed, printed[-2000:]
+            # The trainer sees c's environment come up (the page's events, no reload).
+            trainer.wait_for_function("([sel, lab]) => document.querySelector(sel).textContent.includes(lab)",
+                                      arg=[f"#cohort tr[data-learner='{c}'] td.envs", LAB], timeout=30_000)
+            # Hand in from the notebook: a last cell, saved before it runs (what is handed in is the file).
+            cells.last.locator(".jp-InputPrompt").click()
+            page.keyboard.press("b")
+            page.keyboard.press("Enter")
+            page.keyboard.insert_text("sub = lab.submit()")
+            page.keyboard.press("Escape")
+            _save(page)
+            page.keyboard.press("Shift+Enter")
+            _wait_idle(page, timeout=900)
+            last = page.locator(f"{panel} .jp-CodeCell", has_text="sub = lab.submit()")  # Shift+Enter added one below
+            last.scroll_into_view_if_needed()  # JupyterLab renders only the cells in view
+            try:
+                last.locator(".jp-OutputArea-output", has_text="Your ladder").wait_for(timeout=30_000)
+            except Exception as exc:
+                page.screenshot(path=str(Path(hub["cache"]).parent / "handed-in.png"))
+                raise AssertionError(f"no result under the cell: {last.inner_text()[-3000:]!r}") from exc
+            shown = last.locator(".jp-OutputArea").inner_text()
+            assert re.search(rf"{LAB}: (\d+)/\1, passed", shown), shown[-2000:]
+            assert f"Your ladder, {c}" in shown and "nothing yet" not in shown, shown[-2000:]
+            out, err = b_proc.communicate(timeout=900)
+            assert b_proc.returncode == 0, err[-3000:]
+            got_b = json.loads(out.strip().splitlines()[-1])
+            assert got_b["student"] == b and got_b["passed"] is False and got_b["score"] < got_b["max_score"], got_b
+            # The trainer's page: c graded and passed, b graded and not passed; never reloaded.
+            for learner, verdict in ((c, "passed"), (b, "not passed")):
+                trainer.wait_for_function(
+                    "([sel, verdict]) => { const t = document.querySelector(sel).textContent;"
+                    " return t.startsWith('graded') && t.includes(' ' + verdict); }",
+                    arg=[f"#cohort tr[data-learner='{learner}'] td.lab[data-lab='{LAB}']", verdict], timeout=30_000)
+            assert trainer.evaluate("window.notReloaded") is True
+            assert trainer.errors == [], trainer.errors  # type: ignore[attr-defined]
+            # c's own ladder page: c's ladder, the lab demonstrated; asking for another learner's is refused.
+            tab = page.context.new_page()  # a tab of c's (JupyterLab's unsaved notebook would hold the page back)
+            tab.goto(f"{service}/ladder")
+            text = tab.locator("body").inner_text()
+            assert f"Your ladder, {c}" in text and "nothing yet" not in text and a not in text, text
+            assert tab.goto(f"{service}/ladder?learner={a}").status == 400
+        # Each token gets its owner's ladder: a passed the lab in the test before, b did not.
+        ladders = {who: requests.get(f"{service}/api/ladder", timeout=60,
+                                     headers={"Authorization": f"token {tokens[who]}"}).json() for who in LEARNERS}
+        assert {who: d["learner"] for who, d in ladders.items()} == {a: a, b: b, c: c}, ladders
+        assert ladders[a]["shown"] and ladders[c]["shown"] and not ladders[b]["shown"], ladders
+    finally:
+        if b_proc is not None and b_proc.poll() is None:
+            b_proc.kill()
+        for learner in (b, c):
+            requests.delete(f"{service}/api/labs/{LAB}/env", timeout=300,
+                            headers={"Authorization": f"token {tokens[learner]}"})
+    for learner in (b, c):
+        assert not client.containers.list(all=True, filters={"label": f"io.ladderlab.learner={learner}"}), learner
+
+
+def jail_command(settings, learner: str) -> list[str]:
+    """The jail the hub starts ``learner``'s server in (what their kernels run in), ready for ``-- CMD``."""
+    from ladderlab.hub.config import hidden_paths, interpreter_view
+
+    hide, expose = interpreter_view()
+    root = settings.root.resolve()
+    jail = [sys.executable, "-m", "ladderlab.hub.jail", "--user", f"ll-{learner}"]
+    for path in [*hidden_paths(settings), *hide]:
+        jail += ["--hide", path]
+    for path in [*(str(p) for p in (root / ".venv", root / "src") if p.is_dir()), *expose]:
+        jail += ["--expose", path]
+    return jail
+
+
+def kernel_env(hub, token: str) -> dict[str, str]:
+    """A learner's kernel's environment on the hub: their server's token and the service's URL, nothing else."""
+    return {"PATH": os.environ["PATH"], "JUPYTERHUB_API_TOKEN": token,
+            "LADDERLAB_SERVICE_URL": f"{hub['url']}/services/ladderlab/",
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {})}
+
 
 @contextlib.contextmanager
 def trainer_view(hub):
@@ -366,12 +535,17 @@ def trainer_view(hub):
     from ladderlab import browser
 
     with browser.page(1280, 800) as page:
-        page.goto(f"{hub['url']}/hub/login?next=" + urllib.parse.quote("/services/ladderlab/cohort"))
-        page.fill("#username_input", TRAINER)
-        page.fill("#password_input", hub["passwords"][TRAINER])
-        page.click("#login_submit")
-        page.wait_for_selector("#cohort tbody tr", timeout=60_000)
-        yield page
+        yield open_cohort_page(hub, page)
+
+
+def open_cohort_page(hub, page):
+    """``page`` logged in to the hub as the trainer, on the service's cohort page."""
+    page.goto(f"{hub['url']}/hub/login?next=" + urllib.parse.quote("/services/ladderlab/cohort"))
+    page.fill("#username_input", TRAINER)
+    page.fill("#password_input", hub["passwords"][TRAINER])
+    page.click("#login_submit")
+    page.wait_for_selector("#cohort tbody tr", timeout=60_000)
+    return page
 
 
 def test_the_hub_stops_with_its_servers_on_sigterm_and_refuses_a_cohort_without_passwords(hub, settings):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -135,3 +136,60 @@ def test_trainers_are_kept_apart_from_learners_and_reach_the_hubs_config(tmp_pat
     (tmp_path / "private" / "trainers.json").write_text('{"tess": 1}')
     with pytest.raises(UsageError, match=r"trainers\.json: expected a list"):
         run.trainers(tmp_path)
+
+
+def test_the_hand_out_places_released_notebooks_and_never_over_the_learners_work(tmp_path):
+    """hub/workspace.place_all (what runs as the learner): new labs fetched, untouched ones updated, changed ones
+    kept with the new release beside them, a folder the learner cannot write reported, and no path out of the
+    home accepted."""
+    from ladderlab.hub import workspace
+
+    home = tmp_path / "home"
+    home.mkdir()
+    v1 = {"start-here.ipynb": '{"v": 1}', "lab-a/lab-a.ipynb": '{"a": 1}', "lab-b/lab-b.ipynb": '{"b": 1}'}
+    assert workspace.place_all(home, v1) == dict.fromkeys(v1, "fetched")
+    assert (home / "lab-a" / "lab-a.ipynb").read_text() == '{"a": 1}'
+    (home / "lab-b" / "lab-b.ipynb").write_text('{"b": "my work"}')
+    v2 = {**v1, "lab-a/lab-a.ipynb": '{"a": 2}', "lab-b/lab-b.ipynb": '{"b": 2}'}
+    done = workspace.place_all(home, v2)
+    assert done["start-here.ipynb"] == "kept" and done["lab-a/lab-a.ipynb"] == "updated"
+    assert done["lab-b/lab-b.ipynb"].startswith("changed since you started")
+    assert (home / "lab-b" / "lab-b.ipynb").read_text() == '{"b": "my work"}', "the learner's work stays"
+    beside = [p.name for p in (home / "lab-b").iterdir() if ".updated-" in p.name]
+    assert len(beside) == 1 and (home / "lab-b" / beside[0]).read_text() == '{"b": 2}'
+    assert (home / "lab-a" / "lab-a.ipynb").read_text() == '{"a": 2}'
+    locked = home / "lab-c"
+    locked.mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root writes anyway: the learner's process is never root (the jail drops it)
+        assert workspace.place_all(home, {"lab-c/lab-c.ipynb": "{}"})["lab-c/lab-c.ipynb"].startswith("not placed")
+    for bad in ("../x.ipynb", "/etc/x.ipynb", "a/b/c.ipynb", "lab-a/lab-a.py"):
+        with pytest.raises(ValueError, match="not a workspace notebook"):
+            workspace.place_all(home, {bad: "{}"})
+    released = tmp_path / "outbound"
+    (released / "lab-a").mkdir(parents=True)
+    (released / "lab-a" / "lab-a.ipynb").write_text('{"a": 3}')
+    start = tmp_path / "start-here.ipynb"
+    start.write_text('{"s": 1}')
+    assert workspace.released(released, ["lab-a", "not-released"], start) == {
+        "start-here.ipynb": '{"s": 1}', "lab-a/lab-a.ipynb": '{"a": 3}'}
+
+
+def test_a_hub_learners_jupyter_has_no_nbgrader(tmp_path, settings):
+    """The learners' Jupyter config: nbgrader's lab extension and every server extension off, readable by all,
+    on the servers' JUPYTER_CONFIG_PATH."""
+    from traitlets.config import Config
+
+    plan = config.HubPlan(root=tmp_path, settings=settings, learners=("ada",))
+    c = Config()
+    config.configure(c, plan)
+    conf = plan.learner_jupyter_config
+    assert c.Spawner.environment["JUPYTER_CONFIG_PATH"] == str(conf)
+    page = json.loads((conf / "labconfig" / "page_config.json").read_text())
+    assert page == {"disabledExtensions": {"@jupyter/nbgrader": True}}
+    server = json.loads((conf / "jupyter_server_config.json").read_text())["ServerApp"]["jpserver_extensions"]
+    assert set(server) == set(config.NBGRADER_SERVER_EXTENSIONS) and not any(server.values())
+    for path in (conf / "labconfig" / "page_config.json", conf / "jupyter_server_config.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    outbound, labs = config.released(settings)
+    assert c.LadderlabSpawner.released_from == str(outbound) and c.LadderlabSpawner.released_labs == labs
+    assert labs and all(isinstance(lab, str) for lab in labs)

@@ -126,6 +126,11 @@ def test_hostile_text_is_inert_in_what_a_notebook_shows(settings):
     view = LadderView(learner, course, progress(course, learner, [
         Entry(1, hostile_evidence(learner, "sec-1-iptables-hardening"), "", "1" * 64)], manual=()))
     assert_inert(view._repr_html_() or "", "ladder view", shown=4)
+    from ladderlab.lab.ladder_view import Ladder
+    from ladderlab.templating import render
+
+    page = render("hub/ladder.html.j2", **Ladder(view.data(), link=lambda lab: f"/user/x/{lab}").values())
+    assert_inert(page, "the hub's ladder page", shown=5)
 
     conn = Connection(lab=f"lab{HOSTILE}", env_id=f"env{HOSTILE}", learner=learner,
                       params={f"param{HOSTILE}": HOSTILE}, expires=time.time() + 120,

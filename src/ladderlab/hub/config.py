@@ -39,6 +39,11 @@ class HubPlan:
     def homes(self) -> Path:
         return self.root / "home"
 
+    @property
+    def learner_jupyter_config(self) -> Path:
+        """The learners' servers' own Jupyter config (readable by all, written by the hub): nbgrader off."""
+        return self.root / "public" / "jupyter"
+
 
 def prepare(plan: HubPlan) -> None:
     """The hub's directories: private/ 0700, home/ 0755 (each home inside is the learner's own, 0700)."""
@@ -46,6 +51,31 @@ def prepare(plan: HubPlan) -> None:
     plan.private.chmod(0o700)
     plan.homes.mkdir(parents=True, exist_ok=True)
     plan.homes.chmod(0o755)
+    write_learner_jupyter_config(plan.learner_jupyter_config)
+
+
+#: nbgrader's server extensions, all off in a learner's server on a hub: its instructor tools have no course there,
+#: and its Assignments panel would look for an exchange on the server's own disk, which a hub learner does not
+#: share with anyone (hand-in is ``lab.submit()`` through the ladderlab service).
+NBGRADER_SERVER_EXTENSIONS = ("nbgrader.server_extensions.formgrader", "nbgrader.server_extensions.course_list",
+                              "nbgrader.server_extensions.assignment_list",
+                              "nbgrader.server_extensions.validate_assignment")
+
+
+def write_learner_jupyter_config(conf: Path) -> None:
+    """``conf`` (on the learners' ``JUPYTER_CONFIG_PATH``): nbgrader's JupyterLab extension and its server
+    extensions disabled. Written at every start, 0755/0644, root's: a learner reads it and cannot change it."""
+    import json
+
+    (conf / "labconfig").mkdir(parents=True, exist_ok=True)
+    for d in (conf.parent, conf, conf / "labconfig"):
+        d.chmod(0o755)
+    (conf / "labconfig" / "page_config.json").write_text(json.dumps(
+        {"disabledExtensions": {"@jupyter/nbgrader": True}}, indent=1))
+    (conf / "jupyter_server_config.json").write_text(json.dumps(
+        {"ServerApp": {"jpserver_extensions": dict.fromkeys(NBGRADER_SERVER_EXTENSIONS, False)}}, indent=1))
+    for f in (conf / "labconfig" / "page_config.json", conf / "jupyter_server_config.json"):
+        f.chmod(0o644)
 
 
 def hidden_paths(settings: Settings) -> list[str]:
@@ -69,6 +99,17 @@ def interpreter_view() -> tuple[list[str], list[str]]:
         if not ancestor.stat().st_mode & 0o001:
             return [str(ancestor)], [str(base)]
     return [], []
+
+
+def released(settings: Settings) -> tuple[Path, list[str]]:
+    """Where nbgrader released the course's labs (the service's exchange), and the published labs: what each
+    learner's home is given when their server starts (:mod:`ladderlab.hub.workspace`)."""
+    from ladderlab.course import load_course
+    from ladderlab.service.paths import ServicePaths
+
+    course = load_course(settings.course_file, "course.yaml")
+    outbound = ServicePaths.of(settings).exchange / course.id / "outbound"
+    return outbound, [lab.id for lab in course.labs if lab.status == "published"]
 
 
 def configure(c: Any, plan: HubPlan) -> None:
@@ -99,8 +140,13 @@ def configure(c: Any, plan: HubPlan) -> None:
     root = plan.settings.root.resolve()
     c.LadderlabSpawner.expose = [str(p) for p in (root / ".venv", root / "src") if p.is_dir()] + expose
     c.LadderlabSpawner.server_command = [str(venv_bin / "jupyterhub-singleuser")]
+    released_from, labs = released(plan.settings)
+    c.LadderlabSpawner.released_from = str(released_from)
+    c.LadderlabSpawner.released_labs = labs
+    c.LadderlabSpawner.start_here = str(plan.settings.root / "start-here.ipynb")
     c.Spawner.environment = {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
                              "LADDERLAB_SERVICE_URL": f"http://127.0.0.1:{plan.port}/services/ladderlab/",
+                             "JUPYTER_CONFIG_PATH": str(plan.learner_jupyter_config),
                              **plan.extra_env}
     c.Spawner.default_url = "/lab"
     c.Spawner.http_timeout = 60

@@ -145,10 +145,16 @@ def write_config(plan: HubPlan) -> Path:
 
 def start(settings: Settings, cohort: str, root: Path, port: int, say: Callable[[str], None]) -> int:
     """Run the cohort's hub in the foreground; its exit code."""
+    from ladderlab.service.handin import ensure_released
+    from ladderlab.service.paths import ServicePaths
+
     plan = _plan(settings, cohort, root, port)
     config = write_config(plan)
     for learner in plan.learners:
         accounts.ensure(learner, plan.homes)
+    # What each learner's server is handed when it starts: the published labs as nbgrader released them (cheap when
+    # nothing changed since `cohort add` or `cohort release` did it).
+    ensure_released(settings, ServicePaths.of(settings), say, skip_broken=True)
     say(f"hub for cohort {cohort}: {len(plan.learners)} learner(s), http://127.0.0.1:{plan.port}/ "
         f"(state in {plan.private}; stop with Ctrl-C)")
     log = (plan.private / "jupyterhub.log").open("a")

@@ -7,7 +7,8 @@ request names a learner, and one that tries (``?learner=`` / ``?user=``) is refu
 an unauthenticated request with 401 JSON, never a redirect to a login page.
 
 Learners: ``GET api/whoami``; ``api/labs/<lab>/env`` (POST start or reattach, GET, DELETE); ``answers``, ``check``
-and ``hints`` of a lab; hand-in (``api/labs/<lab>/submissions``) and the caller's own submissions.
+and ``hints`` of a lab; hand-in (``api/labs/<lab>/submissions``) and the caller's own submissions; the caller's
+own ladder, ``api/ladder`` (what ``ladderlab.my_ladder()`` shows in a learner's notebook) and ``ladder`` (a page).
 Trainers (the ``custom:ladderlab:trainer`` scope; 403 for anyone else): ``cohort``, the live cohort view (a page
 that follows ``api/cohort/events``, server-sent events), and ``api/cohort``, the same snapshot once
 (:mod:`ladderlab.hub.cohortview`).
@@ -418,6 +419,45 @@ class PracticeHandler(EnvHandler):
         self.finish({"used": await self._call(self.practice.hints_used, self.learner, lab_id)})
 
 
+def _ladder_of(learner: str) -> dict[str, Any]:
+    """The learner's own ladder as shown (:meth:`LadderView.data`), from the record only the service reads."""
+    from ladderlab.lab.ladder_view import learner_ladder
+
+    return learner_ladder(learner).data()
+
+
+class LadderApi(ApiHandler):
+    """``api/ladder``: the caller's own ladder; nobody else's, whoever asks (a request never names a learner)."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        data = await asyncio.get_running_loop().run_in_executor(None, _ladder_of, self.learner)
+        self.finish(data)
+
+
+class LadderPage(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
+    """``ladder``: the caller's own ladder in the browser (the hub's OAuth; a page, so a login when needed), its
+    labs linked to the caller's own server. No script, rendered from a template with autoescaping."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        from urllib.parse import quote
+
+        from ladderlab.lab.ladder_view import Ladder
+        from ladderlab.templating import render
+
+        if any(k in self.request.arguments for k in ("learner", "user", "student")):
+            raise web.HTTPError(400, "a request never names a learner: you see your own ladder")
+        user = self.current_user
+        assert user is not None
+        learner = str(user["name"])
+        data = await asyncio.get_running_loop().run_in_executor(None, _ladder_of, learner)
+        base = os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/")
+        ladder = Ladder(data, link=lambda lab: f"{base}/user/{quote(learner)}/lab/tree/{quote(lab)}/{quote(lab)}.ipynb")
+        self.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+        self.finish(render("hub/ladder.html.j2", **ladder.values()))
+
+
 class CohortFeed:
     """The cohort's snapshot, computed at most once a second however many trainers watch (``cohort``: the hub's
     cohort, ``LADDERLAB_HUB_COHORT``; None: this hub runs none)."""
@@ -530,6 +570,8 @@ def make_app() -> web.Application:
         (prefix + r"api/labs/([a-z0-9][a-z0-9-]*)/(answers|check|hints)(?:/([a-z0-9][a-z0-9-]*))?", PracticeHandler),
         (prefix + r"api/labs/([a-z0-9][a-z0-9-]*)/submissions", SubmissionHandler),
         (prefix + r"api/submissions/([^/]+)", SubmissionHandler),  # a key, percent-encoded (nbgrader's has spaces)
+        (prefix + "api/ladder", LadderApi),
+        (prefix + "ladder", LadderPage),
         (prefix + "cohort", CohortPage),
         (prefix + "static/cohort.js", CohortScript),
         (prefix + "api/cohort", CohortApi),

@@ -5,6 +5,8 @@ runs a learner's code as the hub's user, or as any account ladderlab did not mak
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,9 @@ class LadderlabSpawner(LocalProcessSpawner):  # type: ignore[misc]
     expose = List(Unicode(), help="directories inside hidden ones, shown read-only").tag(config=True)
     server_command = List(Unicode(), default_value=["jupyterhub-singleuser"],
                           help="the server, run as the learner inside the jail").tag(config=True)
+    released_from = Unicode("", help="nbgrader's outbound exchange of the course: the released labs").tag(config=True)
+    released_labs = List(Unicode(), help="the labs handed to each learner's home").tag(config=True)
+    start_here = Unicode("", help="the course's start-here.ipynb, handed out too").tag(config=True)
 
     _started_as: accounts.Account | None = None
 
@@ -30,14 +35,36 @@ class LadderlabSpawner(LocalProcessSpawner):  # type: ignore[misc]
             self._started_as = accounts.ensure(self.user.name, Path(self.home_root))
         return self._started_as
 
-    def jail_command(self, account: accounts.Account) -> list[str]:
+    def jail_command(self, account: accounts.Account, command: list[str] | None = None) -> list[str]:
+        """The jail for ``account`` around ``command`` (the server by default)."""
         args = [sys.executable, "-m", "ladderlab.hub.jail", "--user", account.name]
         for path in self.hide:
             if Path(path).exists() or Path(path).is_symlink():
                 args += ["--hide", path]
         for path in self.expose:
             args += ["--expose", path]
-        return [*args, "--", *self.server_command]
+        return [*args, "--", *(command or self.server_command)]
+
+    def hand_out(self, account: accounts.Account) -> None:
+        """The released labs and the start page into the learner's home, placed by the learner's own process in
+        the jail (:mod:`ladderlab.hub.workspace`). A failure is logged and the server starts anyway: the
+        learner's work is in their home whatever the hand-out did."""
+        from ladderlab.hub import workspace
+
+        if not self.released_from:
+            return
+        notebooks = workspace.released(Path(self.released_from), self.released_labs,
+                                       Path(self.start_here) if self.start_here else None)
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+               **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {})}
+        command = self.jail_command(account, [sys.executable, "-m", "ladderlab.hub.workspace"])
+        try:
+            done = workspace.hand_out(command, notebooks, env=env)
+        except Exception as exc:
+            self.log.warning("workspace of %s not handed out: %s", account.learner, exc)
+            return
+        changed = {k: v for k, v in done.items() if v != "kept"}
+        self.log.info("workspace of %s: %d notebook(s), %s", account.learner, len(done), changed or "all kept")
 
     def make_preexec_fn(self, name: str) -> None:
         """Nothing: the jail starts as root and drops to the learner's account itself (after mounting)."""
@@ -51,5 +78,7 @@ class LadderlabSpawner(LocalProcessSpawner):  # type: ignore[misc]
 
     async def start(self) -> Any:
         self._started_as = None  # each start checks the account again (it may have been removed meanwhile)
-        self.cmd = self.jail_command(self._account())
+        account = self._account()
+        await asyncio.get_running_loop().run_in_executor(None, self.hand_out, account)
+        self.cmd = self.jail_command(account)
         return await super().start()

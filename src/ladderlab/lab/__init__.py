@@ -379,6 +379,10 @@ class Lab:
                 shown = now
             if sub["lines"]:
                 handle.show("\n".join(sub["lines"]))
+                if sub.get("passed"):  # your ladder, as the service reads it for you (the record is out of reach)
+                    from ladderlab.lab.ladder_view import my_ladder
+
+                    _show(my_ladder())
                 return sub
             if time.monotonic() > deadline:
                 raise LabError(f"{self.id}: still {sub['status']} after {timeout:g} s (key {key}); the grading "

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 
 def notebook_link(lab_id: str) -> str:
     """Where a lab's notebook is, relative to start-here.ipynb: the workspace's released copy when JupyterLab
-    serves a workspace (``ladderlab lab``), else the course's source (``ladderlab lab --author``)."""
-    import os
-
-    if os.environ.get("LADDERLAB_WORKSPACE"):
+    serves a workspace (``ladderlab lab``, a hub's learner server), else the course's source
+    (``ladderlab lab --author``)."""
+    if os.environ.get("LADDERLAB_WORKSPACE") or os.environ.get("JUPYTERHUB_USER"):
         return f"{lab_id}/{lab_id}.ipynb"
     return f"labs/{lab_id}/{lab_id}.ipynb"
 
@@ -33,13 +34,22 @@ class LadderView:
                         for lab in rung.missing]
         return out
 
+    def data(self) -> dict[str, Any]:
+        """What the learner is shown, as plain data: what the hub's service sends a learner's kernel (api/ladder)
+        and what :class:`Ladder` shows, in a notebook or on the service's page."""
+        return {"learner": self.learner,
+                "levels": [[t.name, self.progress.levels[t.id]] for t in self.course.ladder.tracks],
+                "shown": [[self.course.track(t).name, lvl, self._claim(t, lvl, c)]
+                          for (t, lvl), c in sorted(self.progress.cells.items())
+                          if c.demonstrated and lvl <= self.progress.levels[t]],
+                "next_labs": [{"track": name, "level": level, "id": lab, "title": title}
+                              for name, level, lab, title in self.next_labs()]}
+
     def __repr__(self) -> str:
-        lines = [f"ladder of {self.learner}:"]
-        for t in self.course.ladder.tracks:
-            lines.append(f"  {t.name:<28} level {self.progress.levels[t.id]}")
-        for name, level, lab, title in self.next_labs():
-            lines.append(f"  next: {name} L{level} <- {lab} ({title}): {notebook_link(lab)}")
-        return "\n".join(lines)
+        return repr(Ladder(self.data()))
+
+    def _repr_html_(self) -> str | None:
+        return Ladder(self.data())._repr_html_()
 
     def _waiting(self, lab: str) -> str:
         """`` (automatic part passed; awaiting the trainer's manual grade)`` for a lab with a rubric, else ""."""
@@ -56,20 +66,54 @@ class LadderView:
             said += " (automatic checks + a trainer's manual rubric grade)"
         return f" (in part: {cell.claim}): {said}" if cell.partial else f": {said}"
 
+class Ladder:
+    """A learner's ladder as shown (:meth:`LadderView.data`): text, or HTML in a notebook. ``link`` makes a lab's
+    notebook link from its id (the workspace's copy by default)."""
+
+    def __init__(self, data: dict[str, Any], link: Callable[[str], str] = notebook_link) -> None:
+        self.data = data
+        self.link = link
+
+    @property
+    def learner(self) -> str:
+        return str(self.data["learner"])
+
+    def __repr__(self) -> str:
+        lines = [f"ladder of {self.learner}:"]
+        for name, level in self.data["levels"]:
+            lines.append(f"  {name:<28} level {level}")
+        for lab in self.data["next_labs"]:
+            lines.append(f"  next: {lab['track']} L{lab['level']} <- {lab['id']} ({lab['title']}): "
+                         f"{self.link(lab['id'])}")
+        return "\n".join(lines)
+
+    def values(self) -> dict[str, Any]:
+        """The values of ``lab/ladder.html.j2`` (also included by the service's page, ``hub/ladder.html.j2``)."""
+        return {"learner": self.learner, "levels": self.data["levels"], "shown": self.data["shown"],
+                "next_labs": [{**lab, "link": self.link(lab["id"])} for lab in self.data["next_labs"]]}
+
     def _repr_html_(self) -> str | None:
         from ladderlab.lab import _html
 
-        return _html("lab/ladder.html.j2", learner=self.learner,
-                     levels=[(t.name, self.progress.levels[t.id]) for t in self.course.ladder.tracks],
-                     shown=[(self.course.track(t).name, lvl, self._claim(t, lvl, c))
-                            for (t, lvl), c in sorted(self.progress.cells.items())
-                            if c.demonstrated and lvl <= self.progress.levels[t]],
-                     next_labs=[{"track": name, "level": level, "link": notebook_link(lab), "title": title, "id": lab}
-                                for name, level, lab, title in self.next_labs()])
+        return _html("lab/ladder.html.j2", **self.values())
 
 
-def my_ladder(learner: str | None = None) -> LadderView:
-    """The learner's own ladder from the evidence record (levels, demonstrated cells, next labs)."""
+def my_ladder(learner: str | None = None) -> Any:
+    """The learner's own ladder from the evidence record (levels, demonstrated cells, next labs). On a hub the
+    record is out of the learner's reach: the ladderlab service answers, for the hub user this server runs as
+    and nobody else."""
+    from ladderlab.lab import SERVICE_URL_ENV, LabError, _service_call
+
+    if os.environ.get(SERVICE_URL_ENV) and os.environ.get("JUPYTERHUB_API_TOKEN"):
+        ladder = Ladder(_service_call("GET", "api/ladder"))
+        if learner is not None and learner != ladder.learner:
+            raise LabError(f"on a hub you see your own ladder only ({ladder.learner}), not {learner}'s")
+        return ladder
+    return learner_ladder(learner)
+
+
+def learner_ladder(learner: str | None = None) -> LadderView:
+    """The ladder of ``learner`` (default: this session's) read from the evidence record, on the trusted side."""
     from ladderlab.config import Settings
     from ladderlab.course import load_course
     from ladderlab.course.labs import lab_rubrics
