@@ -186,6 +186,29 @@ def test_each_server_runs_jailed_as_its_learner_and_reaches_only_their_own(hub, 
             text = path.read_text()
             assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, (learner, name)
     assert list(canary.iterdir()) == [], "the hand-out wrote through b's link as root"
+    # What a's code reaches, run where a's kernels run: not the engine's socket, the course, the cache's keys and
+    # records, b's home, or b's server's files.
+    a, b = LEARNERS[:2]
+    targets = {"docker": "/var/run/docker.sock", "course": str(settings.root / "course.yaml"),
+               "solutions": str(settings.root / "labs" / LAB / f"{LAB}.ipynb"),
+               "cache": str(Path(hub["cache"]) / "keys"), "b-home": str(accounts.lookup(b).home / "start-here.ipynb")}
+    probe = ("import json, os, socket\nout = {}\n"
+             f"for name, path in {targets!r}.items():\n"
+             "    try:\n"
+             "        if name == 'docker':\n"
+             "            s = socket.socket(socket.AF_UNIX); s.connect(path); out[name] = 'reached'\n"
+             "        elif os.path.isdir(path):\n"
+             "            out[name] = 'listed ' + str(len(os.listdir(path)))\n"
+             "        else:\n"
+             "            open(path).read(1); out[name] = 'read'\n"
+             "    except OSError as e:\n"
+             "        out[name] = type(e).__name__\n"
+             "print(json.dumps(out))")
+    r = subprocess.run([*jail_command(settings, a), "--", sys.executable, "-c", probe], capture_output=True, text=True,
+                       timeout=60, check=False, env={"PATH": os.environ["PATH"]})
+    assert r.returncode == 0, r.stderr[-2000:]
+    reached = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not [k for k, v in reached.items() if v == "reached" or v == "read" or v.startswith("listed")], reached
     assert "not placed" in hub["log"].read_text(), "the hub says what it could not place"
     trap.unlink()
     pids = {learner: server_pid(learner) for learner in LEARNERS}
@@ -456,6 +479,18 @@ def test_three_learners_hand_in_and_the_trainer_watches_it_live(hub, images, cli
             # The trainer sees c's environment come up (the page's events, no reload).
             trainer.wait_for_function("([sel, lab]) => document.querySelector(sel).textContent.includes(lab)",
                                       arg=[f"#cohort tr[data-learner='{c}'] td.envs", LAB], timeout=30_000)
+            # Quotas: c may have 2 environments at once (the service's default); a third start is refused, saying why.
+            other = "sec-1-iptables-hardening"
+
+            def start(lab: str) -> requests.Response:
+                return requests.post(f"{service}/api/labs/{lab}/env", timeout=300,
+                                     headers={"Authorization": f"token {tokens[c]}"})
+
+            assert start(other).status_code == 200
+            r = start("sre-5-strace-debugging")
+            assert r.status_code == 429 and "quota" in r.json()["message"] and LAB in r.json()["message"], r.text
+            requests.delete(f"{service}/api/labs/{other}/env", timeout=300,
+                            headers={"Authorization": f"token {tokens[c]}"})
             # Hand in from the notebook: a last cell, saved before it runs (what is handed in is the file).
             cells.last.locator(".jp-InputPrompt").click()
             page.keyboard.press("b")
