@@ -163,8 +163,11 @@ def test_each_server_runs_jailed_as_its_learner_and_reaches_only_their_own(hub, 
     trap = home_b.home / LAB
     trap.symlink_to(canary, target_is_directory=True)
     os.lchown(trap, home_b.uid, home_b.gid)
-    for learner in LEARNERS:
-        spawn(hub, learner)
+    try:
+        for learner in LEARNERS:
+            spawn(hub, learner)
+    finally:
+        trap.unlink()
     # Each home is the released course: the start page and one released notebook per published lab, the learner's
     # own files, with no solution and no hidden check in them.
     from ladderlab.course import load_course
@@ -204,13 +207,17 @@ def test_each_server_runs_jailed_as_its_learner_and_reaches_only_their_own(hub, 
              "    except OSError as e:\n"
              "        out[name] = type(e).__name__\n"
              "print(json.dumps(out))")
+    assert all(os.path.lexists(path) for path in targets.values()), targets  # each is there, from root's side
     r = subprocess.run([*jail_command(settings, a), "--", sys.executable, "-c", probe], capture_output=True, text=True,
                        timeout=60, check=False, env={"PATH": os.environ["PATH"]})
     assert r.returncode == 0, r.stderr[-2000:]
     reached = json.loads(r.stdout.strip().splitlines()[-1])
-    assert not [k for k, v in reached.items() if v == "reached" or v == "read" or v.startswith("listed")], reached
+    # The socket and the checkout's files are covered (/dev/null is no socket; an empty tmpfs holds nothing), the
+    # cache's directory is a tmpfs no one may enter, b's home is b's (0700).
+    assert reached == {"docker": "ConnectionRefusedError", "course": "FileNotFoundError",
+                       "solutions": "FileNotFoundError", "cache": "PermissionError", "b-home": "PermissionError"}, \
+        reached
     assert "not placed" in hub["log"].read_text(), "the hub says what it could not place"
-    trap.unlink()
     pids = {learner: server_pid(learner) for learner in LEARNERS}
     own_mnt = os.readlink("/proc/self/ns/mnt")
     for learner, pid in pids.items():
@@ -416,7 +423,7 @@ def test_three_learners_hand_in_and_the_trainer_watches_it_live(hub, images, cli
     result and c's ladder are shown under the cell. The trainer's page shows both graded results without a
     reload; c's ladder page shows c's ladder and no one else's. (a handed in in the test before.)"""
     from ladderlab import browser
-    from tests.integration.test_engineer_browser import _run_all, _save, _solutions, _wait_idle, _wait_notebook
+    from tests.integration.test_engineer_browser import _fill, _run_all, _save, _solutions, _wait_idle, _wait_notebook
 
     a, b, c = LEARNERS
     tokens = {learner: api(hub, "POST", f"/users/{learner}/tokens", json={"expires_in": 1800}).json()["token"]
@@ -447,13 +454,16 @@ def test_three_learners_hand_in_and_the_trainer_watches_it_live(hub, images, cli
                                       env=kernel_env(hub, tokens[b]), stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True)
             # c logs in through the hub and lands in JupyterLab on the released lab, in c's own home.
-            target = f"/user/{c}/lab/tree/{LAB}/{LAB}.ipynb"
-            page.goto(f"{hub['url']}/hub/login?next=" + urllib.parse.quote(target))
-            page.fill("#username_input", c)
-            page.fill("#password_input", hub["passwords"][c])
-            page.click("#login_submit")
+            hub_login(hub, page, c, f"/user/{c}/lab/tree/{LAB}/{LAB}.ipynb")
             server = {"base": f"{hub['url']}/user/{c}", "token": tokens[c], "log": hub["log"]}
-            _wait_notebook(page, handed_out, server, f"{LAB}.ipynb", timeout=180)
+            try:
+                page.wait_for_url(re.compile(rf"/user/{c}/lab"), timeout=120_000)  # through the hub to c's server
+                page.wait_for_selector("#jp-main-dock-panel", timeout=120_000)
+                _wait_notebook(page, handed_out, server, f"{LAB}.ipynb", timeout=180)
+            except Exception as exc:  # where c's browser is and what it shows (the screenshot is beside the cache)
+                page.screenshot(path=str(Path(hub["cache"]).parent / "notebook.png"))
+                raise AssertionError(f"c's notebook did not open: at {page.url}: "
+                                     f"{page.locator('body').inner_text()[:1500]!r}") from exc
             # No nbgrader in a hub learner's JupyterLab: no instructor tool, no Assignments panel without an exchange.
             menus = page.locator(".lm-MenuBar-itemLabel").all_inner_texts()
             sidebars = " ".join(page.locator(".jp-SideBar .lm-TabBar-tab").evaluate_all(
@@ -464,14 +474,11 @@ def test_three_learners_hand_in_and_the_trainer_watches_it_live(hub, images, cli
             todo = [i for i, text in enumerate(cells.locator(".cm-content").evaluate_all(
                 "els => els.map(e => e.textContent)")) if "YOUR CODE HERE" in text]
             assert len(todo) == len(solutions), (todo, list(solutions))
-            for i, code in zip(todo, solutions.values(), strict=True):
-                editor = cells.nth(i).locator(".cm-content")
-                editor.scroll_into_view_if_needed()
-                editor.click()
-                page.keyboard.press("Control+a")
-                page.keyboard.insert_text(code)
-                page.keyboard.press("Escape")
+            _fill(page, cells, todo, solutions)
             _save(page)
+            saved = nbformat.read(str(released), as_version=4)
+            by_id = {cell.metadata.get("nbgrader", {}).get("grade_id"): cell for cell in saved.cells}
+            assert all(by_id[g].source.strip() == code.strip() for g, code in solutions.items()), "c's work is saved"
             _run_all(page)
             _wait_idle(page, timeout=600)
             printed = " ".join(page.locator(f"{panel} .jp-OutputArea-output").all_inner_texts())
@@ -573,12 +580,17 @@ def trainer_view(hub):
         yield open_cohort_page(hub, page)
 
 
+def hub_login(hub, page, user: str, then: str) -> None:
+    """``user`` logs in on the hub's login page with their issued password, and is sent on to ``then``."""
+    page.goto(f"{hub['url']}/hub/login?next=" + urllib.parse.quote(then))
+    page.fill("#username_input", user)
+    page.fill("#password_input", hub["passwords"][user])
+    page.click("#login_submit")
+
+
 def open_cohort_page(hub, page):
     """``page`` logged in to the hub as the trainer, on the service's cohort page."""
-    page.goto(f"{hub['url']}/hub/login?next=" + urllib.parse.quote("/services/ladderlab/cohort"))
-    page.fill("#username_input", TRAINER)
-    page.fill("#password_input", hub["passwords"][TRAINER])
-    page.click("#login_submit")
+    hub_login(hub, page, TRAINER, "/services/ladderlab/cohort")
     page.wait_for_selector("#cohort tbody tr", timeout=60_000)
     return page
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -190,6 +192,37 @@ def test_a_hub_learners_jupyter_has_no_nbgrader(tmp_path, settings):
     assert set(server) == set(config.NBGRADER_SERVER_EXTENSIONS) and not any(server.values())
     for path in (conf / "labconfig" / "page_config.json", conf / "jupyter_server_config.json"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644
-    outbound, labs = config.released(settings)
-    assert c.LadderlabSpawner.released_from == str(outbound) and c.LadderlabSpawner.released_labs == labs
-    assert labs and all(isinstance(lab, str) for lab in labs)
+    from ladderlab.course import load_course
+
+    course = load_course(settings.course_file)
+    assert c.LadderlabSpawner.released_labs == [lab.id for lab in course.labs if lab.status == "published"]
+    assert c.LadderlabSpawner.released_from.endswith(f"service/exchange/{course.id}/outbound")
+    # A lab that is not published is not handed out.
+    root = tmp_path / "course"
+    root.mkdir()
+    text = settings.course_file.read_text()
+    first = course.labs[0].id
+    at = text.index(f"id: {first}")
+    (root / "course.yaml").write_text(text[:at] + text[at:].replace("status: published", "status: planned", 1))
+    drafted = dataclasses.replace(settings, root=root)
+    assert first not in config.released(drafted)[1] and len(config.released(drafted)[1]) == len(course.labs) - 1
+
+
+@pytest.mark.parametrize("child, says", [
+    ("import sys; sys.stdin.read(); print('boom', file=sys.stderr); sys.exit(3)", "failed (exit 3): boom"),
+    ("import sys; sys.stdin.read(); print('[1, 2]')", "answered something else"),
+    ("import sys, json; sys.stdin.read(); print(json.dumps({'other.ipynb': 'fetched'}))", "answered something else"),
+    ("import sys; sys.stdin.read(); print('x' * 3_000_000)", "said more than"),
+    ("import time; time.sleep(30)", "failed (exit -9)"),
+])
+def test_a_hand_out_that_fails_or_answers_wrong_is_an_error(child, says):
+    """What the learner's process answers is checked: a failure, a reply that is not one result per notebook
+    sent, an endless reply or a hang are errors (HandOutError), never a result."""
+    import sys
+
+    from ladderlab.hub import workspace
+
+    with pytest.raises(workspace.HandOutError, match=re.escape(says)):
+        workspace.hand_out([sys.executable, "-c", child], {"a/a.ipynb": "{}"}, env={}, timeout=2)
+    ok = "import sys, json; json.loads(sys.stdin.read()); print(json.dumps({'a/a.ipynb': 'fetched'}))"
+    assert workspace.hand_out([sys.executable, "-c", ok], {"a/a.ipynb": "{}"}, env={}) == {"a/a.ipynb": "fetched"}

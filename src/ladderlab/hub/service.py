@@ -35,6 +35,14 @@ TRAINER_SCOPE = "custom:ladderlab:trainer"
 SERVICE = "ladderlab"
 
 
+def refuse_a_named_learner(handler: web.RequestHandler) -> None:
+    """400 for a request that names a learner (``?learner=``, ``?user=``, ``?student=``): the caller is the hub's."""
+    named = [k for k in ("learner", "user", "student") if k in handler.request.arguments]
+    if named:
+        raise web.HTTPError(400, f"a request never names a learner ({', '.join(named)}=): you are the "
+                                 f"learner you logged in as")
+
+
 class ApiHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
     """JSON in, JSON out; the caller is the hub's user behind the token or cookie."""
 
@@ -42,10 +50,7 @@ class ApiHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
         raise web.HTTPError(401, "log in to the hub (or send the server's JUPYTERHUB_API_TOKEN)")
 
     def prepare(self) -> None:
-        named = [k for k in ("learner", "user", "student") if k in self.request.arguments]
-        if named:
-            raise web.HTTPError(400, f"a request never names a learner ({', '.join(named)}=): you are the "
-                                     f"learner you logged in as")
+        refuse_a_named_learner(self)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -446,8 +451,7 @@ class LadderPage(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
         from ladderlab.lab.ladder_view import Ladder
         from ladderlab.templating import render
 
-        if any(k in self.request.arguments for k in ("learner", "user", "student")):
-            raise web.HTTPError(400, "a request never names a learner: you see your own ladder")
+        refuse_a_named_learner(self)
         user = self.current_user
         assert user is not None
         learner = str(user["name"])

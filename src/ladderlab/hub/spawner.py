@@ -6,7 +6,6 @@ runs a learner's code as the hub's user, or as any account ladderlab did not mak
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,24 +46,22 @@ class LadderlabSpawner(LocalProcessSpawner):  # type: ignore[misc]
 
     def hand_out(self, account: accounts.Account) -> None:
         """The released labs and the start page into the learner's home, placed by the learner's own process in
-        the jail (:mod:`ladderlab.hub.workspace`). A failure is logged and the server starts anyway: the
-        learner's work is in their home whatever the hand-out did."""
+        the jail (:mod:`ladderlab.hub.workspace`; ``-I``: nothing of the learner's home is imported). A failure is
+        logged and the server starts anyway: the learner's work is in their home whatever the hand-out did."""
         from ladderlab.hub import workspace
 
         if not self.released_from:
             return
         notebooks = workspace.released(Path(self.released_from), self.released_labs,
                                        Path(self.start_here) if self.start_here else None)
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
-               **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {})}
-        command = self.jail_command(account, [sys.executable, "-m", "ladderlab.hub.workspace"])
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        command = self.jail_command(account, [sys.executable, "-I", "-m", "ladderlab.hub.workspace"])
         try:
             done = workspace.hand_out(command, notebooks, env=env)
+            changed = {k: v for k, v in done.items() if v != "kept"}
+            self.log.info("workspace of %s: %d notebook(s), %r", account.learner, len(done), changed or "all kept")
         except Exception as exc:
-            self.log.warning("workspace of %s not handed out: %s", account.learner, exc)
-            return
-        changed = {k: v for k, v in done.items() if v != "kept"}
-        self.log.info("workspace of %s: %d notebook(s), %s", account.learner, len(done), changed or "all kept")
+            self.log.warning("workspace of %s not handed out: %r", account.learner, str(exc)[:500])
 
     def make_preexec_fn(self, name: str) -> None:
         """Nothing: the jail starts as root and drops to the learner's account itself (after mounting)."""

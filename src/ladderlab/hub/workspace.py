@@ -15,11 +15,15 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 #: The most a hand-out may carry (every released notebook of the course together).
 MAX_BYTES = 64 * 1024 * 1024
+#: The most the learner's process may answer (one line of JSON, a few hundred bytes in practice).
+MAX_REPLY = 1024 * 1024
 
 
 def released(outbound: Path, lab_ids: Sequence[str], start_here: Path | None) -> dict[str, str]:
@@ -35,17 +39,51 @@ def released(outbound: Path, lab_ids: Sequence[str], start_here: Path | None) ->
     return out
 
 
-def hand_out(command: Sequence[str], notebooks: dict[str, str], env: dict[str, str], timeout: float = 60) \
+def hand_out(command: Sequence[str], notebooks: dict[str, str], env: dict[str, str], timeout: float = 30) \
         -> dict[str, str]:
-    """Run ``command`` (the jail, as the learner, ending in ``python -m ladderlab.hub.workspace``) with the
-    notebooks on stdin; what happened to each (fetched, updated, kept, beside). A failure raises with the
-    child's message: a server is not started on a workspace half handed out."""
-    r = subprocess.run(list(command), input=json.dumps(notebooks), capture_output=True, text=True, timeout=timeout,
-                       check=False, env=env)
-    if r.returncode != 0:
-        raise RuntimeError(f"the workspace could not be handed out: {(r.stderr.strip() or 'no message')[-500:]}")
-    result: dict[str, str] = json.loads(r.stdout.strip().splitlines()[-1])
-    return result
+    """Run ``command`` (the jail, as the learner, ending in ``python -I -m ladderlab.hub.workspace``) with the
+    notebooks on stdin; what happened to each notebook sent (fetched, updated, kept, beside, not placed). Raises
+    :class:`HandOutError` with the child's last words when it fails, says too much (more than ``MAX_REPLY``
+    bytes: it is killed) or answers something else; the caller decides what a failure means for the server."""
+    proc = subprocess.Popen(list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env)
+    assert proc.stdin is not None and proc.stdout is not None
+    threading.Thread(target=_feed, args=(proc.stdin, json.dumps(notebooks).encode()), daemon=True).start()
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        reply = proc.stdout.read(MAX_REPLY + 1)
+        if len(reply) > MAX_REPLY:
+            proc.kill()
+        code = proc.wait()
+    finally:
+        timer.cancel()
+        proc.stdout.close()
+    text = reply[:MAX_REPLY].decode(errors="replace")
+    if len(reply) > MAX_REPLY:
+        raise HandOutError(f"the hand-out said more than {MAX_REPLY} bytes and was stopped")
+    if code != 0:
+        raise HandOutError(f"the hand-out failed (exit {code}): {(text.strip() or 'no message')[-500:]}")
+    try:
+        result = json.loads(text.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise HandOutError(f"the hand-out answered something else: {text.strip()[-200:]!r}") from None
+    if not isinstance(result, dict) or set(result) != set(notebooks) or \
+            not all(isinstance(v, str) for v in result.values()):
+        raise HandOutError(f"the hand-out answered something else: {text.strip()[-200:]!r}")
+    return {k: v[:300] for k, v in result.items()}
+
+
+class HandOutError(RuntimeError):
+    """The learner's process did not hand the workspace out."""
+
+
+def _feed(pipe: Any, data: bytes) -> None:
+    try:
+        pipe.write(data)
+        pipe.close()
+    except OSError:  # the child stopped reading (it failed, or was killed): its exit says why
+        pass
 
 
 def _safe(relative: str) -> Path:
@@ -63,16 +101,18 @@ def place_all(home: Path, notebooks: dict[str, str]) -> dict[str, str]:
     record.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     handed = _load(record)
     outcome: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(dir=record.parent) as tmp:
-        for relative, text in sorted(notebooks.items()):
-            path = _safe(relative)
-            new = Path(tmp) / path.name
-            new.write_text(text)
-            try:
-                outcome[relative] = _place(new, home / path, handed, relative)
-            except OSError as exc:  # e.g. the learner made the lab's folder something they cannot write: theirs
-                outcome[relative] = f"not placed: {exc.strerror or exc}"
-    _save(record, handed)
+    try:
+        with tempfile.TemporaryDirectory(dir=record.parent) as tmp:
+            for relative, text in sorted(notebooks.items()):
+                path = _safe(relative)  # a path out of the home is the sender's bug: refused, nothing more placed
+                new = Path(tmp) / path.name
+                try:
+                    new.write_text(text)
+                    outcome[relative] = _place(new, home / path, handed, relative)
+                except OSError as exc:  # e.g. the learner made the lab's folder something they cannot write
+                    outcome[relative] = f"not placed: {exc.strerror or exc}"
+    finally:
+        _save(record, handed)
     return outcome
 
 

@@ -10,9 +10,12 @@ from typing import Any
 
 def notebook_link(lab_id: str) -> str:
     """Where a lab's notebook is, relative to start-here.ipynb: the workspace's released copy when JupyterLab
-    serves a workspace (``ladderlab lab``, a hub's learner server), else the course's source
-    (``ladderlab lab --author``)."""
-    if os.environ.get("LADDERLAB_WORKSPACE") or os.environ.get("JUPYTERHUB_USER"):
+    serves a workspace (``ladderlab lab``), else the course's source (``ladderlab lab --author``). On a hub, the
+    server's own path to it."""
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
+    if prefix:  # a hub learner's server: absolute, so that it holds in a lab's notebook as in start-here.ipynb
+        return f"{prefix.rstrip('/')}/lab/tree/{lab_id}/{lab_id}.ipynb"
+    if os.environ.get("LADDERLAB_WORKSPACE"):
         return f"{lab_id}/{lab_id}.ipynb"
     return f"labs/{lab_id}/{lab_id}.ipynb"
 
