@@ -554,14 +554,13 @@ def test_three_learners_hand_in_and_the_trainer_watches_it_live(hub, images, cli
 
 def jail_command(settings, learner: str) -> list[str]:
     """The jail the hub starts ``learner``'s server in (what their kernels run in), ready for ``-- CMD``."""
-    from ladderlab.hub.config import hidden_paths, interpreter_view
+    from ladderlab.hub.config import jail_view
 
-    hide, expose = interpreter_view()
-    root = settings.root.resolve()
+    hide, expose = jail_view(settings)
     jail = [sys.executable, "-m", "ladderlab.hub.jail", "--user", f"ll-{learner}"]
-    for path in [*hidden_paths(settings), *hide]:
+    for path in hide:
         jail += ["--hide", path]
-    for path in [*(str(p) for p in (root / ".venv", root / "src") if p.is_dir()), *expose]:
+    for path in expose:
         jail += ["--expose", path]
     return jail
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ladderlab.config import Settings
+from ladderlab.service.workspace import INSTRUCTOR_SERVER_EXTENSIONS, write_disabled
 
 
 @dataclass(frozen=True)
@@ -57,24 +58,17 @@ def prepare(plan: HubPlan) -> None:
 #: nbgrader's server extensions, all off in a learner's server on a hub: its instructor tools have no course there,
 #: and its Assignments panel would look for an exchange on the server's own disk, which a hub learner does not
 #: share with anyone (hand-in is ``lab.submit()`` through the ladderlab service).
-NBGRADER_SERVER_EXTENSIONS = ("nbgrader.server_extensions.formgrader", "nbgrader.server_extensions.course_list",
-                              "nbgrader.server_extensions.assignment_list",
+NBGRADER_SERVER_EXTENSIONS = (*INSTRUCTOR_SERVER_EXTENSIONS, "nbgrader.server_extensions.assignment_list",
                               "nbgrader.server_extensions.validate_assignment")
 
 
 def write_learner_jupyter_config(conf: Path) -> None:
     """``conf`` (on the learners' ``JUPYTER_CONFIG_PATH``): nbgrader's JupyterLab extension and its server
     extensions disabled. Written at every start, 0755/0644, root's: a learner reads it and cannot change it."""
-    import json
-
-    (conf / "labconfig").mkdir(parents=True, exist_ok=True)
+    files = write_disabled(conf, ["@jupyter/nbgrader"], NBGRADER_SERVER_EXTENSIONS)
     for d in (conf.parent, conf, conf / "labconfig"):
         d.chmod(0o755)
-    (conf / "labconfig" / "page_config.json").write_text(json.dumps(
-        {"disabledExtensions": {"@jupyter/nbgrader": True}}, indent=1))
-    (conf / "jupyter_server_config.json").write_text(json.dumps(
-        {"ServerApp": {"jpserver_extensions": dict.fromkeys(NBGRADER_SERVER_EXTENSIONS, False)}}, indent=1))
-    for f in (conf / "labconfig" / "page_config.json", conf / "jupyter_server_config.json"):
+    for f in files:
         f.chmod(0o644)
 
 
@@ -99,6 +93,15 @@ def interpreter_view() -> tuple[list[str], list[str]]:
         if not ancestor.stat().st_mode & 0o001:
             return [str(ancestor)], [str(base)]
     return [], []
+
+
+def jail_view(settings: Settings) -> tuple[list[str], list[str]]:
+    """(hide, expose) of a learner's jail: the checkout, the cache and the engine's socket hidden; the checkout's
+    ``.venv`` and ``src`` (and the base interpreter, when it lives under a closed directory) shown read-only."""
+    hide, expose = interpreter_view()
+    root = settings.root.resolve()
+    return (hidden_paths(settings) + hide,
+            [str(p) for p in (root / ".venv", root / "src") if p.is_dir()] + expose)
 
 
 def released(settings: Settings) -> tuple[Path, list[str]]:
@@ -135,10 +138,7 @@ def configure(c: Any, plan: HubPlan) -> None:
     c.Authenticator.username_pattern = ID_PATTERN.pattern
     c.JupyterHub.spawner_class = "ladderlab.hub.spawner.LadderlabSpawner"
     c.LadderlabSpawner.home_root = str(plan.homes)
-    hide, expose = interpreter_view()
-    c.LadderlabSpawner.hide = hidden_paths(plan.settings) + hide
-    root = plan.settings.root.resolve()
-    c.LadderlabSpawner.expose = [str(p) for p in (root / ".venv", root / "src") if p.is_dir()] + expose
+    c.LadderlabSpawner.hide, c.LadderlabSpawner.expose = jail_view(plan.settings)
     c.LadderlabSpawner.server_command = [str(venv_bin / "jupyterhub-singleuser")]
     released_from, labs = released(plan.settings)
     c.LadderlabSpawner.released_from = str(released_from)

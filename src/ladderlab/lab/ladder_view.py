@@ -69,6 +69,7 @@ class LadderView:
             said += " (automatic checks + a trainer's manual rubric grade)"
         return f" (in part: {cell.claim}): {said}" if cell.partial else f": {said}"
 
+
 class Ladder:
     """A learner's ladder as shown (:meth:`LadderView.data`): text, or HTML in a notebook. ``link`` makes a lab's
     notebook link from its id (the workspace's copy by default)."""

@@ -125,17 +125,24 @@ def learner_cache(paths: ServicePaths, learner: str) -> Path:
 def learner_config(paths: ServicePaths, course_id: str, learner: str) -> Path:
     """Write the learner server's Jupyter config dir: nbgrader's exchange for the workspace, instructor tools off."""
     conf = paths.jupyter_config
-    (conf / "labconfig").mkdir(parents=True, exist_ok=True)
     cache = learner_cache(paths, learner)
     cache.mkdir(parents=True, exist_ok=True)
+    write_disabled(conf, INSTRUCTOR_PLUGINS, INSTRUCTOR_SERVER_EXTENSIONS)
     (conf / "nbgrader_config.py").write_text(LEARNER_CONFIG.format(
         course_id=course_id, learner=learner, exchange=str(paths.exchange), cache=str(cache),
         workspace=str(paths.workspace)))
-    (conf / "labconfig" / "page_config.json").write_text(json.dumps(
-        {"disabledExtensions": dict.fromkeys(INSTRUCTOR_PLUGINS, True)}, indent=1))
-    (conf / "jupyter_server_config.json").write_text(json.dumps(
-        {"ServerApp": {"jpserver_extensions": dict.fromkeys(INSTRUCTOR_SERVER_EXTENSIONS, False)}}, indent=1))
     return conf
+
+
+def write_disabled(conf: Path, plugins: Sequence[str], server_extensions: Sequence[str]) -> list[Path]:
+    """In the Jupyter config dir ``conf``: JupyterLab ``plugins`` (or whole extensions) and ``server_extensions``
+    disabled (``labconfig/page_config.json``, ``jupyter_server_config.json``); the files written."""
+    (conf / "labconfig").mkdir(parents=True, exist_ok=True)
+    page, server = conf / "labconfig" / "page_config.json", conf / "jupyter_server_config.json"
+    page.write_text(json.dumps({"disabledExtensions": dict.fromkeys(plugins, True)}, indent=1))
+    server.write_text(json.dumps({"ServerApp": {"jpserver_extensions": dict.fromkeys(server_extensions, False)}},
+                                 indent=1))
+    return [page, server]
 
 
 def _outcome(result: dict[str, Any], what: str) -> None:
