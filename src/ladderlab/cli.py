@@ -97,9 +97,10 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
 
         say(f"chromium: {browser.ensure(settings, say)}")
     if args.hub:
-        from ladderlab.hub import proxy
+        from ladderlab.hub import database, proxy
 
         say(f"hub proxy: {proxy.ensure(settings, say)}")
+        say(f"hub database: {database.ensure(settings, say)}")
     say("ready")
     return 0
 
@@ -240,6 +241,21 @@ def cmd_hub_start(args: argparse.Namespace, settings: Settings) -> int:
     from ladderlab.hub import run as hub
 
     return hub.start(settings, args.cohort, Path(args.root), args.port, say)
+
+
+def cmd_hub_database(args: argparse.Namespace, settings: Settings) -> int:
+    import shlex
+    from pathlib import Path
+
+    from ladderlab.hub.database import HubDatabase
+
+    db = HubDatabase(Path(args.root) / "postgres")
+    if not db.running():
+        raise UsageError(f"the hub's PostgreSQL is not running ({db.data}): it runs while `ladderlab hub start "
+                         f"--root {args.root}` does")
+    for var, url in db.urls().items():
+        print(f"export {var}={shlex.quote(url)}")
+    return 0
 
 
 def cmd_cohort_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -790,7 +806,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--browser", action="store_true", help="also make sure Debian's chromium is installed "
                                                           "(for the report's browser tests)")
     s.add_argument("--hub", action="store_true", help="also install the hub's proxy (configurable-http-proxy, "
-                                                      "with npm)")
+                                                      "with npm) and PostgreSQL (Debian's postgresql)")
     s.set_defaults(func=cmd_setup)
 
     lb = sub.add_parser("lab", help="start JupyterLab on 127.0.0.1: your workspace and the grading service")
@@ -909,6 +925,10 @@ def parser() -> argparse.ArgumentParser:
     hs.add_argument("--root", default="/srv/ladderlab", help="the hub's directory (default /srv/ladderlab)")
     hs.add_argument("--port", type=int, default=8000, help="the hub's port on 127.0.0.1 (default 8000)")
     hs.set_defaults(func=cmd_hub_start)
+    hd = hbs.add_parser("database", help="print the shell lines that point ladderlab's commands (ladder, cohort, "
+                                         "nbgrader) at the hub's PostgreSQL while the hub runs")
+    hd.add_argument("--root", default="/srv/ladderlab", help="the hub's directory (default /srv/ladderlab)")
+    hd.set_defaults(func=cmd_hub_database)
 
     co = sub.add_parser("cohort", help="a trainer's cohort over nbgrader: roster, release, collect, grade, feedback")
     cos = co.add_subparsers(dest="sub", required=True, metavar="SUB")

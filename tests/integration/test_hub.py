@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -26,6 +27,7 @@ import pytest
 import requests
 
 from ladderlab.hub import accounts, proxy
+from ladderlab.hub.database import HubDatabase
 from ladderlab.testing import private_cache, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the hub runs as root")]
@@ -96,6 +98,7 @@ def hub(settings, tmp_path_factory):
         log.close()
         for learner in [*LEARNERS, TRAINER]:
             accounts.remove(learner)
+        HubDatabase(root / "postgres").stop()  # `hub start` stops it; not when it had to be killed
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -194,11 +197,13 @@ def test_each_server_runs_jailed_as_its_learner_and_reaches_only_their_own(hub, 
     a, b = LEARNERS[:2]
     targets = {"docker": "/var/run/docker.sock", "course": str(settings.root / "course.yaml"),
                "solutions": str(settings.root / "labs" / LAB / f"{LAB}.ipynb"),
-               "cache": str(Path(hub["cache"]) / "keys"), "b-home": str(accounts.lookup(b).home / "start-here.ipynb")}
+               "cache": str(Path(hub["cache"]) / "keys"), "b-home": str(accounts.lookup(b).home / "start-here.ipynb"),
+               "database": str(HubDatabase(hub["root"] / "postgres").socket),
+               "hub-private": str(hub["root"] / "private" / "passwords.json")}
     probe = ("import json, os, socket\nout = {}\n"
              f"for name, path in {targets!r}.items():\n"
              "    try:\n"
-             "        if name == 'docker':\n"
+             "        if name in ('docker', 'database'):\n"
              "            s = socket.socket(socket.AF_UNIX); s.connect(path); out[name] = 'reached'\n"
              "        elif os.path.isdir(path):\n"
              "            out[name] = 'listed ' + str(len(os.listdir(path)))\n"
@@ -208,15 +213,16 @@ def test_each_server_runs_jailed_as_its_learner_and_reaches_only_their_own(hub, 
              "        out[name] = type(e).__name__\n"
              "print(json.dumps(out))")
     assert all(os.path.lexists(path) for path in targets.values()), targets  # each is there, from root's side
-    r = subprocess.run([*jail_command(settings, a), "--", sys.executable, "-c", probe], capture_output=True, text=True,
-                       timeout=60, check=False, env={"PATH": os.environ["PATH"]})
+    r = subprocess.run([*jail_command(settings, a, hub), "--", sys.executable, "-c", probe], capture_output=True,
+                       text=True, timeout=60, check=False, env={"PATH": os.environ["PATH"]})
     assert r.returncode == 0, r.stderr[-2000:]
     reached = json.loads(r.stdout.strip().splitlines()[-1])
     # The socket and the checkout's files are covered (/dev/null is no socket; an empty tmpfs holds nothing), the
-    # cache's directory is a tmpfs no one may enter, b's home is b's (0700).
+    # cache's directory is a tmpfs no one may enter, b's home is b's (0700), and so are the hub's private state and
+    # its PostgreSQL (the records, the gradebook and the queue).
     assert reached == {"docker": "ConnectionRefusedError", "course": "FileNotFoundError",
-                       "solutions": "FileNotFoundError", "cache": "PermissionError", "b-home": "PermissionError"}, \
-        reached
+                       "solutions": "FileNotFoundError", "cache": "PermissionError", "b-home": "PermissionError",
+                       "database": "PermissionError", "hub-private": "PermissionError"}, reached
     assert "not placed" in hub["log"].read_text(), "the hub says what it could not place"
     pids = {learner: server_pid(learner) for learner in LEARNERS}
     own_mnt = os.readlink("/proc/self/ns/mnt")
@@ -323,7 +329,7 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
         assert call("DELETE", b, f"labs/{lab}/env").json() == {"stopped": []}, "b cannot stop a's environment"
         assert call("POST", a, "labs/no-such-lab/env").status_code == 404
         # The learner API as a's kernel runs it: jailed as ll-hub-a, with the server's token and the service URL.
-        jail = jail_command(settings, a)
+        jail = jail_command(settings, a, hub)
         env = kernel_env(hub, tokens[a])
         script = ("import json, ladderlab\n"
                   f"lab = ladderlab.start({lab!r}, show=False)\n"
@@ -378,7 +384,7 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
         tools = conn["hosts"]["tools"]["address"]
         probe = ("import socket\ns = socket.socket(); s.settimeout(5)\n"
                  f"try:\n s.connect(({tools!r}, 22)); print('ok')\nexcept OSError as e: print(type(e).__name__)")
-        jail_b = jail_command(settings, b)
+        jail_b = jail_command(settings, b, hub)
         reach = {who: subprocess.run([*cmd, "--", "/usr/bin/python3", "-c", probe], capture_output=True, text=True,
                                      timeout=60, check=False).stdout.strip()
                  for who, cmd in (("a", jail), ("b", jail_b))}
@@ -463,7 +469,7 @@ def test_three_learners_hand_in_and_the_trainer_watches_it_live(hub, images, cli
                                      f"{page.locator('body').inner_text()[:1500]!r}") from exc
             # b hands in now (not while c's page loads: b's grading makes Docker bridges, and chromium aborts what
             # it is loading when the host's interfaces change).
-            b_proc = subprocess.Popen([*jail_command(settings, b), "--", sys.executable, "-c", submit_b],
+            b_proc = subprocess.Popen([*jail_command(settings, b, hub), "--", sys.executable, "-c", submit_b],
                                       env=kernel_env(hub, tokens[b]), stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True)
             # No nbgrader in a hub learner's JupyterLab: no instructor tool, no Assignments panel without an exchange.
@@ -542,6 +548,7 @@ def test_three_learners_hand_in_and_the_trainer_watches_it_live(hub, images, cli
                                      headers={"Authorization": f"token {tokens[who]}"}).json() for who in LEARNERS}
         assert {who: d["learner"] for who, d in ladders.items()} == {a: a, b: b, c: c}, ladders
         assert ladders[a]["shown"] and ladders[c]["shown"] and not ladders[b]["shown"], ladders
+        records_on_postgres(hub, settings, passed=[a, c], failed=[b])
     finally:
         if b_proc is not None and b_proc.poll() is None:
             b_proc.kill()
@@ -552,11 +559,56 @@ def test_three_learners_hand_in_and_the_trainer_watches_it_live(hub, images, cli
         assert not client.containers.list(all=True, filters={"label": f"io.ladderlab.learner={learner}"}), learner
 
 
-def jail_command(settings, learner: str) -> list[str]:
+def records_on_postgres(hub, settings, passed: list[str], failed: list[str]) -> None:
+    """The hub's records are its PostgreSQL's (gradebook, evidence, queue), none in the cache's SQLite files; the
+    chain verifies there through `ladderlab hub database`'s variables, as a manager runs it."""
+    from nbgrader.api import Gradebook, MissingEntry
+    from sqlalchemy import create_engine, text
+
+    db = HubDatabase(hub["root"] / "postgres")
+    urls = db.urls()
+    with Gradebook(urls["LADDERLAB_GRADEBOOK_URL"]) as gb:
+        for learner in passed + failed:
+            sub = gb.find_submission(LAB, learner)
+            assert (sub.score == sub.max_score > 0) is (learner in passed), (learner, sub.score, sub.max_score)
+    sqlite_gradebook = Path(hub["cache"]) / "service" / "course" / "gradebook.db"
+    with Gradebook(f"sqlite:///{sqlite_gradebook}") as gb:  # `cohort add` wrote the roster here before the hub
+        for learner in passed + failed:
+            with pytest.raises(MissingEntry):
+                gb.find_submission(LAB, learner)
+    engine = create_engine(urls["LADDERLAB_LADDER_URL"])
+    try:
+        with engine.connect() as conn:
+            recorded = {row[0] for row in conn.execute(text("SELECT learner FROM ladder_evidence"))}
+        assert set(passed) <= recorded, recorded
+    finally:
+        engine.dispose()
+    assert not (Path(hub["cache"]) / "ladder.sqlite").exists()
+    engine = create_engine(db.sqlalchemy_url("queue"))
+    try:
+        with engine.connect() as conn:
+            tables = {row[0] for row in conn.execute(text(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"))}
+        assert {"task", "schedule", "kv"} <= tables, tables  # Huey's SQL storage, where the gradings were queued
+    finally:
+        engine.dispose()
+    assert not (Path(hub["cache"]) / "service" / "queue.db").exists()
+    exports = cli(dict(os.environ, LADDERLAB_CACHE_DIR=hub["cache"]), "hub", "database", "--root",
+                  str(hub["root"])).stdout
+    env = dict(os.environ, LADDERLAB_CACHE_DIR=hub["cache"], LADDERLAB_ROOT=str(settings.root))
+    for line in exports.strip().splitlines():
+        var, _, value = line.removeprefix("export ").partition("=")
+        env[var] = shlex.split(value)[0]
+    assert set(urls) <= set(env), exports
+    verified = json.loads(cli(env, "ladder", "verify", "--json").stdout)
+    assert verified["ok"] and verified["entries"] >= len(passed), verified
+
+
+def jail_command(settings, learner: str, hub) -> list[str]:
     """The jail the hub starts ``learner``'s server in (what their kernels run in), ready for ``-- CMD``."""
     from ladderlab.hub.config import jail_view
 
-    hide, expose = jail_view(settings)
+    hide, expose = jail_view(settings, hub["root"])
     jail = [sys.executable, "-m", "ladderlab.hub.jail", "--user", f"ll-{learner}"]
     for path in hide:
         jail += ["--hide", path]
@@ -614,6 +666,7 @@ def test_the_hub_stops_with_its_servers_on_sigterm_and_refuses_a_cohort_without_
             server_pid(learner)
     assert subprocess.run(["iptables", "-S", "LADDERLAB-LEARNERS"], capture_output=True).returncode != 0, \
         "the hub took the learners' chain with it"
+    assert not HubDatabase(hub["root"] / "postgres").running(), "the hub stopped its PostgreSQL"
     env = dict(os.environ, LADDERLAB_CACHE_DIR=str(Path(hub["root"]) / "nowhere"),
                LADDERLAB_HUB_PROXY=str(proxy.path(settings)))
     r = subprocess.run([sys.executable, "-m", "ladderlab.cli", "hub", "start", "nosuch", "--root", str(hub["root"])],

@@ -3,7 +3,6 @@ binaries, on a loopback port, for this module only."""
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import socket
@@ -16,15 +15,10 @@ from pathlib import Path
 import pytest
 
 from ladderlab.config import Settings
+from ladderlab.hub.database import binary
 from ladderlab.ladder.store import Store
 
 from ..unit.test_ladder_unit import ev
-
-
-def _binary(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
-    assert found, f"PostgreSQL's {name} is not on this machine"
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +30,12 @@ def postgres():
         as_user = ["runuser", "-u", "postgres", "--"]
         shutil.chown(base, "postgres")
     data = base / "data"
-    subprocess.run([*as_user, _binary("initdb"), "-D", str(data), "-U", "ladder", "--auth=trust", "-E", "UTF8"],
+    subprocess.run([*as_user, binary("initdb"), "-D", str(data), "-U", "ladder", "--auth=trust", "-E", "UTF8"],
                    check=True, capture_output=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([*as_user, _binary("postgres"), "-D", str(data), "-p", str(port), "-k", str(base),
+    server = subprocess.Popen([*as_user, binary("postgres"), "-D", str(data), "-p", str(port), "-k", str(base),
                                "-c", "listen_addresses=127.0.0.1"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     url = f"postgresql+pg8000://ladder@127.0.0.1:{port}/postgres"

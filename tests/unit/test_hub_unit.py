@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from ladderlab.config import Settings
-from ladderlab.errors import ConfigError
-from ladderlab.hub import auth, config, jail
+from ladderlab.errors import ConfigError, UsageError
+from ladderlab.hub import auth, config, database, jail
 
 
 def test_an_issued_password_verifies_and_no_other_does(tmp_path):
@@ -51,6 +51,42 @@ def test_the_jail_hides_the_checkout_the_cache_and_nothing_twice(tmp_path):
     assert str(tmp_path.resolve()) in hidden
     assert not [p for p in hidden if p != str(tmp_path.resolve()) and Path(p).is_relative_to(tmp_path.resolve())], \
         "the cache inside the checkout is covered by the checkout"
+
+
+def test_the_jail_hides_the_hubs_private_state_and_its_database(tmp_path):
+    settings = Settings.from_env(tmp_path / "checkout")
+    hub_root = tmp_path / "srv"
+    assert config.hidden_paths(settings, hub_root) == config.hidden_paths(settings), "nothing there yet: no hide"
+    for d in ("private", "postgres", "home"):
+        (hub_root / d).mkdir(parents=True)
+    hidden = config.hidden_paths(settings, hub_root)
+    assert str((hub_root / "private").resolve()) in hidden and str((hub_root / "postgres").resolve()) in hidden
+    assert str((hub_root / "home").resolve()) not in hidden, "the learners' homes are reached (each its own)"
+    # a hub root inside the checkout is covered by the checkout: nothing hidden twice
+    inside = config.hidden_paths(settings, settings.root / "srv")
+    assert inside == config.hidden_paths(settings)
+
+
+def test_the_hubs_database_urls_reach_its_socket_only(tmp_path):
+    db = database.HubDatabase(tmp_path / "postgres")
+    urls = db.urls()
+    assert set(urls) == {"LADDERLAB_LADDER_URL", "LADDERLAB_GRADEBOOK_URL", "LADDERLAB_QUEUE_URL"}
+    assert urls["LADDERLAB_LADDER_URL"].endswith(f"/ladder?unix_sock={tmp_path}/postgres/run/.s.PGSQL.5432")
+    assert urls["LADDERLAB_GRADEBOOK_URL"].startswith("postgresql+pg8000://ladder@/gradebook?")
+    assert urls["LADDERLAB_QUEUE_URL"] == f"postgresql://ladder@/queue?host={tmp_path}/postgres/run"
+    assert not db.running()
+    (db.data).mkdir(parents=True)
+    (db.data / "postmaster.pid").write_text("999999999\n")  # a pid no process has: a server that died
+    assert not db.running()
+
+
+def test_a_queue_url_of_no_known_kind_is_refused_by_name(tmp_path, monkeypatch):
+    from ladderlab.service.paths import ServicePaths
+    from ladderlab.service.queue import _huey
+
+    monkeypatch.setenv("LADDERLAB_QUEUE_URL", "mysql://x@y/queue")
+    with pytest.raises(UsageError, match=re.escape("LADDERLAB_QUEUE_URL: expected redis://... or postgresql://")):
+        _huey(ServicePaths.of(Settings.from_env(tmp_path)))
 
 
 def test_an_interpreter_under_a_closed_directory_is_shown_inside_it():

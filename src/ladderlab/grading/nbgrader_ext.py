@@ -12,6 +12,7 @@ then records them in the gradebook as usual.
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -67,6 +68,11 @@ c.CourseDirectory.root = {root!r}
 # the notebook (an .html page that would run in the trainer's browser) never reach autograded/ or the formgrader.
 c.CourseDirectory.include = ["*.ipynb"]
 c.Exchange.root = {exchange!r}
+# The gradebook: nbgrader's SQLite file in this directory, unless LADDERLAB_GRADEBOOK_URL names another (a hub's
+# PostgreSQL: ladderlab hub start sets it for its service).
+import os  # noqa: E402
+if os.environ.get("LADDERLAB_GRADEBOOK_URL"):
+    c.CourseDirectory.db_url = os.environ["LADDERLAB_GRADEBOOK_URL"]
 
 c.Autograde.sanitize_preprocessors = {sanitize!r}
 c.Autograde.autograde_preprocessors = {preprocessors!r}
@@ -265,6 +271,16 @@ class RedactHiddenChecks(NbGraderPreprocessor):  # type: ignore[misc]
             text = marks.line(passed, check.id, f"{check.spec.title} (hidden check)") + "\n"
             cell["outputs"] = [new_output("stream", name="stdout", text=text)]
         return nb, resources
+
+
+#: The variable naming nbgrader's gradebook when it is not the course root's SQLite file (a hub's PostgreSQL).
+GRADEBOOK_ENV = "LADDERLAB_GRADEBOOK_URL"
+
+
+def gradebook_url(course_root: Path) -> str:
+    """nbgrader's gradebook for the course root: ``$LADDERLAB_GRADEBOOK_URL``, else ``<course_root>/gradebook.db``
+    (what the course root's ``nbgrader_config.py`` tells nbgrader's own apps too)."""
+    return os.environ.get(GRADEBOOK_ENV) or f"sqlite:///{course_root / 'gradebook.db'}"
 
 
 def init_course_root(settings: Any, directory: Path, labs: list[Any], *, force: bool = False,

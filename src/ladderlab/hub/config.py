@@ -37,6 +37,11 @@ class HubPlan:
         return self.root / "private"
 
     @property
+    def database(self) -> Path:
+        """The hub's PostgreSQL (:mod:`ladderlab.hub.database`): 0700, the postgres account's."""
+        return self.root / "postgres"
+
+    @property
     def homes(self) -> Path:
         return self.root / "home"
 
@@ -72,10 +77,12 @@ def write_learner_jupyter_config(conf: Path) -> None:
         f.chmod(0o644)
 
 
-def hidden_paths(settings: Settings) -> list[str]:
+def hidden_paths(settings: Settings, hub_root: Path | None = None) -> list[str]:
     """What a learner's server must not reach: the checkout (labs, solutions, course), the cache (records,
-    keys, state) and the Docker engine's socket."""
+    keys, state), the Docker engine's socket and, of the hub's root, its private state and its PostgreSQL."""
     paths = [str(settings.root.resolve()), str(settings.cache_dir.resolve())]
+    if hub_root is not None:
+        paths += [str(d) for d in (hub_root / "private", hub_root / "postgres") if d.is_dir()]
     paths += [p for p in ("/var/run/docker.sock", "/run/docker.sock") if os.path.lexists(p)]
     unique: list[str] = []
     for p in (os.path.realpath(p) for p in paths):
@@ -95,12 +102,13 @@ def interpreter_view() -> tuple[list[str], list[str]]:
     return [], []
 
 
-def jail_view(settings: Settings) -> tuple[list[str], list[str]]:
-    """(hide, expose) of a learner's jail: the checkout, the cache and the engine's socket hidden; the checkout's
-    ``.venv`` and ``src`` (and the base interpreter, when it lives under a closed directory) shown read-only."""
+def jail_view(settings: Settings, hub_root: Path | None = None) -> tuple[list[str], list[str]]:
+    """(hide, expose) of a learner's jail: the checkout, the cache, the engine's socket and the hub's private
+    state and database hidden; the checkout's ``.venv`` and ``src`` (and the base interpreter, when it lives under
+    a closed directory) shown read-only."""
     hide, expose = interpreter_view()
     root = settings.root.resolve()
-    return (hidden_paths(settings) + hide,
+    return (hidden_paths(settings, hub_root) + hide,
             [str(p) for p in (root / ".venv", root / "src") if p.is_dir()] + expose)
 
 
@@ -138,7 +146,7 @@ def configure(c: Any, plan: HubPlan) -> None:
     c.Authenticator.username_pattern = ID_PATTERN.pattern
     c.JupyterHub.spawner_class = "ladderlab.hub.spawner.LadderlabSpawner"
     c.LadderlabSpawner.home_root = str(plan.homes)
-    c.LadderlabSpawner.hide, c.LadderlabSpawner.expose = jail_view(plan.settings)
+    c.LadderlabSpawner.hide, c.LadderlabSpawner.expose = jail_view(plan.settings, plan.root)
     c.LadderlabSpawner.server_command = [str(venv_bin / "jupyterhub-singleuser")]
     released_from, labs = released(plan.settings)
     c.LadderlabSpawner.released_from = str(released_from)

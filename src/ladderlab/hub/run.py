@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ladderlab.config import Settings
 from ladderlab.errors import LadderlabError, UsageError
-from ladderlab.hub import accounts, auth, proxy
+from ladderlab.hub import accounts, auth, database, proxy
 from ladderlab.hub.config import HubPlan, prepare
 
 #: Tests only: a hub service token with admin rights over users and servers (never set it on a real hub).
@@ -144,19 +144,33 @@ def write_config(plan: HubPlan) -> Path:
 
 
 def start(settings: Settings, cohort: str, root: Path, port: int, say: Callable[[str], None]) -> int:
-    """Run the cohort's hub in the foreground; its exit code."""
+    """Run the cohort's hub in the foreground, with its PostgreSQL; its exit code."""
+    plan = _plan(settings, cohort, root, port)
+    db = database.HubDatabase(plan.database)
+    # The evidence record, nbgrader's gradebook and the grading queue on the hub's PostgreSQL: this process's
+    # environment is what the hub gives its service (and what nbgrader's config in the course root reads below).
+    os.environ.update(db.start(say))
+    try:
+        return _run(plan, settings, cohort, say)
+    finally:
+        db.stop()
+
+
+def _run(plan: HubPlan, settings: Settings, cohort: str, say: Callable[[str], None]) -> int:
+    from ladderlab.service import cohorts
     from ladderlab.service.handin import ensure_released
     from ladderlab.service.paths import ServicePaths
 
-    plan = _plan(settings, cohort, root, port)
     config = write_config(plan)
     for learner in plan.learners:
         accounts.ensure(learner, plan.homes)
     # What each learner's server is handed when it starts: the published labs as nbgrader released them (cheap when
-    # nothing changed since `cohort add` or `cohort release` did it).
-    ensure_released(settings, ServicePaths.of(settings), say, skip_broken=True)
+    # nothing changed since `cohort add` or `cohort release` did it), and the gradebook given the labs and the roster.
+    paths = ServicePaths.of(settings)
+    ensure_released(settings, paths, say, skip_broken=True)
+    cohorts.gradebook_add(paths, cohorts.members(paths, cohort))
     say(f"hub for cohort {cohort}: {len(plan.learners)} learner(s), http://127.0.0.1:{plan.port}/ "
-        f"(state in {plan.private}; stop with Ctrl-C)")
+        f"(state in {plan.private}; records in PostgreSQL, {plan.database}; stop with Ctrl-C)")
     log = (plan.private / "jupyterhub.log").open("a")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config)], cwd=plan.private,
                             stdout=log, stderr=subprocess.STDOUT)

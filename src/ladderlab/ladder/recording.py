@@ -64,6 +64,7 @@ def rebuild_from_gradebook(settings: Settings, course: Any, course_root: Path, s
     from ladderlab.course.labs import load_lab
     from ladderlab.course.seeds import course_secret, derive_seed
     from ladderlab.grading.checks import load_graders
+    from ladderlab.grading.nbgrader_ext import gradebook_url
     from ladderlab.grading.pipeline import submission_hash
 
     known = {(e.evidence.learner, e.evidence.lab, e.evidence.submission_hash) for e in store.entries()
@@ -73,7 +74,7 @@ def rebuild_from_gradebook(settings: Settings, course: Any, course_root: Path, s
     defs: dict[str, Any] = {}
     key = course_secret(settings)
     added = 0
-    with Gradebook(db_url or f"sqlite:///{course_root / 'gradebook.db'}") as gb:
+    with Gradebook(db_url or gradebook_url(course_root)) as gb:
         for assignment in gb.assignments:
             lab = labs.get(assignment.name)
             if lab is None:
@@ -191,6 +192,7 @@ def plan_rubric_grades(settings: Settings, course: Any, lab_def: Any, course_roo
     import nbformat
     from nbgrader.api import Gradebook, MissingEntry
 
+    from ladderlab.grading.nbgrader_ext import gradebook_url
     from ladderlab.grading.pipeline import submission_hash
     from ladderlab.ladder.evidence import LAB, RUBRIC
 
@@ -201,7 +203,7 @@ def plan_rubric_grades(settings: Settings, course: Any, lab_def: Any, course_roo
     manual = {(e.evidence.learner, e.evidence.submission_hash, e.evidence.rubric.version): e for e in entries
               if e.evidence.kind == RUBRIC and e.evidence.rubric is not None}
     rows: list[RubricRow] = []
-    with Gradebook(db_url or f"sqlite:///{course_root / 'gradebook.db'}") as gb:
+    with Gradebook(db_url or gradebook_url(course_root)) as gb:
         for learner in learners:
             try:
                 gb.find_submission(lab, learner)
@@ -283,12 +285,14 @@ def record_rubric_grades(settings: Settings, course: Any, lab_def: Any, course_r
     appended by the store like every entry (hash chain, signed head)."""
     from ladderlab.course.seeds import LEARNER
     from ladderlab.errors import UsageError
+    from ladderlab.grading.nbgrader_ext import gradebook_url
 
     if lab_def.rubric is None:
         raise UsageError(f"lab {lab_def.id} has no manually graded part (no rubric: in its lab.yaml)")
     if not LEARNER.fullmatch(grader):
         raise UsageError(f"grader {grader!r}: use 1-64 letters, digits and . _ @ - (starting with a letter or digit)")
-    if db_url is None and not (course_root / "gradebook.db").is_file():
+    if db_url is None and gradebook_url(course_root).startswith("sqlite:") \
+            and not (course_root / "gradebook.db").is_file():
         raise UsageError(f"no nbgrader gradebook at {course_root / 'gradebook.db'}: nothing has been graded yet")
     rows = plan_rubric_grades(settings, course, lab_def, course_root, store, learners, grader, db_url)
     refused = [r for r in rows if r.state == REFUSED]

@@ -145,7 +145,7 @@ def add(paths: ServicePaths, name: str, rows: Sequence[Member]) -> tuple[int, in
     data = _read(paths, name)
     existing = {m["id"]: m for m in data["members"]}
     added = sum(1 for m in rows if m.id not in existing)
-    _gradebook_add(paths, rows)
+    gradebook_add(paths, rows)
     for m in rows:
         existing[m.id] = asdict(m)
     data["members"] = sorted(existing.values(), key=lambda m: m["id"])
@@ -153,13 +153,15 @@ def add(paths: ServicePaths, name: str, rows: Sequence[Member]) -> tuple[int, in
     return added, len(rows) - added
 
 
-def _gradebook_add(paths: ServicePaths, rows: Sequence[Member]) -> None:
+def gradebook_add(paths: ServicePaths, rows: Sequence[Member]) -> None:
+    """The learners in nbgrader's gradebook (names, email), added or updated."""
     from nbgrader.api import Gradebook
 
+    from ladderlab.grading.nbgrader_ext import gradebook_url
     from ladderlab.service.workspace import nbgrader_api
 
     nbgrader_api(paths)  # puts nbgrader's alembic on PATH for a new gradebook
-    with Gradebook(f"sqlite:///{paths.course_root / 'gradebook.db'}") as gb:
+    with Gradebook(gradebook_url(paths.course_root)) as gb:
         for m in rows:
             first, _, last = m.name.partition(" ")
             gb.update_or_create_student(m.id, first_name=first, last_name=last, email=m.email or None)

@@ -1,8 +1,9 @@
 """The grading service: submissions from nbgrader's exchange, graded on a persistent queue.
 
 The queue is `Huey <https://huey.readthedocs.io>`_: a maintained task queue whose default storage is
-one SQLite file (``service/queue.db``: nothing to install or run on a laptop) and which has a Redis
-storage for workers on several hosts (``RedisHuey``, the same tasks; the fleet deployment). Huey gives
+one SQLite file (``service/queue.db``: nothing to install or run on a laptop) and which has storages a server
+keeps, for workers on several hosts: SQL (``SqlHuey`` on the hub's PostgreSQL, ``LADDERLAB_QUEUE_URL=postgresql://``)
+and Redis (``RedisHuey``, ``redis://``); the same tasks. Huey gives
 the persistent queue, worker threads, retries with a delay and a scheduler for them; the ledger
 (:mod:`.ledger`) gives what a queue alone does not: each submission version graded at most once, and
 work a crash left half-done picked up again (a row still ``grading`` when the service starts).
@@ -146,9 +147,16 @@ def _huey(paths: ServicePaths) -> Any:
         from huey import RedisHuey
 
         return RedisHuey("ladderlab-grading", url=url, results=False)
+    if url.startswith("postgresql://"):  # a hub's PostgreSQL (hub/database.py): Huey's SQL storage, peewee's
+        try:
+            from huey.contrib.sql_huey import SqlHuey
+        except ImportError as exc:
+            raise LadderlabError(f"the grading queue on PostgreSQL (LADDERLAB_QUEUE_URL) needs peewee and psycopg2: "
+                                 f"pip install -e '.[hub]' ({exc})") from None
+        return SqlHuey("ladderlab-grading", database=url, results=False)
     if url:
-        raise UsageError(f"environment variable LADDERLAB_QUEUE_URL: expected redis://..., got {url!r} "
-                         f"(leave it unset for the SQLite queue in {paths.queue_db})")
+        raise UsageError(f"environment variable LADDERLAB_QUEUE_URL: expected redis://... or postgresql://..., got "
+                         f"{url!r} (leave it unset for the SQLite queue in {paths.queue_db})")
     paths.base.mkdir(parents=True, exist_ok=True)
     return SqliteHuey("ladderlab-grading", filename=str(paths.queue_db), results=False)
 

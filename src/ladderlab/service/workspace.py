@@ -157,11 +157,13 @@ def release(paths: ServicePaths, labs: Sequence[LabDef], say: Say) -> list[str]:
 
     done = _load(paths.releases)
     api = nbgrader_api(paths)
+    known = _assignments(paths)
     out = []
     for lab in labs:
         digest = _digest(lab.notebook_path)
         outbound = paths.exchange / lab.course.id / "outbound" / lab.id / f"{lab.id}.ipynb"
-        if done.get(lab.id) == digest and outbound.is_file():
+        # Released already, unless the gradebook lacks it: a new gradebook (a hub's PostgreSQL) is given every lab.
+        if done.get(lab.id) == digest and outbound.is_file() and lab.id in known:
             continue
         say(f"releasing {lab.id} (nbgrader generate_assignment, release_assignment)")
         with _cwd(paths.course_root):
@@ -179,6 +181,19 @@ def release(paths: ServicePaths, labs: Sequence[LabDef], say: Say) -> list[str]:
         _save(paths.releases, done)
         out.append(lab.id)
     return out
+
+
+def _assignments(paths: ServicePaths) -> set[str]:
+    """The labs nbgrader's gradebook has (none when there is no gradebook yet)."""
+    from nbgrader.api import Gradebook
+
+    from ladderlab.grading.nbgrader_ext import gradebook_url
+
+    url = gradebook_url(paths.course_root)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return set()
+    with Gradebook(url) as gb:
+        return {a.name for a in gb.assignments}
 
 
 def _coursedir(config: Any) -> Any:
