@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,hub]'
+	# jsonschema's format-nongpl extra (asked for by jupyter_events) pulls rfc3987-syntax, which builds a Lark
+	# grammar when imported: about 1.5 s of CPU in every process that imports nbformat (each ladderlab and nbgrader
+	# command, the lab and hub servers). No schema they check uses its "iri" formats; jsonschema skips it when absent.
+	$(BIN)/pip uninstall --quiet -y rfc3987-syntax
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
