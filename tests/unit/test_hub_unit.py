@@ -13,7 +13,7 @@ import pytest
 
 from ladderlab.config import Settings
 from ladderlab.errors import ConfigError, UsageError
-from ladderlab.hub import auth, config, database, jail
+from ladderlab.hub import accounts, auth, config, database, jail
 
 
 def test_an_issued_password_verifies_and_no_other_does(tmp_path):
@@ -243,6 +243,9 @@ def test_a_hub_learners_jupyter_has_no_nbgrader(tmp_path, settings):
     drafted = dataclasses.replace(settings, root=root)
     handed = config.released(drafted)[1]
     assert first not in handed and len(handed) == len(course.labs) - 1
+    # What the spawner reads at each server start: the course as it is then, not as it was when the hub started.
+    assert c.LadderlabSpawner.course_file == str(settings.course_file)
+    assert config.published(root / "course.yaml") == handed
 
 
 @pytest.mark.parametrize("child, says", [
@@ -263,3 +266,33 @@ def test_a_hand_out_that_fails_or_answers_wrong_is_an_error(child, says):
         workspace.hand_out([sys.executable, "-c", child], {"a/a.ipynb": "{}"}, env={}, timeout=2)
     ok = "import sys, json; json.loads(sys.stdin.read()); print(json.dumps({'a/a.ipynb': 'fetched'}))"
     assert workspace.hand_out([sys.executable, "-c", ok], {"a/a.ipynb": "{}"}, env={}) == {"a/a.ipynb": "fetched"}
+
+
+def test_the_spawner_hands_out_the_labs_published_when_the_server_starts(tmp_path, monkeypatch, settings):
+    from types import SimpleNamespace
+
+    from ladderlab.hub import spawner, workspace
+
+    text = settings.course_file.read_text()
+    labs = config.published(settings.course_file)
+    first = labs[0]
+    outbound = tmp_path / "outbound"
+    for lab in labs:
+        (outbound / lab).mkdir(parents=True)
+        (outbound / lab / f"{lab}.ipynb").write_text("{}")
+    course = tmp_path / "course.yaml"
+    at = text.index(f"id: {first}")
+    course.write_text(text[:at] + text[at:].replace("status: published", "status: planned", 1))
+    sent: list[list[str]] = []
+    monkeypatch.setattr(workspace, "hand_out", lambda command, notebooks, env: sent.append(sorted(notebooks)) or {})
+    sp = spawner.LadderlabSpawner(user=SimpleNamespace(name="ada", url="/user/ada/"), released_from=str(outbound),
+                                  released_labs=labs[1:], course_file=str(course))
+    account = accounts.Account(name="ll-ada", learner="ada", uid=12345, gid=12345, home=tmp_path / "home")
+    sp.hand_out(account)  # as the hub started: the first lab not published
+    course.write_text(text)  # published (and released) while the hub runs
+    sp.hand_out(account)
+    course.write_text("labs: [")  # unreadable: the labs published when the hub started
+    sp.hand_out(account)
+    everything = sorted(f"{lab}/{lab}.ipynb" for lab in labs)
+    assert sent == [[n for n in everything if not n.startswith(first + "/")], everything,
+                    [n for n in everything if not n.startswith(first + "/")]]

@@ -120,7 +120,15 @@ def released(settings: Settings) -> tuple[Path, list[str]]:
 
     course = load_course(settings.course_file, "course.yaml")
     outbound = ServicePaths.of(settings).exchange / course.id / "outbound"
-    return outbound, [lab.id for lab in course.labs if lab.status == "published"]
+    return outbound, published(settings.course_file)
+
+
+def published(course_file: Path) -> list[str]:
+    """The course's published labs, read now (the spawner reads them at each server start: a lab published and
+    released while the hub runs reaches homes at their next start)."""
+    from ladderlab.course import load_course
+
+    return [lab.id for lab in load_course(course_file, "course.yaml").labs if lab.status == "published"]
 
 
 def configure(c: Any, plan: HubPlan) -> None:
@@ -151,6 +159,7 @@ def configure(c: Any, plan: HubPlan) -> None:
     released_from, labs = released(plan.settings)
     c.LadderlabSpawner.released_from = str(released_from)
     c.LadderlabSpawner.released_labs = labs
+    c.LadderlabSpawner.course_file = str(plan.settings.course_file)
     c.LadderlabSpawner.start_here = str(plan.settings.root / "start-here.ipynb")
     c.Spawner.environment = {"PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
                              "LADDERLAB_SERVICE_URL": f"http://127.0.0.1:{plan.port}/services/ladderlab/",

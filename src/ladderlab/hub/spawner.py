@@ -25,6 +25,8 @@ class LadderlabSpawner(LocalProcessSpawner):  # type: ignore[misc]
     released_from = Unicode("", help="nbgrader's outbound exchange of the course: the released labs").tag(config=True)
     released_labs = List(Unicode(), help="the labs handed to each learner's home").tag(config=True)
     start_here = Unicode("", help="the course's start-here.ipynb, handed out too").tag(config=True)
+    course_file = Unicode("", help="the course.yaml whose published labs are handed out, read at each start "
+                                   "(released_labs when it cannot be read)").tag(config=True)
 
     _started_as: accounts.Account | None = None
 
@@ -52,7 +54,16 @@ class LadderlabSpawner(LocalProcessSpawner):  # type: ignore[misc]
 
         if not self.released_from:
             return
-        notebooks = workspace.released(Path(self.released_from), self.released_labs,
+        labs = list(self.released_labs)
+        if self.course_file:
+            from ladderlab.hub.config import published
+
+            try:
+                labs = published(Path(self.course_file))
+            except Exception as exc:
+                self.log.warning("course %s not read (%r): handing out the labs published when the hub started",
+                                 self.course_file, str(exc)[:300])
+        notebooks = workspace.released(Path(self.released_from), labs,
                                        Path(self.start_here) if self.start_here else None)
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         command = self.jail_command(account, [sys.executable, "-I", "-m", "ladderlab.hub.workspace"])
