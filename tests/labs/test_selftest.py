@@ -53,7 +53,8 @@ JOBS = 4
 #: What the self-test cost, per lab: printed at the end of the test session (tests/conftest.py), CI's log keeps it.
 SUMMARY: list[str] = []
 
-#: The labs whose gradings take longest go first, so the pool does not end on one of them running alone.
+#: The labs whose gradings take longest come first among gradings at the same point of their labs (the self-test
+#: interleaves the labs' gradings, grading/selftest.interleave), so the pool does not end on one of them alone.
 FIRST = ["sec-3-postgres-least-privilege", "sys-6-mini-orchestrator", "sre-3-retry-storm", "net-3-multi-region-mesh",
          "sre-5-strace-debugging"]
 

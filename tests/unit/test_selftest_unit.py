@@ -230,3 +230,19 @@ def test_decoys_once_names_every_lab_or_some_and_refuses_a_lab_not_tested():
     assert _decoys_once([LAB], labs) == {LAB}
     with pytest.raises(UsageError, match="--decoys-once nope-lab: not one of the labs under test"):
         _decoys_once([LAB, "nope-lab"], labs)
+
+
+def test_the_gradings_are_interleaved_each_lab_spread_over_the_run_in_its_own_order():
+    from types import SimpleNamespace
+
+    from ladderlab.grading.selftest import interleave
+
+    def lab(lab_id):
+        return SimpleNamespace(id=lab_id)
+
+    work = [(lab("slow"), f"slow{i}", None) for i in range(4)] + [(lab("fast"), f"fast{i}", None) for i in range(2)]
+    order = [run for _, run, _ in interleave(work, ["slow", "fast"])]
+    assert sorted(order) == sorted(run for _, run, _ in work), "every grading, once"
+    assert order == ["slow0", "fast0", "slow1", "slow2", "fast1", "slow3"]
+    # ties go to the lab named first; a lab not named comes after those that are
+    assert [run for _, run, _ in interleave(work, ["fast"])][:2] == ["fast0", "slow0"]
