@@ -249,10 +249,32 @@ def cmd_hub_database(args: argparse.Namespace, settings: Settings) -> int:
 
     from ladderlab.hub.database import HubDatabase
 
-    db = HubDatabase(Path(args.root) / "postgres")
-    if not db.running():
+    if os.geteuid() != 0:
+        raise UsageError("the hub's PostgreSQL is root's and postgres's only: run this as root")
+    root = Path(args.root).resolve()
+    db = HubDatabase(root / "postgres")
+    if not (db.data / "PG_VERSION").exists():
+        raise UsageError(f"no hub database in {db.data}: `ladderlab hub start --root {root}` makes it")
+    if args.stop:
+        import fcntl
+
+        fd = os.open(root / "private" / "hub.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"the hub on {root} is running: its PostgreSQL stops with it") from None
+        finally:
+            os.close(fd)
+        db.stop()
+        say(f"the hub's PostgreSQL is stopped ({db.data})")
+        return 0
+    if args.start:
+        db.start(say)
+        say(f"the hub's PostgreSQL runs ({db.data}) until `ladderlab hub database --stop --root {root}` or the "
+            f"next hub stops")
+    elif not db.running():
         raise UsageError(f"the hub's PostgreSQL is not running ({db.data}): it runs while `ladderlab hub start "
-                         f"--root {args.root}` does")
+                         f"--root {root}` does, or after `ladderlab hub database --start --root {root}`")
     for var, url in db.urls().items():
         print(f"export {var}={shlex.quote(url)}")
     return 0
@@ -925,9 +947,13 @@ def parser() -> argparse.ArgumentParser:
     hs.add_argument("--root", default="/srv/ladderlab", help="the hub's directory (default /srv/ladderlab)")
     hs.add_argument("--port", type=int, default=8000, help="the hub's port on 127.0.0.1 (default 8000)")
     hs.set_defaults(func=cmd_hub_start)
-    hd = hbs.add_parser("database", help="print the shell lines that point ladderlab's commands (ladder, cohort, "
-                                         "nbgrader) at the hub's PostgreSQL while the hub runs")
+    hd = hbs.add_parser("database", help="print the shell lines that point commands at the hub's PostgreSQL "
+                                         "(nbgrader's own; ladderlab's find it from the cache); --start/--stop it "
+                                         "while no hub runs")
     hd.add_argument("--root", default="/srv/ladderlab", help="the hub's directory (default /srv/ladderlab)")
+    hdx = hd.add_mutually_exclusive_group()
+    hdx.add_argument("--start", action="store_true", help="start it without the hub (e.g. after the course)")
+    hdx.add_argument("--stop", action="store_true", help="stop it (refused while the hub runs)")
     hd.set_defaults(func=cmd_hub_database)
 
     co = sub.add_parser("cohort", help="a trainer's cohort over nbgrader: roster, release, collect, grade, feedback")
@@ -1034,17 +1060,37 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _hub_records(settings: Settings, func: Callable[..., int]) -> Any:
+    """When ``hub start`` noted that this cache's records live in a hub's PostgreSQL: its database, and the
+    variables that name it set for this command (unless already set); otherwise None. Not for the hub's own
+    commands, which name their root."""
+    from ladderlab.hub.database import DATABASES, remembered
+
+    if func in (cmd_hub_start, cmd_hub_database) or all(os.environ.get(v) for v in DATABASES.values()):
+        return None
+    db = remembered(settings)
+    if db is not None:
+        for var, url in db.urls().items():
+            os.environ.setdefault(var, url)
+    return db
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     func: Callable[[argparse.Namespace, Settings], int] = args.func
+    hub_db = None
     try:
-        return func(args, Settings.from_env())
+        settings = Settings.from_env()
+        hub_db = _hub_records(settings, func)
+        return func(args, settings)
     except LadderlabError as exc:
         if os.environ.get("LADDERLAB_DEBUG") == "1":
             raise
         err.print(_styled("error:", "red", f" {exc}"))
         for note in getattr(exc, "__notes__", []):
             err.print(note)
+        if hub_db is not None and not hub_db.running():
+            err.print(_hub_down(hub_db))
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -1052,6 +1098,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`ladderlab ladder --json | head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 141
+    except Exception as exc:
+        if (hub_db is None or hub_db.running()
+                or not type(exc).__module__.startswith(("sqlalchemy", "pg8000", "peewee", "psycopg2"))):
+            raise
+        err.print(_styled("error:", "red", f" {type(exc).__name__}: {str(exc)[:300]}"))
+        err.print(_hub_down(hub_db))
+        return 1
+
+
+def _hub_down(db: Any) -> str:
+    return (f"this cache's records are in the hub's PostgreSQL ({db.data}), which is not running: start the hub, or "
+            f"`ladderlab hub database --start --root {db.base.parent}`")
 
 
 if __name__ == "__main__":

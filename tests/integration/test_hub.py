@@ -602,6 +602,9 @@ def records_on_postgres(hub, settings, passed: list[str], failed: list[str]) -> 
     assert set(urls) <= set(env), exports
     verified = json.loads(cli(env, "ladder", "verify", "--json").stdout)
     assert verified["ok"] and verified["entries"] >= len(passed), verified
+    # Without the variables, ladderlab's commands on the hub's cache find its PostgreSQL themselves.
+    plain = dict(os.environ, LADDERLAB_CACHE_DIR=hub["cache"], LADDERLAB_ROOT=str(settings.root))
+    assert json.loads(cli(plain, "ladder", "verify", "--json").stdout) == verified
 
 
 def jail_command(settings, learner: str, hub) -> list[str]:
@@ -666,7 +669,21 @@ def test_the_hub_stops_with_its_servers_on_sigterm_and_refuses_a_cohort_without_
             server_pid(learner)
     assert subprocess.run(["iptables", "-S", "LADDERLAB-LEARNERS"], capture_output=True).returncode != 0, \
         "the hub took the learners' chain with it"
-    assert not HubDatabase(hub["root"] / "postgres").running(), "the hub stopped its PostgreSQL"
+    db = HubDatabase(hub["root"] / "postgres")
+    assert not db.running(), "the hub stopped its PostgreSQL"
+    # After the course: the records stay, reachable with the hub's database started alone, and a command says what to
+    # do when it is not running.
+    env = dict(os.environ, LADDERLAB_CACHE_DIR=hub["cache"], LADDERLAB_ROOT=str(settings.root))
+    cli(env, "hub", "database", "--root", str(hub["root"]), "--start")
+    try:
+        assert db.running()
+        record = json.loads(cli(env, "ladder", "verify", "--json").stdout)
+        assert record["ok"] and record["entries"] >= 2, record
+    finally:
+        cli(env, "hub", "database", "--root", str(hub["root"]), "--stop")
+    r = subprocess.run([sys.executable, "-m", "ladderlab.cli", "ladder", "verify"], env=env, capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert r.returncode != 0 and "hub database --start" in r.stderr, r.stderr
     env = dict(os.environ, LADDERLAB_CACHE_DIR=str(Path(hub["root"]) / "nowhere"),
                LADDERLAB_HUB_PROXY=str(proxy.path(settings)))
     r = subprocess.run([sys.executable, "-m", "ladderlab.cli", "hub", "start", "nosuch", "--root", str(hub["root"])],

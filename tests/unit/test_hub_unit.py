@@ -296,3 +296,107 @@ def test_the_spawner_hands_out_the_labs_published_when_the_server_starts(tmp_pat
     everything = sorted(f"{lab}/{lab}.ipynb" for lab in labs)
     assert sent == [[n for n in everything if not n.startswith(first + "/")], everything,
                     [n for n in everything if not n.startswith(first + "/")]]
+
+
+def test_the_gradebook_is_the_course_roots_sqlite_unless_the_variable_names_another(tmp_path, monkeypatch, settings):
+    from traitlets.config.loader import PyFileConfigLoader
+
+    from ladderlab.course import load_course
+    from ladderlab.course.labs import load_lab
+    from ladderlab.grading.checks import load_graders
+    from ladderlab.grading.nbgrader_ext import gradebook_url, init_course_root
+
+    course = load_course(settings.course_file)
+    lab = load_lab(settings, course, "sys-3-tested-cli-tool", registry=load_graders(settings.root))
+    root = init_course_root(settings, tmp_path / "course", [lab])
+    monkeypatch.delenv("LADDERLAB_GRADEBOOK_URL", raising=False)
+    assert gradebook_url(root) == f"sqlite:///{root / 'gradebook.db'}"
+    loaded = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    assert "db_url" not in loaded.CourseDirectory, "nbgrader's own default: the course root's gradebook.db"
+    url = "postgresql+pg8000://ladder@/gradebook?unix_sock=/srv/x/postgres/run/.s.PGSQL.5432"
+    monkeypatch.setenv("LADDERLAB_GRADEBOOK_URL", url)
+    assert gradebook_url(root) == url
+    loaded = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    assert loaded.CourseDirectory.db_url == url, "nbgrader's own commands follow the variable too"
+
+
+def test_a_second_hub_on_the_same_root_is_refused(tmp_path, settings):
+    from ladderlab.hub import run
+
+    plan = config.HubPlan(root=tmp_path / "srv", settings=settings, learners=())
+    fd = run._lock(plan)
+    try:
+        with pytest.raises(UsageError, match="a hub already runs on"):
+            run._lock(plan)
+    finally:
+        os.close(fd)
+    os.close(run._lock(plan))  # free again once the first is gone
+
+
+def test_a_start_whose_databases_cannot_be_made_stops_the_server(tmp_path, monkeypatch):
+    from ladderlab.errors import LadderlabError
+
+    db = database.HubDatabase(tmp_path / "postgres")
+    calls: list[str] = []
+    monkeypatch.setattr(db, "_prepare", lambda: None)
+    monkeypatch.setattr(db, "_as_postgres", lambda cmd, what, timeout=120: calls.append(what))
+    running = iter([False, True])
+    monkeypatch.setattr(db, "running", lambda: next(running))
+
+    def refuse(database: str = "postgres"):
+        raise OSError("no socket")
+
+    monkeypatch.setattr(db, "_connect", refuse)
+    with pytest.raises(LadderlabError, match="databases could not be made: OSError: no socket"):
+        db.start(lambda _: None)
+    assert calls == ["initdb", "pg_ctl start", "pg_ctl stop"]
+
+
+def test_commands_on_a_hubs_cache_read_its_postgresql_and_say_so_when_it_is_down(tmp_path, monkeypatch, capsys):
+    from ladderlab import cli
+
+    for var in database.DATABASES.values():
+        monkeypatch.delenv(var, raising=False)
+    settings = Settings(root=Settings.from_env().root, cache_dir=tmp_path / "cache")
+    monkeypatch.setenv("LADDERLAB_CACHE_DIR", str(settings.cache_dir))
+    db = database.HubDatabase(tmp_path / "srv" / "postgres")
+    db.data.mkdir(parents=True)
+    assert cli._hub_records(settings, cli.cmd_ladder_verify) is None, "no hub noted in this cache"
+    (db.data / "PG_VERSION").write_text("15\n")
+    database.remember(settings, tmp_path / "srv")
+    assert cli._hub_records(settings, cli.cmd_hub_start) is None, "the hub's own commands name their root"
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # what _hub_records sets stays in this test
+    found = cli._hub_records(settings, cli.cmd_ladder_verify)
+    assert found is not None and found.data == db.data
+    assert {var: os.environ[var] for var in database.DATABASES.values()} == db.urls()
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k not in db.urls()})
+    # The server is not running: the record cannot be read, and the command says where it is and how to start it.
+    assert cli.main(["ladder", "verify"]) == 1
+    said = capsys.readouterr().err
+    assert "the hub's PostgreSQL" in said and "not running" in said and "hub database --start" in said, said
+
+
+def test_a_new_hub_database_beside_earlier_gradings_says_how_to_bring_them_over(tmp_path):
+    from ladderlab.hub import run
+    from ladderlab.service.ledger import GRADED, Ledger
+    from ladderlab.service.paths import ServicePaths
+
+    settings = Settings(root=Settings.from_env().root, cache_dir=tmp_path / "cache")
+    paths = ServicePaths.of(settings)
+    db = database.HubDatabase(tmp_path / "srv" / "postgres")
+    said: list[str] = []
+    db.created = ["ladder", "gradebook", "queue"]
+    run._warn_of_earlier_gradings(settings, db, said.append)  # no ledger yet
+    paths.ledger_db.parent.mkdir(parents=True)
+    ledger = Ledger(paths.ledger_db)
+    key = "ada+sys-3-tested-cli-tool+2026-11-24 10:00:00.000000 UTC+abc"
+    ledger.add(key)
+    run._warn_of_earlier_gradings(settings, db, said.append)  # queued, not graded
+    assert said == []
+    ledger.claim(key)
+    ledger.finish(key, GRADED, score=10, max_score=10, passed=True)
+    run._warn_of_earlier_gradings(settings, db, said.append)
+    assert len(said) == 1 and "1 hand-in(s) were graded before" in said[0] and "ladder rebuild" in said[0], said
+    db.created = []  # the databases were there already: nothing new to say
+    run._warn_of_earlier_gradings(settings, db, said.append)
+    assert len(said) == 1

@@ -19,11 +19,13 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ladderlab.config import Settings
 from ladderlab.errors import LadderlabError
@@ -82,6 +84,7 @@ class HubDatabase:
 
     def __init__(self, base: Path) -> None:
         self.base = base
+        self.created: list[str] = []  # the databases the last start made (new, empty)
 
     @property
     def data(self) -> Path:
@@ -101,21 +104,25 @@ class HubDatabase:
 
     def sqlalchemy_url(self, name: str) -> str:
         """Database ``name`` for SQLAlchemy, over the socket with pg8000 (the driver the project already has)."""
-        return f"postgresql+pg8000://{ROLE}@/{name}?unix_sock={self.socket}"
+        return f"postgresql+pg8000://{ROLE}@/{name}?unix_sock={quote(str(self.socket), safe='/')}"
 
     def urls(self) -> dict[str, str]:
         """The variable → URL of each database, over the socket."""
         out = {}
         for name, var in DATABASES.items():
             if var == "LADDERLAB_QUEUE_URL":  # Huey's SQL storage is peewee's: psycopg2, libpq's URL form
-                out[var] = f"postgresql://{ROLE}@/{name}?host={self.socket_dir}"
+                out[var] = f"postgresql://{ROLE}@/{name}?host={quote(str(self.socket_dir), safe='/')}"
             else:
                 out[var] = self.sqlalchemy_url(name)
         return out
 
     def _as_postgres(self, cmd: list[str], what: str, timeout: float = 120) -> None:
         prefix = ["runuser", "-u", ACCOUNT, "--"] if os.geteuid() == 0 else []
-        result = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=timeout, check=False)
+        try:
+            result = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise LadderlabError(f"the hub's PostgreSQL: {what} did not finish in {timeout:g} s (its log: "
+                                 f"{self.log})") from None
         if result.returncode != 0:
             tail = self.log.read_text(errors="replace")[-1500:] if self.log.exists() else ""
             raise LadderlabError(f"the hub's PostgreSQL: {what} failed (exit {result.returncode}): "
@@ -135,15 +142,14 @@ class HubDatabase:
             d.chmod(0o700)
 
     def running(self) -> bool:
+        """Whether the cluster's server runs (its ``postmaster.pid`` names a live process)."""
         pid_file = self.data / "postmaster.pid"
-        if not pid_file.exists():
-            return False
         try:
             pid = int(pid_file.read_text().split("\n", 1)[0])
             os.kill(pid, 0)
-        except (ValueError, ProcessLookupError):
+        except (FileNotFoundError, ValueError, ProcessLookupError):
             return False
-        except PermissionError:
+        except PermissionError:  # a process of another user's, or a data directory only postgres may read
             return True
         return True
 
@@ -158,10 +164,15 @@ class HubDatabase:
         if self.running():
             say(f"the hub's PostgreSQL is already running ({self.data}): keeping it")
         else:
-            options = f"-k {self.socket_dir} -c listen_addresses='' -c unix_socket_permissions=0700"
+            options = f"-k {shlex.quote(str(self.socket_dir))} -c listen_addresses='' -c unix_socket_permissions=0700"
             self._as_postgres([binary("pg_ctl"), "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                                "-o", options], "pg_ctl start")
-        self._create_databases()
+        try:
+            self._create_databases()
+        except Exception as exc:
+            self.stop()  # never a server left running by a start that failed
+            raise LadderlabError(f"the hub's PostgreSQL ({self.data}) started but its databases could not be made: "
+                                 f"{type(exc).__name__}: {exc}") from exc
         return self.urls()
 
     def _connect(self, database: str = "postgres") -> Any:
@@ -176,6 +187,7 @@ class HubDatabase:
             for name in DATABASES:
                 if name not in have:
                     conn.run(f'CREATE DATABASE "{name}"')  # names from DATABASES only
+                    self.created.append(name)
         finally:
             conn.close()
 
@@ -184,3 +196,35 @@ class HubDatabase:
         if self.running():
             self._as_postgres([binary("pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "60"],
                               "pg_ctl stop")
+
+
+#: Where ``hub start`` notes the hub's root in the cache: ladderlab's commands on that cache (``ladder``, ``cohort
+#: status``, ``cohort record-rubric``...) then read the hub's PostgreSQL, not the cache's SQLite files.
+MARKER = "hub-database.json"
+
+
+def remember(settings: Settings, root: Path) -> None:
+    """Note in the cache that its records live in the PostgreSQL of the hub at ``root``."""
+    import json
+
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.cache_dir / MARKER
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"root": str(root)}))
+    tmp.replace(path)
+
+
+def remembered(settings: Settings) -> HubDatabase | None:
+    """The hub's database the cache's records live in (``hub start`` noted it), when there is one."""
+    import json
+
+    path = settings.cache_dir / MARKER
+    try:
+        root = Path(json.loads(path.read_text())["root"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    db = HubDatabase(root / "postgres")
+    try:
+        return db if (db.data / "PG_VERSION").exists() else None
+    except PermissionError:  # not root: the data directory is postgres's
+        return db

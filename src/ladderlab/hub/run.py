@@ -143,17 +143,66 @@ def write_config(plan: HubPlan) -> Path:
     return path
 
 
+def _lock(plan: HubPlan) -> int:
+    """``<root>/private/hub.lock``, held for the hub's life: a second ``hub start`` on the same root is refused
+    (it would otherwise stop the running hub's PostgreSQL and firewall chain when it ends)."""
+    import fcntl
+
+    prepare(plan)
+    fd = os.open(plan.private / "hub.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"a hub already runs on {plan.root} (it holds {plan.private / 'hub.lock'}): stop it first, "
+                         f"or give another --root") from None
+    return fd
+
+
 def start(settings: Settings, cohort: str, root: Path, port: int, say: Callable[[str], None]) -> int:
     """Run the cohort's hub in the foreground, with its PostgreSQL; its exit code."""
-    plan = _plan(settings, cohort, root, port)
+    plan = _plan(settings, cohort, root.resolve(), port)
+    lock = _lock(plan)
+
+    def interrupted(signum: int, frame: object) -> None:  # until the hub runs: unwind, so the database is stopped
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     db = database.HubDatabase(plan.database)
-    # The evidence record, nbgrader's gradebook and the grading queue on the hub's PostgreSQL: this process's
-    # environment is what the hub gives its service (and what nbgrader's config in the course root reads below).
-    os.environ.update(db.start(say))
     try:
+        # The evidence record, nbgrader's gradebook and the grading queue on the hub's PostgreSQL: this process's
+        # environment is what the hub gives its service (and what nbgrader's config in the course root reads).
+        for var, url in db.start(say).items():
+            if os.environ.get(var) and os.environ[var] != url:
+                say(f"{var} is set: the hub uses it, not its own PostgreSQL's {url.split('?')[0]}")
+            else:
+                os.environ[var] = url
+        database.remember(settings, plan.root)
+        _warn_of_earlier_gradings(settings, db, say)
         return _run(plan, settings, cohort, say)
     finally:
-        db.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        try:
+            db.stop()
+        finally:
+            os.close(lock)
+
+
+def _warn_of_earlier_gradings(settings: Settings, db: database.HubDatabase, say: Callable[[str], None]) -> None:
+    """A new gradebook beside a ledger that has graded hand-ins: those stay in the cache's SQLite gradebook and
+    record (the ledger grades each version once), and the hub's do not have them; say how to bring them over."""
+    from ladderlab.service.ledger import GRADED, Ledger
+    from ladderlab.service.paths import ServicePaths
+
+    paths = ServicePaths.of(settings)
+    if "gradebook" not in db.created or not paths.ledger_db.exists():
+        return
+    graded = [sub for sub in Ledger(paths.ledger_db, readonly=True).all() if sub.status == GRADED]
+    if graded:
+        say(f"warning: {len(graded)} hand-in(s) were graded before this hub's PostgreSQL existed; their grades and "
+            f"evidence are in the cache's SQLite files, not here. To bring the evidence over: ladderlab ladder "
+            f"rebuild --course-root {paths.course_root} --db sqlite:///{paths.course_root / 'gradebook.db'}")
 
 
 def _run(plan: HubPlan, settings: Settings, cohort: str, say: Callable[[str], None]) -> int:
