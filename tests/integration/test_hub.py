@@ -423,11 +423,12 @@ def test_a_learner_starts_and_stops_only_their_own_environment_through_the_servi
 
 @pytest.mark.docker
 def test_three_learners_hand_in_and_the_trainer_watches_it_live(hub, images, client, settings):
-    """Issue 15's acceptance: with the trainer's cohort page open, b hands in the lab as released (no work) from
-    a kernel while c, in chromium, opens the lab in JupyterLab on the hub, fills the solution cells, runs the
-    notebook (c's environment comes up through the service), saves and hands in with ``lab.submit()``: the
-    result and c's ladder are shown under the cell. The trainer's page shows both graded results without a
-    reload; c's ladder page shows c's ladder and no one else's. (a handed in in the test before.)"""
+    """Issue 15's acceptance: with the trainer's cohort page open, b starts the lab from a kernel, runs its
+    checks and hands in unfinished work (one solution cell of several) while c, in chromium, opens the lab in
+    JupyterLab on the hub, fills the solution cells, runs the notebook (c's environment comes up through the
+    service), saves and hands in with ``lab.submit()``: the result and c's ladder are shown under the cell. The
+    trainer's page shows both graded results, and b's checks run in practice, without a reload; c's ladder page
+    shows c's ladder and no one else's. (a handed in in the test before.)"""
     from ladderlab import browser
     from tests.integration.test_engineer_browser import _fill, _run_all, _save, _solutions, _wait_idle, _wait_notebook
 
@@ -439,16 +440,22 @@ def test_three_learners_hand_in_and_the_trainer_watches_it_live(hub, images, cli
     assert home_b is not None and home_c is not None
     released = home_c.home / LAB / f"{LAB}.ipynb"
     handed_out = nbformat.read(str(released), as_version=4)
-    mine_b = home_b.home / LAB / f"{LAB}.ipynb"  # b hands the lab in as released (b's copy was kept from b above)
-    if not mine_b.exists():
-        mine_b.parent.mkdir(exist_ok=True)
-        shutil.copy(released, mine_b)
-        for path in (mine_b.parent, mine_b):
-            os.chown(path, home_b.uid, home_b.gid)
     solutions = _solutions(settings.root / "labs" / LAB / f"{LAB}.ipynb")
+    # b's work: the first solution cell done, the others not (b practises, checks, and hands in unfinished work).
+    mine_b = home_b.home / LAB / f"{LAB}.ipynb"
+    partial = nbformat.read(str(released), as_version=4)
+    first = next(iter(solutions))
+    done = [cell for cell in partial.cells if cell.metadata.get("nbgrader", {}).get("grade_id") == first]
+    assert len(done) == 1, first
+    done[0].source = solutions[first]
+    mine_b.parent.mkdir(exist_ok=True)
+    nbformat.write(partial, str(mine_b))
+    for path in (mine_b.parent, mine_b):
+        os.chown(path, home_b.uid, home_b.gid)
     submit_b = ("import json, ladderlab\n"
                 f"lab = ladderlab.start({LAB!r}, show=False)\n"
-                f"sub = lab.submit({str(home_b.home / LAB / (LAB + '.ipynb'))!r}, timeout=600)\n"
+                "lab.check()\n"
+                f"sub = lab.submit({str(mine_b)!r}, timeout=600)\n"
                 "print(json.dumps({k: sub[k] for k in ('student', 'status', 'score', 'max_score', 'passed')}))")
     b_proc = None
     try:
@@ -535,6 +542,9 @@ def test_three_learners_hand_in_and_the_trainer_watches_it_live(hub, images, cli
                     "([sel, verdict]) => { const t = document.querySelector(sel).textContent;"
                     " return t.startsWith('graded') && t.includes(' ' + verdict); }",
                     arg=[f"#cohort tr[data-learner='{learner}'] td.lab[data-lab='{LAB}']", verdict], timeout=30_000)
+            # b practised before handing in: the trainer sees b's checks run (the service recorded them).
+            trainer.wait_for_function("sel => document.querySelector(sel).textContent.includes('checks ')",
+                                      arg=f"#cohort tr[data-learner='{b}'] td.lab[data-lab='{LAB}']", timeout=30_000)
             assert trainer.evaluate("window.notReloaded") is True
             assert console_errors(trainer) == [], trainer.errors  # type: ignore[attr-defined]
             # c's own ladder page: c's ladder, the lab demonstrated; asking for another learner's is refused.
