@@ -260,12 +260,13 @@ def cmd_hub_database(args: argparse.Namespace, settings: Settings) -> int:
 
         fd = os.open(root / "private" / "hub.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(f"the hub on {root} is running: its PostgreSQL stops with it") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(f"the hub on {root} is running: its PostgreSQL stops with it") from None
+            db.stop()  # holding the lock: no hub starts on it meanwhile
         finally:
             os.close(fd)
-        db.stop()
         say(f"the hub's PostgreSQL is stopped ({db.data})")
         return 0
     if args.start:

@@ -338,6 +338,7 @@ def test_a_start_whose_databases_cannot_be_made_stops_the_server(tmp_path, monke
 
     db = database.HubDatabase(tmp_path / "postgres")
     calls: list[str] = []
+    monkeypatch.setattr(database, "binary", lambda name: name)  # no PostgreSQL needed on the machine
     monkeypatch.setattr(db, "_prepare", lambda: None)
     monkeypatch.setattr(db, "_as_postgres", lambda cmd, what, timeout=120: calls.append(what))
     running = iter([False, True])

@@ -214,9 +214,16 @@ def remember(settings: Settings, root: Path) -> None:
     tmp.replace(path)
 
 
+def forget(settings: Settings) -> None:
+    """The cache's records are not (all) in a hub's own database: no note."""
+    (settings.cache_dir / MARKER).unlink(missing_ok=True)
+
+
 def remembered(settings: Settings) -> HubDatabase | None:
     """The hub's database the cache's records live in (``hub start`` noted it), when there is one."""
     import json
+
+    from ladderlab.errors import UsageError
 
     path = settings.cache_dir / MARKER
     try:
@@ -227,4 +234,5 @@ def remembered(settings: Settings) -> HubDatabase | None:
     try:
         return db if (db.data / "PG_VERSION").exists() else None
     except PermissionError:  # not root: the data directory is postgres's
-        return db
+        raise UsageError(f"the records of {settings.cache_dir} are in the hub's PostgreSQL ({db.data}), which only "
+                         f"root reaches: run this as root") from None

@@ -172,12 +172,19 @@ def start(settings: Settings, cohort: str, root: Path, port: int, say: Callable[
     try:
         # The evidence record, nbgrader's gradebook and the grading queue on the hub's PostgreSQL: this process's
         # environment is what the hub gives its service (and what nbgrader's config in the course root reads).
+        preset = []
         for var, url in db.start(say).items():
             if os.environ.get(var) and os.environ[var] != url:
                 say(f"{var} is set: the hub uses it, not its own PostgreSQL's {url.split('?')[0]}")
+                preset.append(var)
             else:
                 os.environ[var] = url
-        database.remember(settings, plan.root)
+        if preset:  # the records are not all in the hub's own database: the cache is not told they are
+            database.forget(settings)
+            say(f"ladderlab's commands on {settings.cache_dir} need {', '.join(preset)} set as here to read the hub's "
+                f"records")
+        else:
+            database.remember(settings, plan.root)
         _warn_of_earlier_gradings(settings, db, say)
         return _run(plan, settings, cohort, say)
     finally:
@@ -221,14 +228,21 @@ def _run(plan: HubPlan, settings: Settings, cohort: str, say: Callable[[str], No
     say(f"hub for cohort {cohort}: {len(plan.learners)} learner(s), http://127.0.0.1:{plan.port}/ "
         f"(state in {plan.private}; records in PostgreSQL, {plan.database}; stop with Ctrl-C)")
     log = (plan.private / "jupyterhub.log").open("a")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config)], cwd=plan.private,
-                            stdout=log, stderr=subprocess.STDOUT)
+    started: list[subprocess.Popen[bytes]] = []
+    asked = []
 
-    def stop(signum: int, frame: object) -> None:
-        proc.send_signal(signal.SIGTERM)
+    def stop(signum: int, frame: object) -> None:  # installed before the hub starts: no signal is lost between
+        asked.append(signum)
+        for proc in started:
+            proc.send_signal(signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config)],
+                                cwd=plan.private, stdout=log, stderr=subprocess.STDOUT)
+        started.append(proc)
+        if asked:
+            proc.send_signal(signal.SIGTERM)
         rc = proc.wait()
     finally:
         for sig, handler in previous.items():
