@@ -256,15 +256,11 @@ def cmd_hub_database(args: argparse.Namespace, settings: Settings) -> int:
     if not (db.data / "PG_VERSION").exists():
         raise UsageError(f"no hub database in {db.data}: `ladderlab hub start --root {root}` makes it")
     if args.stop:
-        import fcntl
+        from ladderlab.hub.run import hub_lock
 
-        fd = os.open(root / "private" / "hub.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = hub_lock(root)  # refused while the hub runs (its PostgreSQL stops with it); no hub starts meanwhile
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UsageError(f"the hub on {root} is running: its PostgreSQL stops with it") from None
-            db.stop()  # holding the lock: no hub starts on it meanwhile
+            db.stop()
         finally:
             os.close(fd)
         say(f"the hub's PostgreSQL is stopped ({db.data})")

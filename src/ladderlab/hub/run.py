@@ -146,16 +146,22 @@ def write_config(plan: HubPlan) -> Path:
 def _lock(plan: HubPlan) -> int:
     """``<root>/private/hub.lock``, held for the hub's life: a second ``hub start`` on the same root is refused
     (it would otherwise stop the running hub's PostgreSQL and firewall chain when it ends)."""
+    prepare(plan)
+    return hub_lock(plan.root)
+
+
+def hub_lock(root: Path) -> int:
+    """Take ``<root>/private/hub.lock`` (its fd: close it to let go); UsageError when a hub on ``root`` holds it."""
     import fcntl
 
-    prepare(plan)
-    fd = os.open(plan.private / "hub.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    path = root / "private" / "hub.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise UsageError(f"a hub already runs on {plan.root} (it holds {plan.private / 'hub.lock'}): stop it first, "
-                         f"or give another --root") from None
+        raise UsageError(f"a hub already runs on {root} (it holds {path}): stop it first, or give another --root") \
+            from None
     return fd
 
 
