@@ -239,8 +239,13 @@ def cmd_hub_start(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from ladderlab.hub import run as hub
+    from ladderlab.hub.database import GraderAccess
 
-    return hub.start(settings, args.cohort, Path(args.root), args.port, say)
+    if bool(args.graders_listen) != bool(args.graders_from):
+        raise UsageError("--graders-listen and --graders-from go together: the address graders reach, and their "
+                         "network")
+    graders = GraderAccess(args.graders_listen, args.graders_from) if args.graders_listen else None
+    return hub.start(settings, args.cohort, Path(args.root), args.port, say, graders=graders)
 
 
 def cmd_hub_database(args: argparse.Namespace, settings: Settings) -> int:
@@ -255,6 +260,12 @@ def cmd_hub_database(args: argparse.Namespace, settings: Settings) -> int:
     db = HubDatabase(root / "postgres")
     if not (db.data / "PG_VERSION").exists():
         raise UsageError(f"no hub database in {db.data}: `ladderlab hub start --root {root}` makes it")
+    if args.grader_url:
+        if not db.running():
+            raise UsageError(f"the hub's PostgreSQL is not running ({db.data}): graders reach it while `ladderlab hub "
+                             f"start --root {root} --graders-listen ...` runs")
+        print(db.grader_url())
+        return 0
     if args.stop:
         from ladderlab.hub.run import hub_lock
 
@@ -442,6 +453,33 @@ def cmd_service_run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         service.stop(graceful=False)
         lock.release()
+
+
+def cmd_service_grader(args: argparse.Namespace, settings: Settings) -> int:
+    from ladderlab.grading.checks import one_line
+    from ladderlab.service.judging import URL_ENV, Judge, JudgingTable, redacted
+
+    url = args.database or os.environ.get(URL_ENV, "")
+    if not url:
+        raise UsageError(f"no judging database: give --database URL or set {URL_ENV} (on the hub: ladderlab hub "
+                         f"database --grader-url)")
+    if args.workers < 1:
+        raise UsageError(f"--workers: expected 1 or more, got {args.workers}")
+    table = JudgingTable(url)
+    try:
+        table.ping()
+    except Exception as exc:
+        raise LadderlabError(f"the judging database {redacted(url)} does not answer: {type(exc).__name__}: "
+                             f"{one_line(str(exc))}") from None
+    judge = Judge(settings, table, workers=args.workers, say=say).start()
+    say(f"grader {judge.name}: {args.workers} worker(s), judging for {redacted(url)} (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        judge.stop()
+        table.close()
+        say(f"grader {judge.name}: stopped after {judge.judged} judgement(s)")
 
 
 def cmd_service_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -943,6 +981,10 @@ def parser() -> argparse.ArgumentParser:
     hs.add_argument("cohort", metavar="COHORT")
     hs.add_argument("--root", default="/srv/ladderlab", help="the hub's directory (default /srv/ladderlab)")
     hs.add_argument("--port", type=int, default=8000, help="the hub's port on 127.0.0.1 (default 8000)")
+    hs.add_argument("--graders-listen", metavar="ADDR",
+                    help="graders on other machines: the hub's PostgreSQL also listens on ADDR, a private address of "
+                         "this machine (docs/hub-design.md 2.9)")
+    hs.add_argument("--graders-from", metavar="CIDR", help="the grading machines' network (with --graders-listen)")
     hs.set_defaults(func=cmd_hub_start)
     hd = hbs.add_parser("database", help="print the shell lines that point commands at the hub's PostgreSQL "
                                          "(nbgrader's own; ladderlab's find it from the cache); --start/--stop it "
@@ -951,6 +993,9 @@ def parser() -> argparse.ArgumentParser:
     hdx = hd.add_mutually_exclusive_group()
     hdx.add_argument("--start", action="store_true", help="start it without the hub (e.g. after the course)")
     hdx.add_argument("--stop", action="store_true", help="stop it (refused while the hub runs)")
+    hdx.add_argument("--grader-url", action="store_true",
+                     help="print the URL a grading machine's `ladderlab service grader` is given (it holds a "
+                          "password)")
     hd.set_defaults(func=cmd_hub_database)
 
     co = sub.add_parser("cohort", help="a trainer's cohort over nbgrader: roster, release, collect, grade, feedback")
@@ -995,6 +1040,13 @@ def parser() -> argparse.ArgumentParser:
     svr = sv.add_parser("run", help="run the grading service without JupyterLab (Ctrl-C to stop)")
     svr.add_argument("--workers", type=int, default=1)
     svr.set_defaults(func=cmd_service_run)
+    svg = sv.add_parser("grader", help="judge hand-ins for a hub on another machine: claim them from its "
+                                       "PostgreSQL, grade them on this machine's engine (Ctrl-C to stop)")
+    svg.add_argument("--database", metavar="URL",
+                     help="the hub's judging database (`ladderlab hub database --grader-url` on the hub prints it; "
+                          "default $LADDERLAB_JUDGING_URL, which keeps the password off the command line)")
+    svg.add_argument("--workers", type=int, default=1, help="gradings at once (default 1)")
+    svg.set_defaults(func=cmd_service_grader)
     svs = sv.add_parser("status", help="whether it runs, and every submission in the ledger")
     svs.add_argument("--learner", metavar="ID")
     svs.add_argument("--json", action="store_true")

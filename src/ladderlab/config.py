@@ -54,7 +54,8 @@ def _count(name: str) -> int | None:
     return int(raw)
 
 
-def _float(name: str, default: float) -> float:
+def env_float(name: str, default: float) -> float:
+    """A positive number from environment variable ``name``; ``default`` when it is unset or empty."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -64,6 +65,16 @@ def _float(name: str, default: float) -> float:
         raise UsageError(f"environment variable {name}: expected a number, got {raw!r}") from None
     if value <= 0:
         raise UsageError(f"environment variable {name}: expected a positive number, got {raw!r}")
+    return value
+
+
+def _seconds(name: str) -> float | None:
+    """A number of seconds, at least 1, from environment variable ``name``; None when it is unset or empty."""
+    if not os.environ.get(name, "").strip():
+        return None
+    value = env_float(name, 1.0)
+    if value < 1:  # the runner's cell limit is whole seconds, and 0 would mean none at all
+        raise UsageError(f"environment variable {name}: expected at least 1 second, got {os.environ[name]!r}")
     return value
 
 
@@ -80,6 +91,9 @@ class Settings:
     #: the whole engine (or cluster). None: no limit. See :mod:`ladderlab.environments.quota`.
     max_envs_per_learner: int | None = None
     max_envs: int | None = None
+    #: The most any one cell of a graded notebook may run (seconds): lowers a lab's ``sandbox.cell_timeout``,
+    #: never raises it. None: each lab's own limit. See :class:`ladderlab.grading.sandbox.Sandbox`.
+    max_cell_timeout: float | None = None
 
     @property
     def environments_dir(self) -> Path:
@@ -114,8 +128,9 @@ class Settings:
             base_image=os.environ.get("LADDERLAB_BASE_IMAGE") or "debian:bookworm",
             apt_mirror=os.environ.get("LADDERLAB_APT_MIRROR") or None,
             ca_bundle=ca,
-            ttl_minutes=_float("LADDERLAB_TTL_MINUTES", 240.0),
-            ready_timeout=_float("LADDERLAB_READY_TIMEOUT", 60.0),
+            ttl_minutes=env_float("LADDERLAB_TTL_MINUTES", 240.0),
+            ready_timeout=env_float("LADDERLAB_READY_TIMEOUT", 60.0),
             max_envs_per_learner=_count("LADDERLAB_MAX_ENVS_PER_LEARNER"),
             max_envs=_count("LADDERLAB_MAX_ENVS"),
+            max_cell_timeout=_seconds("LADDERLAB_MAX_CELL_TIMEOUT"),
         )

@@ -2,8 +2,9 @@
 
 Each ``corpus/<name>.yaml`` is one submission: a lab's source notebook (the honest solution) or its
 released notebook (no work), some answer cells replaced, learner cells appended, and edits of the
-notebook's structure (check cells deleted, duplicated, retyped, metadata, forged outputs). Each goes
-through :func:`ladderlab.service.handin.submit`: nbgrader releases the lab, the notebook is handed in
+notebook's structure (check cells deleted, duplicated, retyped, metadata, forged outputs); ``cell_timeout``
+lowers the grading's per-cell time limit for that entry, as an operator does (``LADDERLAB_MAX_CELL_TIMEOUT``).
+Each goes through :func:`ladderlab.service.handin.submit`: nbgrader releases the lab, the notebook is handed in
 through nbgrader's exchange, the grading service grades it (fresh environment, sandbox, trusted checks),
 writes nbgrader's gradebook and the ladder's evidence, and releases feedback. All of it in a private
 cache (the machine's course keys copied in, so seeds are the course's).
@@ -85,13 +86,15 @@ DISK_SLACK = 512 << 20
 def load_entry(name: str) -> dict[str, Any]:
     """One corpus entry, its shape checked (a typo in the corpus fails loudly, never tests nothing)."""
     data = yaml.safe_load((CORPUS / f"{name}.yaml").read_text())
-    allowed = {"lab", "description", "covers", "base", "cells", "append", "notebook_edits", "expect", "machine"}
+    allowed = {"lab", "description", "covers", "base", "cells", "append", "notebook_edits", "expect", "machine",
+               "cell_timeout"}
     assert isinstance(data, dict) and not set(data) - allowed, f"{name}: unknown keys {set(data) - allowed}"
     assert isinstance(data.get("lab"), str) and isinstance(data.get("description"), str), name
     assert data.get("base") in ("solution", "untouched"), f"{name}: base must be solution or untouched"
     assert data["covers"] and set(data["covers"]) <= set(ITEMS), f"{name}: covers {data['covers']}"
     assert all(e.get("op") in EDIT_OPS for e in data.get("notebook_edits", [])), name
     assert set(data.get("machine", [])) <= MACHINE, name
+    assert isinstance(data.get("cell_timeout", 1), int) and data.get("cell_timeout", 1) >= 1, name
     expect = data["expect"]
     assert set(expect) <= {"failed", "outputs", "log"}, name
     assert expect["failed"] == "all" or isinstance(expect["failed"], list), name
@@ -119,6 +122,8 @@ def test_the_corpus_covers_every_item_of_the_issue(settings):
         assert set(entry.get("cells", {})) <= grade_ids, name
         if isinstance(entry["expect"]["failed"], list):
             assert set(entry["expect"]["failed"]) <= ids, name
+        if "cell_timeout" in entry:  # it lowers the lab's own cell limit (a cap that changed nothing misleads)
+            assert entry["cell_timeout"] < lab.spec.sandbox.cell_timeout, name
         for edit in entry.get("notebook_edits", []):
             if isinstance(edit.get("cells"), list):
                 assert set(edit["cells"]) <= grade_ids, (name, edit)
@@ -328,14 +333,22 @@ def labs(home) -> dict[str, Any]:
     return _labs(home.settings)
 
 
-def hand_in(home: Home, lab: Any, notebook: dict[str, Any], learner: str) -> Any:
+def hand_in(home: Home, lab: Any, notebook: dict[str, Any], learner: str, cell_timeout: int | None = None) -> Any:
+    """Hand ``notebook`` in and wait for its grading; ``cell_timeout``: the grading's per-cell limit lowered to
+    that many seconds, as an operator lowers it (``LADDERLAB_MAX_CELL_TIMEOUT``)."""
     from ladderlab.service.handin import submit
 
     path = home.paths.base.parent / "handin" / learner / f"{lab.id}.ipynb"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(notebook))
     home.learners.append(learner)
-    sub = submit(home.settings, lab.id, path, learner, paths=home.paths, timeout=1200)
+    with pytest.MonkeyPatch.context() as mp:
+        settings = home.settings
+        if cell_timeout is not None:
+            mp.setenv("LADDERLAB_MAX_CELL_TIMEOUT", str(cell_timeout))
+            settings = Settings.from_env(home.settings.root)
+            assert settings == dataclasses.replace(home.settings, max_cell_timeout=float(cell_timeout))
+        sub = submit(settings, lab.id, path, learner, paths=home.paths, timeout=1200)
     if sub.status == "graded":
         home.recorded.append(learner)
     return sub
@@ -441,7 +454,7 @@ def test_a_malicious_submission_scores_what_it_earned_and_nothing_else(name, hom
     notebook = build(lab, entry, home.canary.port)
     disk_before = _docker_free(client)
 
-    sub = hand_in(home, lab, notebook, learner)
+    sub = hand_in(home, lab, notebook, learner, entry.get("cell_timeout"))
 
     expect = entry["expect"]
     failed = {c.id for c in lab.checks} if expect["failed"] == "all" else set(expect["failed"])

@@ -141,3 +141,24 @@ def test_answers_are_only_the_declared_ones_of_the_declared_type():
     raw = {"errno": "ENOENT", "port": True, "path": "x" * 11, "extra": "1"}
     assert clean_answers(raw, declared) == {"errno": "ENOENT"}
     assert clean_answers({"errno": "EPERM", "port": 8, "path": "/a"}, declared) == {"port": 8, "path": "/a"}
+
+
+def test_the_operators_cell_limit_lowers_a_labs_never_raises_it(monkeypatch, settings, lab):
+    from ladderlab.config import Settings
+    from ladderlab.errors import UsageError
+    from ladderlab.grading.sandbox import Sandbox
+
+    own = lab.spec.sandbox.cell_timeout
+    assert own == 60
+    monkeypatch.delenv("LADDERLAB_MAX_CELL_TIMEOUT", raising=False)
+    assert Settings.from_env(settings.root).max_cell_timeout is None
+    for raw, limit in (("", own), ("7", 7.0), (" 2.5 ", 2.5), (str(own + 1), own)):
+        monkeypatch.setenv("LADDERLAB_MAX_CELL_TIMEOUT", raw)
+        box = Sandbox(Settings.from_env(settings.root), None, lab.spec.sandbox)  # type: ignore[arg-type]
+        assert box.limits.cell_timeout == limit, raw
+        assert box.limits.model_dump(exclude={"cell_timeout"}) == lab.spec.sandbox.model_dump(exclude={"cell_timeout"})
+    assert lab.spec.sandbox.cell_timeout == own  # the lab's own spec is left as it was
+    for raw in ("0", "0.5", "-3", "soon"):
+        monkeypatch.setenv("LADDERLAB_MAX_CELL_TIMEOUT", raw)
+        with pytest.raises(UsageError, match="LADDERLAB_MAX_CELL_TIMEOUT"):
+            Settings.from_env(settings.root)

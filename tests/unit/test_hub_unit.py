@@ -341,6 +341,7 @@ def test_a_start_whose_databases_cannot_be_made_stops_the_server(tmp_path, monke
     monkeypatch.setattr(database, "binary", lambda name: name)  # no PostgreSQL needed on the machine
     monkeypatch.setattr(db, "_prepare", lambda: None)
     monkeypatch.setattr(db, "_as_postgres", lambda cmd, what, timeout=120: calls.append(what))
+    monkeypatch.setattr(db, "_write_hba", lambda graders: None)
     running = iter([False, True])
     monkeypatch.setattr(db, "running", lambda: next(running))
 
@@ -401,3 +402,53 @@ def test_a_new_hub_database_beside_earlier_gradings_says_how_to_bring_them_over(
     db.created = []  # the databases were there already: nothing new to say
     run._warn_of_earlier_gradings(settings, db, said.append)
     assert len(said) == 1
+
+
+@pytest.mark.parametrize(("listen", "allow", "why"), [
+    ("0.0.0.0", "10.0.5.0/24", "wildcard"),  # noqa: S104 (refused: the point)
+    ("::", "10.0.5.0/24", "wildcard"),
+    ("hub.example", "10.0.5.0/24", "expected one IP address"),
+    ("10.0.5.1", "0.0.0.0/0", "that is every address"),
+    ("10.0.5.1", "graders", "expected the grading machines' network"),
+])
+def test_graders_get_one_private_address_and_their_network_only(listen, allow, why):
+    with pytest.raises(UsageError, match=re.escape(why)):
+        database.GraderAccess(listen, allow)
+
+
+def test_the_hba_file_lets_in_the_grader_role_to_judging_from_the_graders_network_only(tmp_path):
+    db = database.HubDatabase(tmp_path / "postgres")
+    db.data.mkdir(parents=True)
+    db._write_hba(None)
+    rules = [line for line in db.hba.read_text().splitlines() if not line.startswith("#")]
+    assert rules == ["local all all trust"], "no address at all without graders (initdb's file trusts 127.0.0.1)"
+    db._write_hba(database.GraderAccess("10.0.5.1", "10.0.5.7/24"))
+    rules = [line for line in db.hba.read_text().splitlines() if not line.startswith("#")]
+    assert rules == ["local all all trust", "host judging grader 10.0.5.0/24 scram-sha-256"]
+    assert db.hba.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_grader_url_is_there_only_for_a_hub_started_for_graders(tmp_path):
+    db = database.HubDatabase(tmp_path / "postgres")
+    db.base.mkdir(parents=True)
+    with pytest.raises(UsageError, match="not started for graders on other machines"):
+        db.grader_url()
+    db.grader_password_file.write_text("ab12\n")
+    db.graders_file.write_text('{"listen": "10.0.5.1", "allow": "10.0.5.0/24"}')
+    assert db.grader_url() == "postgresql+pg8000://grader:ab12@10.0.5.1:5432/judging"
+    db.graders_file.write_text('{"listen": "fd00::1", "allow": "fd00::/64"}')
+    assert db.grader_url() == "postgresql+pg8000://grader:ab12@[fd00::1]:5432/judging"
+
+
+def test_graders_flags_go_together_and_a_grader_needs_its_database(monkeypatch, capsys):
+    from ladderlab import cli
+    from ladderlab.service.judging import URL_ENV
+
+    assert cli.main(["hub", "start", "c", "--root", "/nonexistent", "--graders-listen", "10.0.5.1"]) == 2
+    assert "--graders-listen and --graders-from go together" in capsys.readouterr().err
+    monkeypatch.delenv(URL_ENV, raising=False)
+    assert cli.main(["service", "grader"]) == 2
+    assert "no judging database: give --database URL or set LADDERLAB_JUDGING_URL" in capsys.readouterr().err
+    assert cli.main(["service", "grader", "--database", "postgresql+pg8000://grader:s3cret@127.0.0.1:9/judging"]) == 1
+    said = capsys.readouterr().err
+    assert "does not answer" in said and "s3cret" not in said and "***" in said, said

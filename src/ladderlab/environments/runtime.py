@@ -16,6 +16,7 @@ without that record, whose owner process is gone, as an orphan.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -294,7 +295,31 @@ class _HostProbe:
 
 
 def is_local_engine(client: docker.DockerClient) -> bool:
-    return str(client.api.base_url).startswith("http+docker://")
+    """Whether this process may open TCP connections to the engine's containers: the engine answers on a unix
+    socket and runs in this process's network namespace (a grader in a namespace of its own that reaches the
+    engine's socket, as ``tests/integration/test_remote_grader.py`` runs one, does not share its bridges)."""
+    if not str(client.api.base_url).startswith("http+docker://"):
+        return False
+    path = getattr(getattr(client.api, "_custom_adapter", None), "socket_path", None)
+    return not isinstance(path, str) or _same_network_namespace(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _same_network_namespace(socket_path: str) -> bool:
+    """Whether the process serving ``socket_path`` (its peer credentials) is in this process's network namespace;
+    True when that cannot be told (the engine's own socket, as before)."""
+    import socket as sock
+    import struct
+
+    try:
+        with sock.socket(sock.AF_UNIX, sock.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(socket_path)
+            pid = struct.unpack("3i", s.getsockopt(sock.SOL_SOCKET, sock.SO_PEERCRED, struct.calcsize("3i")))[0]
+        theirs, ours = os.stat(f"/proc/{pid}/ns/net"), os.stat("/proc/self/ns/net")
+        return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+    except OSError:
+        return True
 
 
 class _Bringup:

@@ -90,6 +90,9 @@ class Sandbox:
     def __init__(self, settings: Settings, client: docker.DockerClient, limits: SandboxSpec) -> None:
         self.settings = settings
         self.client = client
+        cap = settings.max_cell_timeout  # LADDERLAB_MAX_CELL_TIMEOUT lowers the lab's cell limit, never raises it
+        if cap is not None and cap < limits.cell_timeout:
+            limits = limits.model_copy(update={"cell_timeout": cap})
         self.limits = limits
         self.name = ""
         self.started = time.monotonic()

@@ -12,23 +12,34 @@ Three databases, each named for what it holds, reach the service as the variable
 already reads: ``LADDERLAB_LADDER_URL`` (the evidence record, :mod:`ladderlab.ladder.store`),
 ``LADDERLAB_GRADEBOOK_URL`` (nbgrader's gradebook, :func:`ladderlab.grading.nbgrader_ext.gradebook_url`) and
 ``LADDERLAB_QUEUE_URL`` (Huey's SQL storage, :mod:`ladderlab.service.queue`).
+
+A fourth, ``judging``, holds the hand-ins that graders on other machines judge (:mod:`ladderlab.service.judging`,
+docs/hub-design.md 2.9). Only with ``hub start --graders-listen ADDR --graders-from CIDR`` (:class:`GraderAccess`)
+does the server also listen on ``ADDR``, a private address of the hub machine; ``pg_hba.conf`` (rewritten at each
+start) then lets in one role over the network, ``grader``, from ``CIDR`` only, to the ``judging`` database only,
+with a ``scram-sha-256`` password kept in ``<root>/postgres/grader-password``; that role may read and update the
+judging table and nothing else. Without it, no address is listened on and no role logs in over a network.
 """
 
 from __future__ import annotations
 
 import glob
+import ipaddress
+import json
 import os
 import pwd
+import secrets
 import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from ladderlab.config import Settings
-from ladderlab.errors import LadderlabError
+from ladderlab.errors import LadderlabError, UsageError
 
 #: The databases of a hub, and the variable that names each for the service.
 DATABASES = {"ladder": "LADDERLAB_LADDER_URL", "gradebook": "LADDERLAB_GRADEBOOK_URL", "queue": "LADDERLAB_QUEUE_URL"}
@@ -37,6 +48,40 @@ DATABASES = {"ladder": "LADDERLAB_LADDER_URL", "gradebook": "LADDERLAB_GRADEBOOK
 ROLE = "ladder"
 
 ACCOUNT = "postgres"
+
+#: The graders' database (not a record: no variable, the service is told of it only when graders may connect),
+#: and their role.
+JUDGING = "judging"
+GRADER_ROLE = "grader"
+#: The server's port: its socket's name, and where graders connect.
+PORT = 5432
+
+
+@dataclass(frozen=True)
+class GraderAccess:
+    """Graders on other machines reach the hub's PostgreSQL on ``listen`` (a private address of this machine, never
+    a wildcard), port :data:`PORT`, from the network ``allow`` (CIDR) only."""
+
+    listen: str
+    allow: str
+
+    def __post_init__(self) -> None:
+        try:
+            address = ipaddress.ip_address(self.listen)
+        except ValueError:
+            raise UsageError(f"--graders-listen: expected one IP address of this machine, got {self.listen!r}") \
+                from None
+        if address.is_unspecified:
+            raise UsageError(f"--graders-listen {self.listen}: a wildcard would listen on every address, lab "
+                             f"networks' gateways among them; give the private address the graders reach")
+        try:
+            network = ipaddress.ip_network(self.allow, strict=False)
+        except ValueError:
+            raise UsageError(f"--graders-from: expected the grading machines' network (CIDR, e.g. 10.0.5.0/24), "
+                             f"got {self.allow!r}") from None
+        if network.prefixlen == 0:
+            raise UsageError(f"--graders-from {self.allow}: that is every address; name the grading machines' "
+                             f"network")
 
 
 def binary(name: str) -> str:
@@ -99,8 +144,16 @@ class HubDatabase:
         return self.base / "postgres.log"
 
     @property
+    def grader_password_file(self) -> Path:
+        return self.base / "grader-password"
+
+    @property
+    def hba(self) -> Path:
+        return self.data / "pg_hba.conf"
+
+    @property
     def socket(self) -> Path:
-        return self.socket_dir / ".s.PGSQL.5432"
+        return self.socket_dir / f".s.PGSQL.{PORT}"
 
     def sqlalchemy_url(self, name: str) -> str:
         """Database ``name`` for SQLAlchemy, over the socket with pg8000 (the driver the project already has)."""
@@ -115,6 +168,38 @@ class HubDatabase:
             else:
                 out[var] = self.sqlalchemy_url(name)
         return out
+
+    @property
+    def graders_file(self) -> Path:
+        return self.base / "graders.json"
+
+    def grader_url(self) -> str:
+        """What a grading machine's ``ladderlab service grader`` is given (it holds the password): the graders'
+        address of the last start, which must have been given one."""
+        try:
+            access = json.loads(self.graders_file.read_text())
+            password = self.grader_password_file.read_text().strip()
+        except (OSError, ValueError):
+            raise UsageError(f"the hub on {self.base.parent} was not started for graders on other machines: start "
+                             f"it with --graders-listen ADDR --graders-from CIDR") from None
+        listen = access["listen"]
+        host = f"[{listen}]" if ":" in listen else listen
+        return f"postgresql+pg8000://{GRADER_ROLE}:{password}@{host}:{PORT}/{JUDGING}"
+
+    def _write_hba(self, graders: GraderAccess | None) -> None:
+        """Who may log in: root and postgres through the socket (its directory is the access control); over the
+        network, the grader role from the graders' network to the judging database with a password, and no one
+        else (initdb's own file trusts 127.0.0.1, which lab hosts reach)."""
+        lines = ["# Written by `ladderlab hub start` at each start: edits are lost.",
+                 "local all all trust"]
+        if graders is not None:
+            network = ipaddress.ip_network(graders.allow, strict=False)
+            lines.append(f"host {JUDGING} {GRADER_ROLE} {network} scram-sha-256")
+        self.hba.write_text("\n".join(lines) + "\n")
+        if os.geteuid() == 0:
+            account = pwd.getpwnam(ACCOUNT)
+            os.chown(self.hba, account.pw_uid, account.pw_gid)
+        self.hba.chmod(0o600)
 
     def _as_postgres(self, cmd: list[str], what: str, timeout: float = 120) -> None:
         prefix = ["runuser", "-u", ACCOUNT, "--"] if os.geteuid() == 0 else []
@@ -153,27 +238,70 @@ class HubDatabase:
             return True
         return True
 
-    def start(self, say: Callable[[str], None]) -> dict[str, str]:
+    def start(self, say: Callable[[str], None], graders: GraderAccess | None = None) -> dict[str, str]:
         """Create the cluster the first time, start it (a server a killed hub left running is kept), create the
-        databases that are missing; the URLs."""
+        databases that are missing; the URLs. With ``graders``, it also listens where graders reach it."""
         self._prepare()
         if not (self.data / "PG_VERSION").exists():
             say(f"creating the hub's PostgreSQL cluster in {self.data}")
             self._as_postgres([binary("initdb"), "-D", str(self.data), "-U", ROLE, "--auth=trust", "-E", "UTF8",
                                "--no-instructions"], "initdb")
-        if self.running():
-            say(f"the hub's PostgreSQL is already running ({self.data}): keeping it")
+        self._write_hba(graders)
+        if graders is None:
+            self.graders_file.unlink(missing_ok=True)
         else:
-            options = f"-k {shlex.quote(str(self.socket_dir))} -c listen_addresses='' -c unix_socket_permissions=0700"
+            self.graders_file.write_text(json.dumps({"listen": graders.listen, "allow": graders.allow}) + "\n")
+        if self.running():
+            say(f"the hub's PostgreSQL is already running ({self.data}): keeping it"
+                + (" (stop it with `hub database --stop` for the graders' address to apply)" if graders else ""))
+        else:
+            listen = graders.listen if graders is not None else ""
+            options = (f"-k {shlex.quote(str(self.socket_dir))} -c listen_addresses='{listen}' "
+                       f"-c unix_socket_permissions=0700 -c password_encryption=scram-sha-256")
             self._as_postgres([binary("pg_ctl"), "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                                "-o", options], "pg_ctl start")
         try:
             self._create_databases()
+            self._prepare_judging()
         except Exception as exc:
             self.stop()  # never a server left running by a start that failed
             raise LadderlabError(f"the hub's PostgreSQL ({self.data}) started but its databases could not be made: "
                                  f"{type(exc).__name__}: {exc}") from exc
         return self.urls()
+
+    def _prepare_judging(self) -> None:
+        """The judging table, and the grader role that may read and update it and do nothing else (a new password
+        at each start: a grading machine's URL is good for one run of the hub)."""
+        from ladderlab.service.judging import TABLE, JudgingTable
+
+        table = JudgingTable(self.sqlalchemy_url(JUDGING))
+        try:
+            table.create()
+        finally:
+            table.close()
+        password = secrets.token_hex(24)
+        fd = os.open(self.grader_password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password + "\n")
+        conn = self._connect()
+        try:
+            if not conn.run("SELECT 1 FROM pg_roles WHERE rolname = :r", r=GRADER_ROLE):
+                conn.run(f"CREATE ROLE {GRADER_ROLE} LOGIN")
+            conn.run(f"ALTER ROLE {GRADER_ROLE} LOGIN PASSWORD '{password}'")  # hex digits only
+            for name in ("postgres", *DATABASES):  # every database's CONNECT is PUBLIC's unless taken away
+                conn.run(f'REVOKE CONNECT ON DATABASE "{name}" FROM PUBLIC')
+            conn.run(f'REVOKE CONNECT ON DATABASE "{JUDGING}" FROM PUBLIC')
+            conn.run(f'GRANT CONNECT ON DATABASE "{JUDGING}" TO {GRADER_ROLE}')
+        finally:
+            conn.close()
+        conn = self._connect(JUDGING)
+        try:
+            conn.run("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+            conn.run(f"GRANT USAGE ON SCHEMA public TO {GRADER_ROLE}")
+            conn.run(f"REVOKE ALL ON {TABLE} FROM {GRADER_ROLE}")
+            conn.run(f"GRANT SELECT, UPDATE ON {TABLE} TO {GRADER_ROLE}")
+        finally:
+            conn.close()
 
     def _connect(self, database: str = "postgres") -> Any:
         import pg8000.native  # type: ignore[import-untyped]
@@ -184,7 +312,7 @@ class HubDatabase:
         conn = self._connect()
         try:
             have = {row[0] for row in conn.run("SELECT datname FROM pg_database")}
-            for name in DATABASES:
+            for name in (*DATABASES, JUDGING):
                 if name not in have:
                     conn.run(f'CREATE DATABASE "{name}"')  # names from DATABASES only
                     self.created.append(name)

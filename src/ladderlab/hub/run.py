@@ -165,8 +165,11 @@ def hub_lock(root: Path) -> int:
     return fd
 
 
-def start(settings: Settings, cohort: str, root: Path, port: int, say: Callable[[str], None]) -> int:
-    """Run the cohort's hub in the foreground, with its PostgreSQL; its exit code."""
+def start(settings: Settings, cohort: str, root: Path, port: int, say: Callable[[str], None],
+          graders: database.GraderAccess | None = None) -> int:
+    """Run the cohort's hub in the foreground, with its PostgreSQL; its exit code. With ``graders``, hand-ins are
+    judged by whichever grader claims them from the hub's PostgreSQL (``ladderlab service grader`` on grading
+    machines, and this machine's own service unless ``LADDERLAB_LOCAL_JUDGES=0``), and recorded here."""
     plan = _plan(settings, cohort, root.resolve(), port)
     lock = _lock(plan)
 
@@ -179,7 +182,7 @@ def start(settings: Settings, cohort: str, root: Path, port: int, say: Callable[
         # The evidence record, nbgrader's gradebook and the grading queue on the hub's PostgreSQL: this process's
         # environment is what the hub gives its service (and what nbgrader's config in the course root reads).
         preset = []
-        for var, url in db.start(say).items():
+        for var, url in db.start(say, graders).items():
             if os.environ.get(var) and os.environ[var] != url:
                 say(f"{var} is set: the hub uses it, not its own PostgreSQL's {url.split('?')[0]}")
                 preset.append(var)
@@ -192,6 +195,13 @@ def start(settings: Settings, cohort: str, root: Path, port: int, say: Callable[
         else:
             database.remember(settings, plan.root)
         _warn_of_earlier_gradings(settings, db, say)
+        if graders is not None:
+            from ladderlab.service.judging import URL_ENV
+
+            os.environ[URL_ENV] = db.sqlalchemy_url(database.JUDGING)
+            say(f"graders on other machines: PostgreSQL listens on {graders.listen}:{database.PORT} for "
+                f"{graders.allow}; give each grading machine the URL `ladderlab hub database --grader-url --root "
+                f"{plan.root}` prints (it holds a password, new at each start)")
         return _run(plan, settings, cohort, say)
     finally:
         for sig, handler in previous.items():

@@ -606,6 +606,7 @@ def main() -> None:
 def _grading_service() -> Any:
     """The grading service's workers in this process (hand-ins are graded here), unless another process of this
     cache already runs them (its lock is held): then that one grades."""
+    from ladderlab.service.judging import URL_ENV
     from ladderlab.service.paths import ServicePaths
     from ladderlab.service.queue import GradingService, ServiceLock
 
@@ -615,7 +616,8 @@ def _grading_service() -> Any:
     if not lock.acquire():
         print("ladderlab service: another grading service runs for this cache; it grades the hand-ins", flush=True)
         return None
-    workers = int(os.environ.get("LADDERLAB_HUB_GRADING_WORKERS", "1"))
+    # Judged on other machines (LADDERLAB_JUDGING_URL): a worker here mostly waits for a grader, so more of them.
+    workers = int(os.environ.get("LADDERLAB_HUB_GRADING_WORKERS") or (8 if os.environ.get(URL_ENV) else 1))
     return GradingService(settings, paths, workers=workers).start(), lock
 
 

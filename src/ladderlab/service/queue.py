@@ -19,6 +19,9 @@ Grading one submission (:meth:`GradingService.grade_one`):
    ``autograde`` records it in the gradebook (taking the grading just made, see
    :func:`~ladderlab.grading.nbgrader_ext.pregraded`) and ladderlab's ``RecordEvidence`` appends
    the evidence; ``generate_feedback`` and ``release_feedback`` put the feedback in the exchange.
+
+With ``LADDERLAB_JUDGING_URL`` (a hub whose graders run on other machines, docs/hub-design.md 2.9), step 1 is
+done by whichever grader claims the version from that database (:mod:`.judging`); steps 2 and 3 stay here.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import socket
 import sqlite3
 import threading
 import time
@@ -35,11 +39,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ladderlab.config import Settings
+from ladderlab.config import Settings, env_float
 from ladderlab.course import load_course
 from ladderlab.course.labs import LabDef, load_lab
 from ladderlab.errors import LadderlabError, UsageError
 from ladderlab.grading.checks import one_line
+from ladderlab.service.judging import LOCAL_ENV as LOCAL_JUDGES_ENV
+from ladderlab.service.judging import URL_ENV as JUDGING_URL_ENV
+from ladderlab.service.judging import Judge, JudgingTable
 from ladderlab.service.ledger import ERROR, GRADED, GRADING, QUEUED, Ledger, Submission, parse_key
 from ladderlab.service.paths import ServicePaths
 from ladderlab.service.warm import WarmPool
@@ -68,6 +75,19 @@ MEMORY_PER_GRADING = 1.5 * (1 << 30)
 #: 1.85x, 8 workers 2.06x. Timing checks that meet a machine too busy to judge say so, and the queue tries
 #: again (never a failed verdict).
 PER_CORE = 4
+
+
+def _count_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"environment variable {name}: expected a whole number, got {raw!r}") from None
+    if value < 0:
+        raise UsageError(f"environment variable {name}: expected 0 or more, got {raw!r}")
+    return value
 
 
 def default_workers() -> tuple[int, str]:
@@ -165,7 +185,7 @@ class GradingService:
     """Picks submissions up from the exchange, grades them on the queue, records them, releases feedback."""
 
     def __init__(self, settings: Settings, paths: ServicePaths, *, workers: int = 1, say: Say = _quiet,
-                 retries: int = RETRIES, retry_delay: float = RETRY_DELAY, scan_interval: float | None = 0.5,
+                 retries: int = RETRIES, retry_delay: float | None = None, scan_interval: float | None = 0.5,
                  release_feedback: bool = True, prepare: bool = False) -> None:
         self.settings = settings
         self.paths = paths
@@ -178,7 +198,7 @@ class GradingService:
         self.writer = threading.Lock()  # nbgrader's gradebook, the evidence record, the feedback: one writer
         self.huey = _huey(paths)
         self.retries = retries
-        self.retry_delay = retry_delay
+        self.retry_delay = env_float("LADDERLAB_RETRY_DELAY", RETRY_DELAY) if retry_delay is None else retry_delay
         self.grade_task = self.huey.task(name="ladderlab.grade")(self._task)
         self._labs: dict[str, LabDef] = {}
         #: Gradings whose recording failed, kept so that a retry records them without grading again.
@@ -192,6 +212,17 @@ class GradingService:
         #: labs being practised, so that a hand-in does not wait for its hosts (service/warm.py).
         self.warm: WarmPool | None = WarmPool(settings, self.client, say) if prepare else None
         self._practice_seen = 0.0
+        #: Graders on other machines (service/judging.py): with ``LADDERLAB_JUDGING_URL`` set, a grading is judged
+        #: by whichever grader claims it from that database, this process's own judges among them
+        #: (``LADDERLAB_LOCAL_JUDGES``, default the workers; 0: only other machines judge); it is recorded here.
+        self.judging: JudgingTable | None = None
+        self.judge: Judge | None = None
+        self.local_judges = 0
+        url = os.environ.get(JUDGING_URL_ENV, "")
+        if url:
+            self.judging = JudgingTable(url)
+            self.local_judges = _count_env(LOCAL_JUDGES_ENV, workers)
+            self.judging_timeout = env_float("LADDERLAB_JUDGING_TIMEOUT", 3600.0)
 
     # --- life cycle -----------------------------------------------------------------------------
     def start(self) -> GradingService:
@@ -202,6 +233,11 @@ class GradingService:
             def _set_signal_handlers(self) -> None:  # this process's signals stay its own (JupyterLab's parent)
                 return None
 
+        if self.judging is not None:
+            self.judging.create()
+            if self.local_judges:
+                self.judge = Judge(self.settings, self.judging, workers=self.local_judges, say=self.say,
+                                   name=f"{socket.gethostname()}:{os.getpid()}:service").start()
         self.recover()
         self._consumer = _Consumer(self.huey, workers=self.workers, worker_type="thread", periodic=False,
                                    initial_delay=0.1, max_delay=0.5, backoff=1.1, check_worker_health=False)
@@ -223,6 +259,10 @@ class GradingService:
             self._consumer.stop(graceful=graceful)
         for t in self._threads:
             t.join(timeout=5)
+        if self.judge is not None:
+            self.judge.stop()
+        if self.judging is not None:
+            self.judging.close()
         if self.warm is not None:
             self.warm.close()
 
@@ -386,6 +426,8 @@ class GradingService:
         return self.ledger.get(key)
 
     def _grade(self, sub: Submission, note: Say) -> dict[str, Any]:
+        import nbformat
+
         from ladderlab.course.labs import read_notebook
         from ladderlab.errors import ConfigError
         from ladderlab.grading.nbgrader_ext import pregraded
@@ -401,6 +443,15 @@ class GradingService:
         if sub.key in self._graded:
             report, graded = self._graded[sub.key]
             note("recording again (the grading itself was done)")
+        elif self.judging is not None:  # judged by a grader that claims it, maybe on another machine
+            try:
+                report, graded = self.judging.judge(sub.key, lab.id, sub.student, nbformat.writes(nb),
+                                                    timeout=self.judging_timeout, note=note, stop=self._stop)
+            except LadderlabError as exc:
+                raise Retry(one_line(str(exc))) from exc
+            if report.lab != lab.id or report.student != sub.student:  # never another version's judgement
+                raise Retry(f"the judgement names {report.student}/{report.lab}, not {sub.student}/{lab.id}")
+            self._graded[sub.key] = (report, graded)
         else:
             prepared = self.warm.take(sub.student, lab.id) if self.warm is not None else None
             try:
