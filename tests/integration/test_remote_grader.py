@@ -68,7 +68,9 @@ def hub_db(link):
     root.chmod(0o755)  # the postgres account walks to <root>/postgres
     db = database.HubDatabase(root / "postgres")
     try:
-        urls = db.start(print, database.GraderAccess(HUB_ADDR, f"{GRADER_ADDR}/32"))
+        # The graders' network holds the hub's own address, as a trainer's /24 would: the hub machine's own
+        # processes (learners' among them) come from that address, and must still be refused.
+        urls = db.start(print, database.GraderAccess(HUB_ADDR, f"{HUB_ADDR}/30"))
         yield db, urls, root
     finally:
         db.stop()
@@ -117,7 +119,9 @@ def test_the_grader_role_reaches_the_judging_table_and_nothing_else(hub_db):
     password = db.grader_password_file.read_text().strip()
     inside = probe("grader", password, "judging", sql={
         "read": "SELECT count(*) FROM judging",
-        "update": "UPDATE judging SET grader = grader WHERE false",
+        "update": "UPDATE judging SET grader = grader, status = status, report = report WHERE false",
+        "rewrite": "UPDATE judging SET notebook = '', student = 'bob' WHERE false",
+        "temp": "CREATE TEMP TABLE planted (x int)",
         "insert": "INSERT INTO judging (key, lab, student, notebook, status, posted) "
                   "VALUES ('x', 'x', 'x', '', 'queued', 0)",
         "delete": "DELETE FROM judging",
@@ -125,7 +129,7 @@ def test_the_grader_role_reaches_the_judging_table_and_nothing_else(hub_db):
     })
     assert inside["connected"], inside
     assert (inside["read"], inside["update"]) == ("ok", "ok"), inside
-    for refused in ("insert", "delete", "create"):
+    for refused in ("insert", "delete", "create", "rewrite", "temp"):
         assert "permission denied" in inside[refused], (refused, inside)
     for other in ("gradebook", "ladder", "queue", "postgres"):  # not the record, not the queue
         found = probe("grader", password, other)
@@ -134,8 +138,9 @@ def test_the_grader_role_reaches_the_judging_table_and_nothing_else(hub_db):
     assert not wrong["connected"] and "password" in wrong["error"], wrong
     superuser = probe("ladder", "", "judging")  # the cluster's superuser trusts the socket only
     assert not superuser["connected"], superuser
-    local = probe("grader", password, "judging", host="127.0.0.1", where="hub")  # lab hosts reach 127.0.0.1
-    assert not local["connected"], local
+    # From the hub machine itself, even with the password: its processes are learners', not graders.
+    here = probe("grader", password, "judging", where="hub")
+    assert not here["connected"] and "pg_hba.conf rejects connection" in here["error"], here
 
 
 def test_a_hand_in_judged_on_the_grading_machine_is_recorded_on_the_hub(hub_db, settings, tmp_path, images):

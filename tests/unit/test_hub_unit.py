@@ -424,7 +424,8 @@ def test_the_hba_file_lets_in_the_grader_role_to_judging_from_the_graders_networ
     assert rules == ["local all all trust"], "no address at all without graders (initdb's file trusts 127.0.0.1)"
     db._write_hba(database.GraderAccess("10.0.5.1", "10.0.5.7/24"))
     rules = [line for line in db.hba.read_text().splitlines() if not line.startswith("#")]
-    assert rules == ["local all all trust", "host judging grader 10.0.5.0/24 scram-sha-256"]
+    assert rules == ["local all all trust", "host all all 10.0.5.1/32 reject",
+                     "host judging grader 10.0.5.0/24 scram-sha-256"], "the hub machine's own processes come from ADDR"
     assert db.hba.stat().st_mode & 0o777 == 0o600
 
 

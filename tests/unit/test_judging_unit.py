@@ -11,6 +11,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from ladderlab.errors import UsageError
 from ladderlab.grading.pipeline import CheckOutcome, GradeReport
 from ladderlab.service import judging
 from ladderlab.service.judging import JudgingFault, JudgingTable
@@ -51,16 +52,17 @@ def test_one_claim_per_version_oldest_first(table):
     assert (first.key, second.key) == ("ada+sec-1+t1", "bob+sec-1+t2")
     assert first.attempts == 1
     assert table.claim("g3") is None
-    assert table.state(first.key)["grader"] == "g1"
+    assert table.state(first.key)["grader"] == first.claimant and first.claimant.startswith("g1#")
 
 
 def test_only_the_claimant_may_finish(table):
     table.post("k", "sec-1", "ada", _nb())
     job = table.claim("g1")
-    assert not table.finish(job.key, "g2", judging.report_to_json(_report()), _nb())
-    assert not table.beat(job.key, "g2")
-    assert table.beat(job.key, "g1")
-    assert table.finish(job.key, "g1", judging.report_to_json(_report()), _nb())
+    late = judging.report_to_json(_report())
+    assert not table.finish(job.key, "g1", late, _nb()), "the claim's name counts, not the grader's"
+    assert not table.beat(job.key, "g2#0")
+    assert table.beat(job.key, job.claimant)
+    assert table.finish(job.key, job.claimant, judging.report_to_json(_report()), _nb())
     assert table.state("k")["status"] == judging.JUDGED
 
 
@@ -75,9 +77,9 @@ def _grader(table, outcome, name="g1", delay=0.2):
                 continue
             time.sleep(delay)
             if outcome == "judge":
-                table.finish(job.key, name, judging.report_to_json(_report(job.student, job.lab)), job.notebook)
+                table.finish(job.key, job.claimant, judging.report_to_json(_report(job.student, job.lab)), job.notebook)
             else:
-                table.fault(job.key, name, "the engine did not answer")
+                table.fault(job.key, job.claimant, "the engine did not answer")
             return
     t = threading.Thread(target=run, daemon=True)
     t.start()
@@ -96,7 +98,7 @@ def test_judge_waits_for_the_judgement_and_drops_the_row(table):
 
 def test_a_fault_is_never_a_verdict(table):
     _grader(table, "fault")
-    with pytest.raises(JudgingFault, match="g1: the engine did not answer"):
+    with pytest.raises(JudgingFault, match=r"grader g1#[0-9a-f]{8}: the engine did not answer"):
         table.judge("k", "sec-1", "ada", _nb(), timeout=10, poll=0.05)
     assert table.state("k") is None
 
@@ -121,13 +123,13 @@ def test_a_silent_grader_loses_its_claim_to_another(table):
         time.sleep(0.01)
     silent.start()
     silent.join()
-    assert table.state("k")["grader"] == "dead"
+    assert table.state("k")["grader"].startswith("dead#")
     while table.state("k")["status"] != judging.QUEUED:  # taken back after 0.5 s without a beat
         time.sleep(0.05)
     _grader(table, "judge", name="alive", delay=0)
     waiter.join(10)
     assert result["out"][0].score == 3.0
-    assert any("dead stopped answering" in n for n in notes), notes
+    assert any(n.startswith("grader dead#") and "stopped answering" in n for n in notes), notes
     assert any("judged by alive" in n for n in notes), notes
 
 
@@ -139,6 +141,81 @@ def test_stop_ends_the_wait(table):
 
 
 def test_a_bad_url_names_the_database_without_its_password():
-    with pytest.raises(Exception) as err:
+    with pytest.raises(UsageError) as err:
         JudgingTable("nosuchdb+nodriver://grader:s3cret@10.0.0.1/judging")
-    assert "s3cret" not in str(err.value)
+    assert "s3cret" not in str(err.value) and "grader:***@10.0.0.1" in str(err.value)
+
+
+def test_a_claim_taken_back_is_no_longer_its_graders_even_in_the_same_process(table):
+    table.post("k", "sec-1", "ada", _nb())
+    slow = table.claim("g1")
+    row = table.state("k")
+    assert table.take_back("k", row["grader"], row["beat"])
+    again = table.claim("g1")  # another thread of the same grader process
+    assert again.key == "k" and again.claimant != slow.claimant and again.attempts == 2
+    assert not table.beat("k", slow.claimant)
+    assert not table.fault("k", slow.claimant, "late")
+    assert not table.finish("k", slow.claimant, judging.report_to_json(_report()), _nb())
+    assert table.state("k")["status"] == judging.JUDGING
+    assert table.finish("k", again.claimant, judging.report_to_json(_report()), _nb())
+
+
+def test_a_claim_that_beat_meanwhile_is_not_taken_back(table):
+    table.post("k", "sec-1", "ada", _nb())
+    job = table.claim("g1")
+    seen = table.state("k")
+    time.sleep(0.01)
+    assert table.beat("k", job.claimant)
+    assert not table.take_back("k", seen["grader"], seen["beat"])
+
+
+def test_a_judgement_the_hub_cannot_read_is_a_fault(table):
+    def garbled():
+        while (job := table.claim("g1")) is None:
+            time.sleep(0.02)
+        table.finish(job.key, job.claimant, {"lab": "sec-1"}, "not a notebook")
+    threading.Thread(target=garbled, daemon=True).start()
+    with pytest.raises(JudgingFault, match="cannot read"):
+        table.judge("k", "sec-1", "ada", _nb(), timeout=10, poll=0.05)
+
+
+@pytest.fixture(scope="module")
+def sec1():
+    from ladderlab.config import Settings
+    from ladderlab.course import load_course
+    from ladderlab.course.labs import load_lab
+    from ladderlab.grading.checks import load_graders
+
+    settings = Settings.from_env()
+    return settings, load_lab(settings, load_course(settings.course_file), "sec-1-iptables-hardening",
+                              registry=load_graders(settings.root))
+
+
+def test_the_hub_records_only_a_judgement_made_as_it_would_make_it(sec1, tmp_path):
+    """A grading machine with another seed secret or another checkout, or a judgement of another hand-in: each is
+    refused by name (Retry: could not judge, never a verdict)."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from ladderlab.course.seeds import course_secret, derive_seed
+    from ladderlab.grading.pipeline import ERROR, submission_hash
+    from ladderlab.service.ledger import Submission
+    from ladderlab.service.queue import GradingService, Retry
+
+    settings, lab = sec1
+    hub = SimpleNamespace(settings=dataclasses.replace(settings, cache_dir=tmp_path), course=lab.course)
+    sub = Submission(key="k", student="ada", lab=lab.id, timestamp="t", status="grading")
+    good = dataclasses.replace(
+        _report("ada", lab.id), submission_hash=submission_hash(lab, lab.source), check_suite_hash=lab.suite_hash(),
+        seed=derive_seed(lab.course.id, "ada", lab.id, secret=course_secret(hub.settings)))
+    GradingService._trust(hub, good, sub, lab, lab.source)  # type: ignore[arg-type]
+    wrong = {
+        "another seed than this course's": dataclasses.replace(good, seed="0" * 64),
+        "other checks than this course's": dataclasses.replace(good, check_suite_hash="old"),
+        "another notebook": dataclasses.replace(good, submission_hash="x"),
+        "names bob/": dataclasses.replace(good, student="bob"),
+        "the engine stopped": dataclasses.replace(good, status=ERROR, error="the engine stopped"),
+    }
+    for why, report in wrong.items():
+        with pytest.raises(Retry, match=why):
+            GradingService._trust(hub, report, sub, lab, lab.source)  # type: ignore[arg-type]

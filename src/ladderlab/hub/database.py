@@ -16,9 +16,12 @@ already reads: ``LADDERLAB_LADDER_URL`` (the evidence record, :mod:`ladderlab.la
 A fourth, ``judging``, holds the hand-ins that graders on other machines judge (:mod:`ladderlab.service.judging`,
 docs/hub-design.md 2.9). Only with ``hub start --graders-listen ADDR --graders-from CIDR`` (:class:`GraderAccess`)
 does the server also listen on ``ADDR``, a private address of the hub machine; ``pg_hba.conf`` (rewritten at each
-start) then lets in one role over the network, ``grader``, from ``CIDR`` only, to the ``judging`` database only,
-with a ``scram-sha-256`` password kept in ``<root>/postgres/grader-password``; that role may read and update the
-judging table and nothing else. Without it, no address is listened on and no role logs in over a network.
+start, and reloaded into a server a killed hub left running) then rejects connections from ``ADDR`` itself (this
+machine's own processes, learners' among them) and lets in one role over the network, ``grader``, from ``CIDR``
+only, to the ``judging`` database only, with a ``scram-sha-256`` password kept in
+``<root>/postgres/grader-password``; that role may read the judging table and write a claim's columns, and nothing
+else. Without it, the server listens on no address (a kept server listening elsewhere is restarted) and the role
+may not log in.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ ACCOUNT = "postgres"
 #: and their role.
 JUDGING = "judging"
 GRADER_ROLE = "grader"
+#: The judging table's columns a grader may write: its claim's (never the hand-in's key, learner, lab or notebook).
+CLAIM_COLUMNS = ("status", "grader", "beat", "attempts", "report", "graded", "error")
 #: The server's port: its socket's name, and where graders connect.
 PORT = 5432
 
@@ -194,6 +199,8 @@ class HubDatabase:
                  "local all all trust"]
         if graders is not None:
             network = ipaddress.ip_network(graders.allow, strict=False)
+            own = ipaddress.ip_network(graders.listen)  # a connection from this machine to ADDR comes from ADDR:
+            lines.append(f"host all all {own} reject")  # learners' processes here are not graders
             lines.append(f"host {JUDGING} {GRADER_ROLE} {network} scram-sha-256")
         self.hba.write_text("\n".join(lines) + "\n")
         if os.geteuid() == 0:
@@ -251,27 +258,48 @@ class HubDatabase:
             self.graders_file.unlink(missing_ok=True)
         else:
             self.graders_file.write_text(json.dumps({"listen": graders.listen, "allow": graders.allow}) + "\n")
-        if self.running():
-            say(f"the hub's PostgreSQL is already running ({self.data}): keeping it"
-                + (" (stop it with `hub database --stop` for the graders' address to apply)" if graders else ""))
-        else:
-            listen = graders.listen if graders is not None else ""
-            options = (f"-k {shlex.quote(str(self.socket_dir))} -c listen_addresses='{listen}' "
-                       f"-c unix_socket_permissions=0700 -c password_encryption=scram-sha-256")
-            self._as_postgres([binary("pg_ctl"), "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                               "-o", options], "pg_ctl start")
+        listen = graders.listen if graders is not None else ""
+        if not self.running():
+            self._launch(listen)
+        else:  # a server a killed hub left: kept when it listens where this start wants, with the new rules
+            try:
+                found = self._listening()
+            except Exception:  # one that does not answer is started again
+                found = None
+            if found == listen:
+                say(f"the hub's PostgreSQL is already running ({self.data}): keeping it")
+                self._as_postgres([binary("pg_ctl"), "reload", "-D", str(self.data)], "pg_ctl reload")
+            else:
+                say(f"the hub's PostgreSQL is already running ({self.data}) but listens on {found or 'its socket'}, "
+                    f"not {listen or 'its socket only'}: restarting it")
+                self.stop()
+                self._launch(listen)
         try:
             self._create_databases()
-            self._prepare_judging()
+            self._prepare_judging(graders)
         except Exception as exc:
             self.stop()  # never a server left running by a start that failed
             raise LadderlabError(f"the hub's PostgreSQL ({self.data}) started but its databases could not be made: "
                                  f"{type(exc).__name__}: {exc}") from exc
         return self.urls()
 
-    def _prepare_judging(self) -> None:
-        """The judging table, and the grader role that may read and update it and do nothing else (a new password
-        at each start: a grading machine's URL is good for one run of the hub)."""
+    def _launch(self, listen: str) -> None:
+        options = (f"-k {shlex.quote(str(self.socket_dir))} -c listen_addresses='{listen}' "
+                   f"-c unix_socket_permissions=0700 -c password_encryption=scram-sha-256")
+        self._as_postgres([binary("pg_ctl"), "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+                           "-o", options], "pg_ctl start")
+
+    def _listening(self) -> str:
+        conn = self._connect()
+        try:
+            return str(conn.run("SHOW listen_addresses")[0][0])
+        finally:
+            conn.close()
+
+    def _prepare_judging(self, graders: GraderAccess | None) -> None:
+        """The judging table, and the grader role that may read it and update a claim's columns, and do nothing
+        else; it may log in only while the hub runs for graders (its password is kept across starts, so running
+        graders reconnect after a hub restart: delete ``grader-password`` to change it)."""
         from ladderlab.service.judging import TABLE, JudgingTable
 
         table = JudgingTable(self.sqlalchemy_url(JUDGING))
@@ -279,18 +307,25 @@ class HubDatabase:
             table.create()
         finally:
             table.close()
-        password = secrets.token_hex(24)
-        fd = os.open(self.grader_password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(password + "\n")
+        try:
+            password = self.grader_password_file.read_text().strip()
+        except FileNotFoundError:
+            password = ""
+        if len(password) != 48 or not all(c in "0123456789abcdef" for c in password):
+            password = secrets.token_hex(24)
+            fd = os.open(self.grader_password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(password + "\n")
         conn = self._connect()
         try:
             if not conn.run("SELECT 1 FROM pg_roles WHERE rolname = :r", r=GRADER_ROLE):
-                conn.run(f"CREATE ROLE {GRADER_ROLE} LOGIN")
-            conn.run(f"ALTER ROLE {GRADER_ROLE} LOGIN PASSWORD '{password}'")  # hex digits only
-            for name in ("postgres", *DATABASES):  # every database's CONNECT is PUBLIC's unless taken away
-                conn.run(f'REVOKE CONNECT ON DATABASE "{name}" FROM PUBLIC')
-            conn.run(f'REVOKE CONNECT ON DATABASE "{JUDGING}" FROM PUBLIC')
+                conn.run(f"CREATE ROLE {GRADER_ROLE} NOLOGIN")
+            if graders is None:
+                conn.run(f"ALTER ROLE {GRADER_ROLE} NOLOGIN")
+            else:  # hex digits only, checked above
+                conn.run(f"ALTER ROLE {GRADER_ROLE} LOGIN CONNECTION LIMIT 32 PASSWORD '{password}'")
+            for name in ("postgres", *DATABASES, JUDGING):  # CONNECT, TEMPORARY are PUBLIC's unless taken away
+                conn.run(f'REVOKE ALL ON DATABASE "{name}" FROM PUBLIC')
             conn.run(f'GRANT CONNECT ON DATABASE "{JUDGING}" TO {GRADER_ROLE}')
         finally:
             conn.close()
@@ -299,7 +334,7 @@ class HubDatabase:
             conn.run("REVOKE ALL ON SCHEMA public FROM PUBLIC")
             conn.run(f"GRANT USAGE ON SCHEMA public TO {GRADER_ROLE}")
             conn.run(f"REVOKE ALL ON {TABLE} FROM {GRADER_ROLE}")
-            conn.run(f"GRANT SELECT, UPDATE ON {TABLE} TO {GRADER_ROLE}")
+            conn.run(f"GRANT SELECT, UPDATE ({', '.join(CLAIM_COLUMNS)}) ON {TABLE} TO {GRADER_ROLE}")
         finally:
             conn.close()
 

@@ -201,7 +201,8 @@ def start(settings: Settings, cohort: str, root: Path, port: int, say: Callable[
             os.environ[URL_ENV] = db.sqlalchemy_url(database.JUDGING)
             say(f"graders on other machines: PostgreSQL listens on {graders.listen}:{database.PORT} for "
                 f"{graders.allow}; give each grading machine the URL `ladderlab hub database --grader-url --root "
-                f"{plan.root}` prints (it holds a password, new at each start)")
+                f"{plan.root}` prints (it holds the graders' password, kept across starts: delete "
+                f"{plan.database / 'grader-password'} to change it)")
         return _run(plan, settings, cohort, say)
     finally:
         for sig, handler in previous.items():

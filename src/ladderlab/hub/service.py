@@ -616,9 +616,11 @@ def _grading_service() -> Any:
     if not lock.acquire():
         print("ladderlab service: another grading service runs for this cache; it grades the hand-ins", flush=True)
         return None
-    # Judged on other machines (LADDERLAB_JUDGING_URL): a worker here mostly waits for a grader, so more of them.
-    workers = int(os.environ.get("LADDERLAB_HUB_GRADING_WORKERS") or (8 if os.environ.get(URL_ENV) else 1))
-    return GradingService(settings, paths, workers=workers).start(), lock
+    # Judged on other machines (LADDERLAB_JUDGING_URL): a worker here mostly waits for a grader, so more of them;
+    # the gradings this machine runs itself stay as many as without graders elsewhere.
+    graders = int(os.environ.get("LADDERLAB_HUB_GRADING_WORKERS") or 1)
+    workers = max(graders, 8) if os.environ.get(URL_ENV) else graders
+    return GradingService(settings, paths, workers=workers, local_judges=graders).start(), lock
 
 
 if __name__ == "__main__":

@@ -12,10 +12,14 @@ So a grader needs the course checkout, the course secret (the seeds) and the dat
 read and update this one table and nothing else: no gradebook, no evidence key, no learner's home.
 
 Who judges one version: one claim, an ``UPDATE ... WHERE status = 'queued' RETURNING`` (``FOR UPDATE SKIP LOCKED``
-on PostgreSQL), so two machines never grade one version. A grader beats on its claim every :data:`BEAT` seconds;
-a claim whose beat is older than :data:`STALE` seconds is put back in the queue by the waiting hub (the grader
-died; its machine removes what it left at its next start). A grader that cannot judge (its engine, our own code)
-writes a fault, which the hub turns into its usual "could not be judged; trying again", never a verdict.
+on PostgreSQL), so two graders never claim one version at once; each claim has a name of its own (the grader's and
+a token), and only that claim's beats, judgement or fault count. A grader beats on its claim every :data:`BEAT`
+seconds; a claim whose beat has not changed for :data:`STALE` seconds, as the waiting hub sees it, is put back in
+the queue (the grader died; its machine removes what it left at its next start): a grader that was only slow then
+finds its judgement refused, and only the later claim's is recorded. A grader that cannot judge (its engine, our
+own code) writes a fault, which the hub turns into its usual "could not be judged; trying again", never a verdict.
+The hub records a judgement only when it was made for that very hand-in, with the course's seed for the learner
+and the course's checks (:meth:`ladderlab.service.queue.GradingService._trust`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import socket
 import threading
 import time
@@ -64,6 +69,7 @@ class Job:
     student: str
     notebook: str
     attempts: int
+    claimant: str  # this claim's own name (the grader's, and a token): a later claim of the same version differs
 
 
 def _table(metadata: Any) -> Any:
@@ -122,17 +128,22 @@ class JudgingTable:
                                            posted=time.time(), grader="", beat=0.0, attempts=0, report="",
                                            graded="", error=""))
 
-    def state(self, key: str) -> dict[str, Any] | None:
+    def state(self, key: str, whole: bool = False) -> dict[str, Any] | None:
+        """The version's row: its status columns (``whole``: the judgement too)."""
+        from sqlalchemy import select
+
         t = self.table
+        columns = [t] if whole else [t.c.key, t.c.status, t.c.grader, t.c.beat, t.c.attempts, t.c.error]
         with self.engine.begin() as conn:
-            row = conn.execute(t.select().where(t.c.key == key)).mappings().first()
+            row = conn.execute(select(*columns).where(t.c.key == key)).mappings().first()
         return dict(row) if row is not None else None
 
-    def take_back(self, key: str, grader: str) -> bool:
-        """Put a claim whose grader stopped beating back in the queue; whether it was."""
+    def take_back(self, key: str, grader: str, beat: float) -> bool:
+        """Put a claim whose grader stopped beating (still at ``beat``) back in the queue; whether it was."""
         t = self.table
         with self.engine.begin() as conn:
-            done = conn.execute(t.update().where((t.c.key == key) & (t.c.status == JUDGING) & (t.c.grader == grader))
+            done = conn.execute(t.update().where((t.c.key == key) & (t.c.status == JUDGING) & (t.c.grader == grader)
+                                                 & (t.c.beat == beat))
                                 .values(status=QUEUED, grader="", beat=0.0))
         return bool(done.rowcount)
 
@@ -158,7 +169,13 @@ class JudgingTable:
                     raise JudgingFault("the version left the judging table before it was judged")
                 if row["status"] == JUDGED:
                     note(f"judged by {row['grader']}")
-                    return report_from_json(json.loads(row["report"])), nbformat.reads(row["graded"], as_version=4)
+                    row = self.state(key, whole=True) or {}
+                    try:
+                        return (report_from_json(json.loads(row["report"])),
+                                nbformat.reads(row["graded"], as_version=4))
+                    except (KeyError, TypeError, ValueError) as exc:
+                        raise JudgingFault(f"grader {row.get('grader')}: a judgement this service cannot read "
+                                           f"({type(exc).__name__}: {_one_line(str(exc))})") from None
                 if row["status"] == FAULT:
                     raise JudgingFault(f"grader {row['grader']}: {row['error']}")
                 if row["status"] == JUDGING:
@@ -166,7 +183,7 @@ class JudgingTable:
                         if row["grader"] != seen:
                             note(f"grader {row['grader']} is judging it (attempt {row['attempts']})")
                         seen, last_beat, beat_seen = row["grader"], row["beat"], time.monotonic()
-                    elif time.monotonic() - beat_seen > stale and self.take_back(key, row["grader"]):
+                    elif time.monotonic() - beat_seen > stale and self.take_back(key, row["grader"], row["beat"]):
                         note(f"grader {row['grader']} stopped answering (no beat for {stale:g} s): queued again")
                         seen = ""
                 if time.monotonic() > deadline:
@@ -182,19 +199,21 @@ class JudgingTable:
 
     # --- a grader's side --------------------------------------------------------------------------
     def claim(self, grader: str) -> Job | None:
-        """The oldest queued version, now this grader's; None when there is none."""
+        """The oldest queued version, now this grader's (as :attr:`Job.claimant`); None when there is none."""
         from sqlalchemy import select
+
+        claimant = f"{grader}#{secrets.token_hex(4)}"
 
         t = self.table
         pick = select(t.c.key).where(t.c.status == QUEUED).order_by(t.c.posted).limit(1)
         if self.engine.dialect.name == "postgresql":  # two graders at once: each takes a different row
             pick = pick.with_for_update(skip_locked=True)
         claim = (t.update().where((t.c.status == QUEUED) & (t.c.key == pick.scalar_subquery()))
-                 .values(status=JUDGING, grader=grader, beat=time.time(), attempts=t.c.attempts + 1)
+                 .values(status=JUDGING, grader=claimant, beat=time.time(), attempts=t.c.attempts + 1)
                  .returning(t.c.key, t.c.lab, t.c.student, t.c.notebook, t.c.attempts))
         with self.engine.begin() as conn:
             row = conn.execute(claim).first()
-        return Job(*row) if row is not None else None
+        return Job(row[0], row[1], row[2], row[3], row[4], claimant) if row is not None else None
 
     def _mine(self, key: str, grader: str) -> Any:
         t = self.table
@@ -268,6 +287,8 @@ class Judge:
         self._client: Any = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._judging: dict[str, Job] = {}  # claimant -> the version being judged
+        self._judging_lock = threading.Lock()
         self.judged = 0
 
     def start(self) -> Judge:
@@ -284,9 +305,16 @@ class Judge:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop claiming; a version still being judged when ``timeout`` is up gets a fault, so that the hub tries
+        it again at once instead of waiting for the claim to go stale."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout=timeout)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._judging_lock:
+            left = list(self._judging.values())
+        for job in left:
+            self._fault(job, "the grader was stopped while judging it")
 
     def client(self) -> Any:
         from ladderlab.environments.engine import connect
@@ -332,11 +360,13 @@ class Judge:
         def beat() -> None:
             while not done.wait(BEAT):
                 with contextlib.suppress(Exception):
-                    if not self.table.beat(job.key, self.name):
+                    if not self.table.beat(job.key, job.claimant):
                         return
 
         beating = threading.Thread(target=beat, name=f"ladderlab-beat-{job.key[:40]}", daemon=True)
         beating.start()
+        with self._judging_lock:
+            self._judging[job.claimant] = job
         try:
             try:
                 lab = self.lab(job.lab)
@@ -352,18 +382,20 @@ class Judge:
             if not report.complete:
                 self._fault(job, report.error)
                 return
-            if self.table.finish(job.key, self.name, report_to_json(report), nbformat.writes(graded)):
+            if self.table.finish(job.key, job.claimant, report_to_json(report), nbformat.writes(graded)):
                 self.judged += 1
                 self.say(f"grader: {job.key}: {report.score:g}/{report.max_score:g}")
             else:
                 self.say(f"grader: {job.key}: judged, but the hub had taken it back")
         finally:
             done.set()
+            with self._judging_lock:
+                self._judging.pop(job.claimant, None)
 
     def _fault(self, job: Job, why: str) -> None:
         self.say(f"grader: {job.key}: could not be judged: {why}")
         with contextlib.suppress(Exception):
-            self.table.fault(job.key, self.name, why)
+            self.table.fault(job.key, job.claimant, why)
 
 
 def _one_line(text: str) -> str:

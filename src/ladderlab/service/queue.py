@@ -186,7 +186,7 @@ class GradingService:
 
     def __init__(self, settings: Settings, paths: ServicePaths, *, workers: int = 1, say: Say = _quiet,
                  retries: int = RETRIES, retry_delay: float | None = None, scan_interval: float | None = 0.5,
-                 release_feedback: bool = True, prepare: bool = False) -> None:
+                 release_feedback: bool = True, prepare: bool = False, local_judges: int | None = None) -> None:
         self.settings = settings
         self.paths = paths
         self.workers = workers
@@ -221,7 +221,7 @@ class GradingService:
         url = os.environ.get(JUDGING_URL_ENV, "")
         if url:
             self.judging = JudgingTable(url)
-            self.local_judges = _count_env(LOCAL_JUDGES_ENV, workers)
+            self.local_judges = _count_env(LOCAL_JUDGES_ENV, workers if local_judges is None else local_judges)
             self.judging_timeout = env_float("LADDERLAB_JUDGING_TIMEOUT", 3600.0)
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -449,8 +449,7 @@ class GradingService:
                                                     timeout=self.judging_timeout, note=note, stop=self._stop)
             except LadderlabError as exc:
                 raise Retry(one_line(str(exc))) from exc
-            if report.lab != lab.id or report.student != sub.student:  # never another version's judgement
-                raise Retry(f"the judgement names {report.student}/{report.lab}, not {sub.student}/{lab.id}")
+            self._trust(report, sub, lab, nb)
             self._graded[sub.key] = (report, graded)
         else:
             prepared = self.warm.take(sub.student, lab.id) if self.warm is not None else None
@@ -480,6 +479,27 @@ class GradingService:
                    "feedback": "" if c.id in hidden else c.feedback} for c in report.checks]
         note(f"graded: {report.score:g}/{report.max_score:g}")
         return {"score": report.score, "max_score": report.max_score, "passed": report.passed, "checks": checks}
+
+    def _trust(self, report: Any, sub: Submission, lab: LabDef, nb: Any) -> None:
+        """A judgement from the judging table is recorded only when it was made as this machine would make it:
+        complete, for this very hand-in (learner, lab, the cells they wrote), with this course's seed for the
+        learner and this course's checks. A grading machine with another seed secret or an older checkout could
+        not judge it, which is never a verdict: Retry, saying what differs."""
+        from ladderlab.course.seeds import course_secret, derive_seed
+        from ladderlab.grading.pipeline import submission_hash
+
+        if not report.complete:
+            raise Retry(report.error or "the grader's judgement is incomplete")
+        if (report.lab, report.student) != (lab.id, sub.student):
+            raise Retry(f"the judgement names {report.student}/{report.lab}, not {sub.student}/{lab.id}")
+        if report.submission_hash != submission_hash(lab, nb):
+            raise Retry("the judgement is of another notebook than this hand-in")
+        if report.check_suite_hash != lab.suite_hash():
+            raise Retry(f"the grader judged {lab.id} with other checks than this course's (its course checkout "
+                        f"differs from the hub's): not recorded")
+        if report.seed != derive_seed(self.course.id, sub.student, lab.id, secret=course_secret(self.settings)):
+            raise Retry("the grader judged with another seed than this course's (its keys/course-seed.key is not "
+                        "the hub's): not recorded")
 
     def feedback(self, lab_id: str, student: str) -> None:
         """nbgrader's generate_feedback and release_feedback for one learner (hidden checks redacted)."""
