@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -448,11 +448,23 @@ def cmd_service_run(args: argparse.Namespace, settings: Settings) -> int:
     service = GradingService(settings, paths, workers=args.workers, say=say).start()
     say(f"grading service running: {args.workers} worker(s), exchange {paths.exchange} (Ctrl-C to stop)")
     try:
-        while True:
-            time.sleep(3600)
+        _until_interrupted()
     finally:
         service.stop(graceful=False)
         lock.release()
+
+
+def _until_interrupted() -> NoReturn:
+    """Sleep until Ctrl-C or SIGTERM (a service manager's stop), either of which unwinds the caller's ``finally``:
+    a foreground service's main thread."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    while True:
+        time.sleep(3600)
 
 
 def cmd_service_grader(args: argparse.Namespace, settings: Settings) -> int:
@@ -474,8 +486,7 @@ def cmd_service_grader(args: argparse.Namespace, settings: Settings) -> int:
     judge = Judge(settings, table, workers=args.workers, say=say).start()
     say(f"grader {judge.name}: {args.workers} worker(s), judging for {redacted(url)} (Ctrl-C to stop)")
     try:
-        while True:
-            time.sleep(3600)
+        _until_interrupted()
     finally:
         judge.stop()
         table.close()

@@ -35,6 +35,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="th
 LEARNERS = ("hub-a", "hub-b", "hub-c")
 LAB = "sys-3-tested-cli-tool"
 TRAINER = "hub-t"
+#: The hub runs for graders on other machines (``--graders-listen``): its PostgreSQL listens on the hub's end of a
+#: veth pair as on a private address; no grader connects from elsewhere, so every hand-in is judged by the hub
+#: service's own judge through the judging table (tests/integration/test_remote_grader.py has one elsewhere).
+GRADERS_IF, GRADERS_ADDR = "llhubg0", "10.251.78.1"
 
 
 def _free_port() -> int:
@@ -73,9 +77,14 @@ def hub(settings, tmp_path_factory):
     issued = cli(env, "hub", "passwords", "hubbers", "--root", str(root), "--trainer", TRAINER).stdout
     passwords.update(line.split("\t") for line in issued.strip().splitlines())
     assert sorted(passwords) == sorted([*LEARNERS, TRAINER])
+    subprocess.run(["ip", "link", "del", GRADERS_IF], capture_output=True, check=False)
+    subprocess.run(["ip", "link", "add", GRADERS_IF, "type", "veth", "peer", "name", GRADERS_IF + "p"], check=True)
+    subprocess.run(["ip", "addr", "add", f"{GRADERS_ADDR}/30", "dev", GRADERS_IF], check=True)
+    subprocess.run(["ip", "link", "set", GRADERS_IF, "up"], check=True)
     log = (work / "start.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "ladderlab.cli", "hub", "start", "hubbers", "--root", str(root),
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+                             "--port", str(port), "--graders-listen", GRADERS_ADDR, "--graders-from",
+                             f"{GRADERS_ADDR}/30"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     hub_log = root / "private" / "jupyterhub.log"
 
@@ -100,6 +109,7 @@ def hub(settings, tmp_path_factory):
             accounts.remove(learner)
         HubDatabase(root / "postgres").stop()  # `hub start` stops it; not when it had to be killed
         shutil.rmtree(root, ignore_errors=True)
+        subprocess.run(["ip", "link", "del", GRADERS_IF], capture_output=True, check=False)
 
 
 def api(hub, method: str, path: str, **kw) -> requests.Response:
@@ -603,6 +613,16 @@ def records_on_postgres(hub, settings, passed: list[str], failed: list[str]) -> 
     finally:
         engine.dispose()
     assert not (Path(hub["cache"]) / "service" / "queue.db").exists()
+    # Judged through the judging table (the hub runs for graders elsewhere; its own judge took them), which is
+    # empty once they are recorded.
+    logs = sorted((Path(hub["cache"]) / "service" / "logs").glob(f"*+{LAB}+*.log"))
+    assert logs and all("judged by " in p.read_text() for p in logs), [p.read_text()[-800:] for p in logs]
+    engine = create_engine(db.sqlalchemy_url("judging"))
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM judging")).scalar() == 0
+    finally:
+        engine.dispose()
     exports = cli(dict(os.environ, LADDERLAB_CACHE_DIR=hub["cache"]), "hub", "database", "--root",
                   str(hub["root"])).stdout
     env = dict(os.environ, LADDERLAB_CACHE_DIR=hub["cache"], LADDERLAB_ROOT=str(settings.root))

@@ -213,6 +213,9 @@ def test_a_hand_in_judged_on_the_grading_machine_is_recorded_on_the_hub(hub_db, 
         # The grading machine kept nothing of the hub's records.
         assert not (grader_cache / "service").exists()
         assert sorted(p.name for p in (grader_cache / "keys").iterdir()) == ["course-seed.key"]
+        # A service manager's stop (SIGTERM) stops the grader in order.
+        assert stop_process(grader) == 130, grader_log.read_text()[-2000:]
+        assert "stopped after 2 judgement(s)" in grader_log.read_text(), grader_log.read_text()[-2000:]
     finally:
         stop_process(grader)
         stop_process(hub)
