@@ -295,9 +295,11 @@ class _HostProbe:
 
 
 def is_local_engine(client: docker.DockerClient) -> bool:
-    """Whether this process may open TCP connections to the engine's containers: the engine answers on a unix
-    socket and runs in this process's network namespace (a grader in a namespace of its own that reaches the
-    engine's socket, as ``tests/integration/test_remote_grader.py`` runs one, does not share its bridges)."""
+    """Whether this process may open TCP connections to the engine's containers. Not for an engine over TCP, nor
+    for one whose unix socket is served from another network namespace (a grader in a namespace of its own that
+    reaches the engine's socket, as ``tests/integration/test_remote_grader.py`` runs one, does not share its
+    bridges): readiness is then probed from inside the hosts. When that cannot be told (an ``ssh://`` engine, a
+    socket whose server this process may not inspect), as before: yes."""
     if not str(client.api.base_url).startswith("http+docker://"):
         return False
     path = getattr(getattr(client.api, "_custom_adapter", None), "socket_path", None)
