@@ -349,7 +349,7 @@ class HubDatabase:
             have = {row[0] for row in conn.run("SELECT datname FROM pg_database")}
             for name in (*DATABASES, JUDGING):
                 if name not in have:
-                    conn.run(f'CREATE DATABASE "{name}"')  # names from DATABASES only
+                    conn.run(f'CREATE DATABASE "{name}"')  # names of ours only
                     self.created.append(name)
         finally:
             conn.close()

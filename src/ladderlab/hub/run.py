@@ -202,7 +202,7 @@ def start(settings: Settings, cohort: str, root: Path, port: int, say: Callable[
             say(f"graders on other machines: PostgreSQL listens on {graders.listen}:{database.PORT} for "
                 f"{graders.allow}; give each grading machine the URL `ladderlab hub database --grader-url --root "
                 f"{plan.root}` prints (it holds the graders' password, kept across starts: delete "
-                f"{plan.database / 'grader-password'} to change it)")
+                f"{db.grader_password_file} to change it)")
         return _run(plan, settings, cohort, say)
     finally:
         for sig, handler in previous.items():

@@ -39,6 +39,7 @@ from typing import Any
 
 from ladderlab.config import Settings
 from ladderlab.errors import LadderlabError, UsageError
+from ladderlab.grading.checks import one_line
 
 Say = Callable[[str], None]
 
@@ -104,7 +105,6 @@ class JudgingTable:
             raise UsageError(f"the judging database {redacted(url)!r}: {exc}") from None
         self.metadata = MetaData()
         self.table = _table(self.metadata)
-        self.url = url
 
     def create(self) -> None:
         """Create the table (the hub's side: the graders' role may not)."""
@@ -142,8 +142,7 @@ class JudgingTable:
         """Put a claim whose grader stopped beating (still at ``beat``) back in the queue; whether it was."""
         t = self.table
         with self.engine.begin() as conn:
-            done = conn.execute(t.update().where((t.c.key == key) & (t.c.status == JUDGING) & (t.c.grader == grader)
-                                                 & (t.c.beat == beat))
+            done = conn.execute(t.update().where(self._mine(key, grader) & (t.c.beat == beat))
                                 .values(status=QUEUED, grader="", beat=0.0))
         return bool(done.rowcount)
 
@@ -158,6 +157,7 @@ class JudgingTable:
         when a grader could not judge it, when none finished it in ``timeout`` seconds, or when ``stop`` is set."""
         import nbformat
 
+        stop = stop if stop is not None else threading.Event()
         self.post(key, lab, student, notebook)
         note("queued for a grader (the judging table)")
         deadline = time.monotonic() + timeout
@@ -175,7 +175,7 @@ class JudgingTable:
                                 nbformat.reads(row["graded"], as_version=4))
                     except (KeyError, TypeError, ValueError) as exc:
                         raise JudgingFault(f"grader {row.get('grader')}: a judgement this service cannot read "
-                                           f"({type(exc).__name__}: {_one_line(str(exc))})") from None
+                                           f"({type(exc).__name__}: {one_line(str(exc))})") from None
                 if row["status"] == FAULT:
                     raise JudgingFault(f"grader {row['grader']}: {row['error']}")
                 if row["status"] == JUDGING:
@@ -189,10 +189,8 @@ class JudgingTable:
                 if time.monotonic() > deadline:
                     raise JudgingFault(f"no grader judged it within {timeout:g} s (is `ladderlab service grader` "
                                        f"running on a grading machine?)")
-                if stop is not None and stop.wait(poll):
+                if stop.wait(poll):
                     raise JudgingFault("the grading service stopped while a grader judged it")
-                if stop is None:
-                    time.sleep(poll)
         finally:
             with contextlib.suppress(Exception):
                 self.drop(key)
@@ -291,10 +289,12 @@ class Judge:
         self._judging_lock = threading.Lock()
         self.judged = 0
 
-    def start(self) -> Judge:
+    def start(self, reap_first: bool = True) -> Judge:
+        """Start the workers, after removing what a grader of this machine left behind when it died (its claim
+        went back); ``reap_first=False`` when the caller already did (the grading service's own judges)."""
         from ladderlab.environments.reaper import reap
 
-        if self.workers:  # what a grader of this machine left behind when it died (its claim went back)
+        if self.workers and reap_first:
             with contextlib.suppress(Exception):
                 for env_id, why in sorted(reap(self.settings, self.client(), graders_gone_only=True).removed.items()):
                     self.say(f"grader: removed environment {env_id} ({why})")
@@ -340,7 +340,7 @@ class Judge:
             try:
                 job = self.table.claim(self.name)
             except Exception as exc:  # the database is away for a while: wait and look again
-                self.say(f"grader: cannot reach the judging table: {type(exc).__name__}: {_one_line(str(exc))}")
+                self.say(f"grader: cannot reach the judging table: {type(exc).__name__}: {one_line(str(exc))}")
                 self._stop.wait(max(self.poll, 5.0))
                 continue
             if job is None:
@@ -373,11 +373,11 @@ class Judge:
                 nb = nbformat.reads(job.notebook, as_version=4)
                 report, graded = grade(self.settings, self.client(), lab, nb, job.student, detach_teardown=True)
             except LadderlabError as exc:
-                self._fault(job, _one_line(str(exc)))
+                self._fault(job, one_line(str(exc)))
                 return
             except Exception as exc:  # our own code failed: it could not judge, which is never a verdict
                 self.say(traceback.format_exc())
-                self._fault(job, f"the grader failed: {type(exc).__name__}: {_one_line(str(exc))}")
+                self._fault(job, f"the grader failed: {type(exc).__name__}: {one_line(str(exc))}")
                 return
             if not report.complete:
                 self._fault(job, report.error)
@@ -396,7 +396,3 @@ class Judge:
         self.say(f"grader: {job.key}: could not be judged: {why}")
         with contextlib.suppress(Exception):
             self.table.fault(job.key, job.claimant, why)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:500]

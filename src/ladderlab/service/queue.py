@@ -237,8 +237,10 @@ class GradingService:
             self.judging.create()
             if self.local_judges:
                 self.judge = Judge(self.settings, self.judging, workers=self.local_judges, say=self.say,
-                                   name=f"{socket.gethostname()}:{os.getpid()}:service").start()
-        self.recover()
+                                   name=f"{socket.gethostname()}:{os.getpid()}:service")
+        self.recover()  # reaps what gradings of this machine left, the judges' among them
+        if self.judge is not None:
+            self.judge.start(reap_first=False)
         self._consumer = _Consumer(self.huey, workers=self.workers, worker_type="thread", periodic=False,
                                    initial_delay=0.1, max_delay=0.5, backoff=1.1, check_worker_health=False)
         self._consumer.start()
